@@ -1,0 +1,86 @@
+"""The op registry: one explicitly written :class:`OpSpec` per normalizer.
+
+Nothing is discovered by scanning names; adding an op means adding a record
+to :func:`_build`.  Tests, the golden generator and the conformance harness
+walk this registry, so an op that is registered is automatically checked.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Everything refnorm knows about one op.
+
+    Attributes
+    ----------
+    name : the public name (``refnorm.<name>``, ``refnorm.<name>_backward``).
+    forward : the public forward (returns ``y``).
+    backward : ``(dy, *forward_args) -> dict`` of gradients.
+    reference : the autograd.numpy definition, same signature as ``forward``
+        (validated float64 arrays only; ``eps`` already resolved).
+    forward_with_stats : ``(*forward_args) -> (y, {"mean": ..., "rstd": ...})``.
+    differentiable : names of the arguments the backward returns gradients for
+        (when given).
+    running_stats : the running-statistics update, or None.
+    """
+
+    name: str
+    forward: Callable
+    backward: Callable
+    reference: Callable
+    forward_with_stats: Callable
+    differentiable: tuple[str, ...]
+    running_stats: Callable | None = None
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The forward's argument names, in order."""
+        return tuple(inspect.signature(self.forward).parameters)
+
+
+def _build() -> dict[str, OpSpec]:
+    from . import reference as ref
+    from .ops import batch_norm as bn
+    from .ops import group_norm as gn
+    from .ops import instance_norm as inn
+    from .ops import layer_norm as ln
+    from .ops import rms_norm as rms
+
+    specs = [
+        OpSpec("batch_norm", bn.batch_norm, bn.batch_norm_backward, ref.batch_norm.batch_norm,
+               bn.batch_norm_stats, ("x", "weight", "bias"), bn.batch_norm_running_stats),
+        OpSpec("layer_norm", ln.layer_norm, ln.layer_norm_backward, ref.layer_norm.layer_norm,
+               ln.layer_norm_stats, ("x", "weight", "bias")),
+        OpSpec("instance_norm", inn.instance_norm, inn.instance_norm_backward,
+               ref.instance_norm.instance_norm, inn.instance_norm_stats, ("x", "weight", "bias"),
+               inn.instance_norm_running_stats),
+        OpSpec("group_norm", gn.group_norm, gn.group_norm_backward, ref.group_norm.group_norm,
+               gn.group_norm_stats, ("x", "weight", "bias")),
+        OpSpec("rms_norm", rms.rms_norm, rms.rms_norm_backward, ref.rms_norm.rms_norm,
+               rms.rms_norm_stats, ("x", "weight")),
+    ]
+    return {s.name: s for s in specs}
+
+
+_REGISTRY: MappingProxyType | None = None
+
+
+def registry() -> MappingProxyType:
+    """Name -> :class:`OpSpec`, read-only, in a fixed order."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = MappingProxyType(_build())
+    return _REGISTRY
+
+
+def get(name: str) -> OpSpec:
+    reg = registry()
+    if name not in reg:
+        raise ValueError(f"unknown op {name!r}; known ops: {', '.join(reg)}")
+    return reg[name]

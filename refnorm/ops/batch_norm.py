@@ -1,0 +1,134 @@
+"""BatchNorm: the fast path.
+
+``x`` of shape ``(N, C, *spatial)`` is viewed as ``(N, C, HW)``: each channel
+is one reduction set of ``N * HW`` elements (``A = N``, ``B = C``,
+``S = HW``), with a per-channel affine (``P = C``, ``T = HW``).
+"""
+
+from __future__ import annotations
+
+from .. import _validate as V
+from . import _normalize as nz
+from . import _running as R
+
+
+def _check_common(x, running_mean, running_var):
+    xa = V.check_input("x", x, min_ndim=2, layout="(N, C, *spatial)")
+    C = xa.shape[1]
+    rm = V.check_param("running_mean", running_mean, (C,), "one value per channel C")
+    rv = V.check_param("running_var", running_var, (C,), "one value per channel C")
+    if (rm is None) != (rv is None):
+        raise ValueError("running_mean and running_var must be given together or both be None, got "
+                         f"running_mean={'None' if rm is None else 'array'}, "
+                         f"running_var={'None' if rv is None else 'array'}")
+    return xa, rm, rv
+
+
+def _values_per_channel(shape) -> int:
+    return shape[0] * V.prod(shape[2:])
+
+
+def _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    xa, rm, rv = _check_common(x, running_mean, running_var)
+    N, C = xa.shape[0], xa.shape[1]
+    w = V.check_param("weight", weight, (C,), "one value per channel C")
+    b = V.check_param("bias", bias, (C,), "one value per channel C")
+    training = V.check_bool("training", training)
+    V.check_real("momentum", momentum, allow_none=True)
+    eps = V.check_real("eps", eps)
+    if not training and rm is None:
+        raise ValueError("running_mean and running_var are required when training=False "
+                         "(eval mode normalizes with the running statistics)")
+    if training and _values_per_channel(xa.shape) == 1:
+        raise ValueError("Expected more than 1 value per channel when training, "
+                         f"got x of shape {tuple(xa.shape)}")
+    HW = V.prod(xa.shape[2:])
+    x3 = V.to_f64(xa).reshape(N, C, HW)
+    st = nz.batch_stats(x3, eps) if training else nz.const_stats(rm, rv, eps)
+    return xa.shape, C, HW, x3, w, b, st
+
+
+def batch_norm_stats(x, running_mean, running_var, weight=None, bias=None, training=False,
+                     momentum=0.1, eps=1e-5):
+    """``y`` and the per-channel ``mean`` and ``rstd`` used to normalize (the
+    batch statistics in training, the running ones in eval)."""
+    shape, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    y = nz.forward(x3, st, w, b, P=C, T=HW).reshape(shape)
+    return y, {"mean": st.mean.copy(), "rstd": st.rstd.copy()}
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalization, as ``torch.nn.functional.batch_norm``.
+
+    Training (``training=True``): each channel is normalized with the mean and
+    biased variance of ``x`` over ``(N, *spatial)``; eval: with
+    ``running_mean`` and ``running_var``.  ``eps`` is inside the square root.
+
+    Unlike PyTorch, this never updates ``running_mean``/``running_var`` in
+    place (refnorm mutates no input): the update PyTorch performs in training
+    is :func:`batch_norm_running_stats`.  ``momentum`` is accepted for
+    signature compatibility and does not affect ``y``.
+
+    Parameters
+    ----------
+    x : array, shape ``(N, C, *spatial)``
+    running_mean, running_var : array of shape ``(C,)``, or None (training only)
+    weight, bias : array of shape ``(C,)`` or None
+    training : bool
+    momentum : float or None
+    eps : float
+
+    Returns a float64 array shaped like ``x``.
+    """
+    return batch_norm_stats(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
+
+
+def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None, training=False,
+                        momentum=0.1, eps=1e-5):
+    """Gradients of :func:`batch_norm`: ``{"x": dx[, "weight"][, "bias"]}``.
+
+    Training differentiates through the batch statistics
+    (``dx = weight * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))`` per
+    channel); eval treats the running statistics as constants
+    (``dx = weight * rstd * dy``).  ``dweight = sum dy * xhat``,
+    ``dbias = sum dy`` over ``(N, *spatial)``.
+    """
+    shape, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, T=HW, affine=w is not None or b is not None)
+    out = {"x": dx3.reshape(shape)}
+    if w is not None:
+        out["weight"] = dw
+    if b is not None:
+        out["bias"] = db
+    return out
+
+
+def batch_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, num_batches_tracked=None,
+                             convention="torch"):
+    """The running statistics after one training step on ``x``.
+
+    Returns new ``(running_mean, running_var)`` arrays (float64; the inputs are
+    not modified).  ``convention="torch"`` (default) reproduces
+    ``torch.nn.functional.batch_norm(training=True)``: unbiased batch
+    variance, ``momentum`` weighting the new value, ``momentum=None`` a
+    cumulative average with ``num_batches_tracked`` the counter *before* this
+    step.  ``"onnx"`` and ``"flax"``: biased variance, ``momentum`` weighting
+    the old value (see :mod:`refnorm.ops._running`).  An empty batch leaves
+    the statistics unchanged, as in PyTorch.
+    """
+    xa, rm, rv = _check_common(x, running_mean, running_var)
+    if rm is None:
+        raise TypeError("running_mean and running_var must be arrays of shape (C,), got None")
+    convention = R.check_convention(convention)
+    factor = R.momentum_factor(momentum, num_batches_tracked, convention)
+    n = _values_per_channel(xa.shape)
+    if n == 0:
+        return rm.copy(), rv.copy()
+    if n == 1:
+        raise ValueError("Expected more than 1 value per channel when training, "
+                         f"got x of shape {tuple(xa.shape)}")
+    N, C = xa.shape[0], xa.shape[1]
+    st = nz.batch_stats(V.to_f64(xa).reshape(N, C, -1), 0.0)
+    var = st.var(correction=1 if convention == "torch" else 0)
+    return R.update(rm, st.mean, factor), R.update(rv, var, factor)

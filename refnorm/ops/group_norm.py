@@ -1,0 +1,74 @@
+"""GroupNorm: the fast path.
+
+``x`` of shape ``(N, C, *spatial)`` is viewed as ``(1, N*G, C/G * HW)``: each
+(sample, group) is one reduction set of ``C/G * HW`` elements.  The affine
+parameters are per channel: ``P = G`` groups of ``Q = C/G`` channels, each
+channel covering ``T = HW`` consecutive elements of its set.
+"""
+
+from __future__ import annotations
+
+from .. import _validate as V
+from . import _normalize as nz
+
+
+def _prepare(x, num_groups, weight, bias, eps):
+    xa = V.check_input("x", x, min_ndim=2, layout="(N, C, *spatial)")
+    G = V.check_int("num_groups", num_groups, minimum=1)
+    N, C = xa.shape[0], xa.shape[1]
+    if C % G != 0:
+        raise ValueError(f"num_groups must divide the number of channels C = {C}, got num_groups = {G}")
+    w = V.check_param("weight", weight, (C,), "one value per channel C")
+    b = V.check_param("bias", bias, (C,), "one value per channel C")
+    eps = V.check_real("eps", eps)
+    HW = V.prod(xa.shape[2:])
+    x3 = V.to_f64(xa).reshape(1, N * G, (C // G) * HW)
+    return xa.shape, G, HW, x3, w, b, eps
+
+
+def group_norm_stats(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """``y`` and the saved ``mean``, ``rstd`` of shape ``(N, num_groups)``."""
+    shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
+    st = nz.batch_stats(x3, eps)
+    y = nz.forward(x3, st, w, b, P=G, T=HW).reshape(shape)
+    return y, {"mean": st.mean.reshape(shape[0], G), "rstd": st.rstd.reshape(shape[0], G)}
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalization, as ``torch.nn.functional.group_norm``.
+
+    The C channels are split into ``num_groups`` contiguous groups of C/G;
+    each (sample, group) is normalized over its channels and spatial
+    positions (biased variance, ``eps`` inside the square root), then a
+    per-channel affine is applied.  G = 1 is LayerNorm over (C, *spatial)
+    with a per-channel affine; G = C is InstanceNorm.
+
+    Parameters
+    ----------
+    x : array, shape ``(N, C, *spatial)``
+    num_groups : int dividing C
+    weight, bias : array of shape ``(C,)`` or None
+    eps : float
+
+    Returns a float64 array shaped like ``x``.
+    """
+    return group_norm_stats(x, num_groups, weight, bias, eps)[0]
+
+
+def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Gradients of :func:`group_norm`: ``{"x": dx[, "weight"][, "bias"]}``.
+
+    Per (sample, group), with ``g = weight[c] * dy``:
+    ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``;
+    ``dweight[c] = sum_{n, spatial} dy * xhat``; ``dbias[c] = sum_{n, spatial} dy``.
+    """
+    shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    st = nz.batch_stats(x3, eps)
+    dx3, dw, db = nz.backward(dy3, x3, st, w, P=G, T=HW, affine=w is not None or b is not None)
+    out = {"x": dx3.reshape(shape)}
+    if w is not None:
+        out["weight"] = dw
+    if b is not None:
+        out["bias"] = db
+    return out

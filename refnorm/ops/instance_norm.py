@@ -1,0 +1,140 @@
+"""InstanceNorm: the fast path.
+
+``x`` of shape ``(N, C, *spatial)`` is viewed as ``(1, N*C, HW)``: each
+(sample, channel) is one reduction set, with a per-channel affine
+(``P = C``, ``T = HW``).  With ``use_input_stats=False`` the per-channel
+running statistics are constants repeated over the N samples
+(statistics period ``C``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _validate as V
+from . import _normalize as nz
+from . import _running as R
+
+
+def _check_common(x, running_mean, running_var):
+    xa = V.check_input("x", x, min_ndim=2, layout="(N, C, *spatial)")
+    C = xa.shape[1]
+    rm = V.check_param("running_mean", running_mean, (C,), "one value per channel C")
+    rv = V.check_param("running_var", running_var, (C,), "one value per channel C")
+    if (rm is None) != (rv is None):
+        raise ValueError("running_mean and running_var must be given together or both be None")
+    return xa, rm, rv
+
+
+def _check_spatial(shape):
+    if V.prod(shape[2:]) == 1:
+        raise ValueError("Expected more than 1 spatial element when training (use_input_stats=True), "
+                         f"got x of shape {tuple(shape)}")
+
+
+def _prepare(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps):
+    xa, rm, rv = _check_common(x, running_mean, running_var)
+    N, C = xa.shape[0], xa.shape[1]
+    w = V.check_param("weight", weight, (C,), "one value per channel C")
+    b = V.check_param("bias", bias, (C,), "one value per channel C")
+    use_input_stats = V.check_bool("use_input_stats", use_input_stats)
+    V.check_real("momentum", momentum, allow_none=True)
+    eps = V.check_real("eps", eps)
+    if use_input_stats:
+        _check_spatial(xa.shape)
+    elif rm is None:
+        raise ValueError("running_mean and running_var are required when use_input_stats=False")
+    HW = V.prod(xa.shape[2:])
+    x3 = V.to_f64(xa).reshape(1, N * C, HW)
+    st = nz.batch_stats(x3, eps) if use_input_stats else nz.const_stats(rm, rv, eps)
+    return xa.shape, N, C, HW, x3, w, b, st
+
+
+def instance_norm_stats(x, running_mean=None, running_var=None, weight=None, bias=None,
+                        use_input_stats=True, momentum=0.1, eps=1e-5):
+    """``y`` and the ``mean``, ``rstd`` used to normalize: shape ``(N, C)`` for
+    input statistics, ``(C,)`` for running ones."""
+    shape, N, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias,
+                                             use_input_stats, momentum, eps)
+    y = nz.forward(x3, st, w, b, P=C, T=HW).reshape(shape)
+    lead = (N, C) if not st.const else (C,)
+    return y, {"mean": st.mean.reshape(lead), "rstd": st.rstd.reshape(lead)}
+
+
+def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    """Instance normalization, as ``torch.nn.functional.instance_norm``.
+
+    With ``use_input_stats=True`` (default) each (sample, channel) is
+    normalized over its spatial positions (biased variance, ``eps`` inside
+    the square root); with ``False``, by the per-channel ``running_mean`` and
+    ``running_var``.  A per-channel affine follows when given.  The running
+    statistics are never updated in place: see
+    :func:`instance_norm_running_stats`.
+
+    Parameters
+    ----------
+    x : array, shape ``(N, C, *spatial)``
+    running_mean, running_var : array of shape ``(C,)`` or None
+    weight, bias : array of shape ``(C,)`` or None
+    use_input_stats : bool
+    momentum : float (does not affect ``y``)
+    eps : float
+
+    Returns a float64 array shaped like ``x``.
+    """
+    return instance_norm_stats(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)[0]
+
+
+def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=None, bias=None,
+                           use_input_stats=True, momentum=0.1, eps=1e-5):
+    """Gradients of :func:`instance_norm`: ``{"x": dx[, "weight"][, "bias"]}``.
+
+    Input statistics: per (sample, channel) with ``g = weight[c] * dy``,
+    ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``.  Running statistics
+    are constants: ``dx = rstd * g``.  ``dweight[c]``, ``dbias[c]`` sum over
+    ``(N, *spatial)``.
+    """
+    shape, N, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias,
+                                             use_input_stats, momentum, eps)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, T=HW, affine=w is not None or b is not None)
+    out = {"x": dx3.reshape(shape)}
+    if w is not None:
+        out["weight"] = dw
+    if b is not None:
+        out["bias"] = db
+    return out
+
+
+def instance_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, convention="torch"):
+    """The running statistics after one ``instance_norm(use_input_stats=True)``
+    training step on ``x``, as PyTorch leaves them.
+
+    PyTorch runs BatchNorm on ``x`` reshaped to ``(1, N*C, *spatial)`` with the
+    running statistics repeated N times and then averages the N updated
+    copies, i.e. ``new = (1 - m) * old + m * mean_n(batch statistic of (n, c))``
+    with the unbiased variance over the spatial positions.  Only the torch
+    convention exists: neither ONNX nor Flax defines running statistics for
+    instance normalization.
+    """
+    xa, rm, rv = _check_common(x, running_mean, running_var)
+    if rm is None:
+        raise TypeError("running_mean and running_var must be arrays of shape (C,), got None")
+    if convention != "torch":
+        raise ValueError("instance_norm_running_stats supports only convention='torch' "
+                         f"(ONNX and Flax have no InstanceNorm running statistics), got {convention!r}")
+    if momentum is None:
+        raise TypeError("momentum must be a real number for instance norm (PyTorch's InstanceNorm "
+                        "passes 0.0 when its momentum is None), got None")
+    factor = V.check_real("momentum", momentum)
+    _check_spatial(xa.shape)
+    N, C = xa.shape[0], xa.shape[1]
+    if N == 0:
+        return rm.copy(), rv.copy()
+    st = nz.batch_stats(V.to_f64(xa).reshape(1, N * C, -1), 0.0)
+    mean_nc = st.mean.reshape(N, C)
+    var_nc = st.var(correction=1).reshape(N, C)
+    batch_mean = np.mean(mean_nc, axis=0)
+    batch_var = np.mean(var_nc, axis=0)
+    return R.update(rm, batch_mean, factor), R.update(rv, batch_var, factor)

@@ -1,0 +1,72 @@
+"""RMSNorm: the fast path.
+
+Viewed like LayerNorm (``(1, rows, D)``, per-element weight) but without
+centring: ``mean`` is identically zero and the backward has no ``c1`` term.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _validate as V
+from . import _normalize as nz
+
+
+def default_eps(dtype) -> float:
+    """The epsilon PyTorch's ``rms_norm(eps=None)`` really uses for ``dtype``.
+
+    The docs say ``torch.finfo(x.dtype).eps``, but the CPU composite
+    (``rms_norm_composite``) upcasts float16/bfloat16 to float32 and uses the
+    float32 epsilon: float64 -> 2**-52, everything else -> 2**-23
+    (checked against torch 2.13 in ``tests/ops/test_rms_norm.py``).
+    """
+    return float(np.finfo(np.float64).eps) if np.dtype(dtype) == np.float64 else float(np.finfo(np.float32).eps)
+
+
+def _prepare(x, normalized_shape, weight, eps):
+    xa = V.check_input("x", x, min_ndim=1, layout="(*, *normalized_shape)")
+    ns = V.check_normalized_shape(normalized_shape, xa.shape)
+    w = V.check_param("weight", weight, ns, "normalized_shape")
+    eps = default_eps(xa.dtype) if eps is None else V.check_real("eps", eps)
+    D = V.prod(ns)
+    rows = V.prod(xa.shape[: xa.ndim - len(ns)])
+    return xa.shape, ns, V.to_f64(xa).reshape(1, rows, D), w, eps
+
+
+def rms_norm_stats(x, normalized_shape, weight=None, eps=None):
+    """``y`` and the saved statistic ``rstd`` (shape ``x.shape[:-len(normalized_shape)]``)."""
+    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps)
+    st = nz.batch_stats(x3, eps, center=False)
+    y = nz.forward(x3, st, w, None, P=1, T=1).reshape(shape)
+    return y, {"rstd": st.rstd.reshape(shape[: len(shape) - len(ns)])}
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None):
+    """Root-mean-square normalization, as ``torch.nn.functional.rms_norm``.
+
+    .. math:: y = \\frac{x}{\\sqrt{\\mathrm{E}[x^2] + \\epsilon}} \\cdot \\gamma
+
+    over the last ``len(normalized_shape)`` dimensions; no mean subtraction,
+    no bias.  ``eps=None`` is what PyTorch actually does: the float64 machine
+    epsilon for float64 input and the float32 one for every other dtype
+    (float16/bfloat16 included), see :func:`default_eps`.
+
+    Returns a float64 array shaped like ``x``.
+    """
+    return rms_norm_stats(x, normalized_shape, weight, eps)[0]
+
+
+def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
+    """Gradients of :func:`rms_norm`: ``{"x": dx[, "weight": dweight]}``.
+
+    With ``r = rstd``, ``xhat = x * r`` and ``g = weight * dy`` per row:
+    ``dx = r * (g - xhat * mean(g * xhat))``; ``dweight = sum_rows dy * xhat``.
+    """
+    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    st = nz.batch_stats(x3, eps, center=False)
+    dx3, dw, _ = nz.backward(dy3, x3, st, w, P=1, T=1, rms=True, affine=w is not None)
+    out = {"x": dx3.reshape(shape)}
+    if w is not None:
+        out["weight"] = dw.reshape(ns)
+    return out

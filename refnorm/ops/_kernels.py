@@ -17,8 +17,9 @@ instance_norm   (1, N*C, H*W...)             b % C            (P=C, T=S)
 rms_norm        as layer_norm, no centring
 ==============  ===========================  ==============================
 
-The affine parameters are a vector ``w`` of length ``P * Q`` (``Q = S / T``)
-and element ``(a, b, s)`` uses ``w[(b % P) * Q + s // T]``.  This one rule
+The affine parameters are a vector ``w`` of length ``P * Q`` (``S = Q * T``)
+and element ``(a, b, s)`` uses ``w[(b % P) * Q + s // T]``; kernels receive
+P, Q and T explicitly (T may be 0 for an empty spatial extent).  This one rule
 covers per-channel (BN, GN, IN) and per-element (LN, RMS) affines.
 
 Notation (fixed across refnorm): ``n`` the size of a reduction set, ``mean``,
@@ -144,7 +145,7 @@ def _xhat(xv, mh, ml, rh, rl):
 
 
 @pjit
-def forward(x, mean, mean_lo, rstd, rstd_lo, stats_period, weight, bias, P, T, y):
+def forward(x, mean, mean_lo, rstd, rstd_lo, stats_period, weight, bias, P, Q, T, y):
     """``y = weight[k] * xhat + bias[k]`` with ``k = (b % P) * Q + s // T``.
 
     The statistics of set ``b`` are ``mean[b % stats_period]`` etc.
@@ -152,7 +153,6 @@ def forward(x, mean, mean_lo, rstd, rstd_lo, stats_period, weight, bias, P, T, y
     per-channel running statistics).
     """
     A, B, S = x.shape
-    Q = S // T
     for b in prange(B):
         j = b % stats_period
         mh = mean[j]
@@ -172,7 +172,7 @@ def forward(x, mean, mean_lo, rstd, rstd_lo, stats_period, weight, bias, P, T, y
 
 
 @pjit
-def backward_input(dy, x, mean, mean_lo, rstd, rstd_lo, stats_period, weight, P, T, mode, dx):
+def backward_input(dy, x, mean, mean_lo, rstd, rstd_lo, stats_period, weight, P, Q, T, mode, dx):
     """The input gradient of :func:`forward`.
 
     With g = weight * dy, for a reduction set of n elements (derivation:
@@ -193,7 +193,6 @@ def backward_input(dy, x, mean, mean_lo, rstd, rstd_lo, stats_period, weight, P,
         dx = rstd * g
     """
     A, B, S = x.shape
-    Q = S // T
     n = A * S
     for b in prange(B):
         j = b % stats_period
@@ -242,7 +241,7 @@ def backward_input(dy, x, mean, mean_lo, rstd, rstd_lo, stats_period, weight, P,
 
 
 @pjit
-def backward_affine(dy, x, mean, mean_lo, rstd, rstd_lo, stats_period, P, T, dweight, dbias):
+def backward_affine(dy, x, mean, mean_lo, rstd, rstd_lo, stats_period, P, Q, T, dweight, dbias):
     """``dweight[k] = sum dy * xhat`` and ``dbias[k] = sum dy`` over all elements
     with affine index k, compensated, summed in the order (a, b, s) ascending.
 
@@ -250,7 +249,6 @@ def backward_affine(dy, x, mean, mean_lo, rstd, rstd_lo, stats_period, P, T, dwe
     one thread, so the result does not depend on the thread count.
     """
     A, B, S = x.shape
-    Q = S // T
     nblk = (Q + _AFFINE_BLOCK - 1) // _AFFINE_BLOCK
     for job in prange(P * nblk):
         p = job // nblk

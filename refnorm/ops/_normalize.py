@@ -71,18 +71,26 @@ def affine_vectors(weight: np.ndarray | None, bias: np.ndarray | None, size: int
     return w, b
 
 
-def forward(x3, stats: Stats, weight, bias, P: int, T: int) -> np.ndarray:
-    """``y = weight * xhat + bias`` on the canonical view."""
-    Q = x3.shape[2] // T if T > 0 else 0
+def _inner(x3, Q: int) -> int:
+    """T, the run of consecutive elements sharing one affine parameter (S = Q * T)."""
+    S = x3.shape[2]
+    assert Q > 0 and S % Q == 0 or S == 0, (S, Q)
+    return S // Q if Q > 0 else 0
+
+
+def forward(x3, stats: Stats, weight, bias, P: int, Q: int) -> np.ndarray:
+    """``y = weight * xhat + bias`` on the canonical view; affine of length P * Q."""
+    T = _inner(x3, Q)
     w, b = affine_vectors(weight, bias, P * Q)
     y3 = np.empty_like(x3)
-    K.forward(x3, stats.mean, stats.mean_lo, stats.rstd, stats.rstd_lo, stats.period, w, b, P, max(T, 1), y3)
+    K.forward(x3, stats.mean, stats.mean_lo, stats.rstd, stats.rstd_lo, stats.period, w, b, P, Q, T, y3)
     return y3
 
 
-def backward(dy3, x3, stats: Stats, weight, P: int, T: int, *, rms: bool = False, affine: bool = True):
-    """Input gradient and (if ``affine``) the raw ``dweight``/``dbias`` vectors."""
-    Q = x3.shape[2] // T if T > 0 else 0
+def backward(dy3, x3, stats: Stats, weight, P: int, Q: int, *, rms: bool = False, affine: bool = True):
+    """Input gradient and (if ``affine``) the raw ``dweight``/``dbias`` vectors
+    (length P * Q; zeros where a parameter touches no element)."""
+    T = _inner(x3, Q)
     w, _ = affine_vectors(weight, None, P * Q)
     if stats.const:
         mode = K.MODE_CONST_STATS
@@ -91,13 +99,12 @@ def backward(dy3, x3, stats: Stats, weight, P: int, T: int, *, rms: bool = False
     else:
         mode = K.MODE_BATCH_STATS
     dx3 = np.empty_like(x3)
-    T1 = max(T, 1)
     K.backward_input(dy3, x3, stats.mean, stats.mean_lo, stats.rstd, stats.rstd_lo, stats.period,
-                     w, P, T1, mode, dx3)
+                     w, P, Q, T, mode, dx3)
     if not affine:
         return dx3, None, None
     dweight = np.empty(P * Q)
     dbias = np.empty(P * Q)
     K.backward_affine(dy3, x3, stats.mean, stats.mean_lo, stats.rstd, stats.rstd_lo, stats.period,
-                      P, T1, dweight, dbias)
+                      P, Q, T, dweight, dbias)
     return dx3, dweight, dbias

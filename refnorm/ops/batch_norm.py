@@ -53,7 +53,7 @@ def batch_norm_stats(x, running_mean, running_var, weight=None, bias=None, train
     """``y`` and the per-channel ``mean`` and ``rstd`` used to normalize (the
     batch statistics in training, the running ones in eval)."""
     shape, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    y = nz.forward(x3, st, w, b, P=C, T=HW).reshape(shape)
+    y = nz.forward(x3, st, w, b, P=C, Q=1).reshape(shape)
     return y, {"mean": st.mean.copy(), "rstd": st.rstd.copy()}
 
 
@@ -95,7 +95,7 @@ def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None
     """
     shape, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
-    dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, T=HW, affine=w is not None or b is not None)
+    dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, Q=1, affine=w is not None or b is not None)
     out = {"x": dx3.reshape(shape)}
     if w is not None:
         out["weight"] = dw

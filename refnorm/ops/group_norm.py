@@ -30,7 +30,7 @@ def group_norm_stats(x, num_groups, weight=None, bias=None, eps=1e-5):
     """``y`` and the saved ``mean``, ``rstd`` of shape ``(N, num_groups)``."""
     shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
     st = nz.batch_stats(x3, eps)
-    y = nz.forward(x3, st, w, b, P=G, T=HW).reshape(shape)
+    y = nz.forward(x3, st, w, b, P=G, Q=shape[1] // G).reshape(shape)
     return y, {"mean": st.mean.reshape(shape[0], G), "rstd": st.rstd.reshape(shape[0], G)}
 
 
@@ -65,7 +65,7 @@ def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5):
     shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     st = nz.batch_stats(x3, eps)
-    dx3, dw, db = nz.backward(dy3, x3, st, w, P=G, T=HW, affine=w is not None or b is not None)
+    dx3, dw, db = nz.backward(dy3, x3, st, w, P=G, Q=shape[1] // G, affine=w is not None or b is not None)
     out = {"x": dx3.reshape(shape)}
     if w is not None:
         out["weight"] = dw

@@ -56,7 +56,7 @@ def instance_norm_stats(x, running_mean=None, running_var=None, weight=None, bia
     input statistics, ``(C,)`` for running ones."""
     shape, N, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias,
                                              use_input_stats, momentum, eps)
-    y = nz.forward(x3, st, w, b, P=C, T=HW).reshape(shape)
+    y = nz.forward(x3, st, w, b, P=C, Q=1).reshape(shape)
     lead = (N, C) if not st.const else (C,)
     return y, {"mean": st.mean.reshape(lead), "rstd": st.rstd.reshape(lead)}
 
@@ -98,7 +98,7 @@ def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=No
     shape, N, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias,
                                              use_input_stats, momentum, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
-    dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, T=HW, affine=w is not None or b is not None)
+    dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, Q=1, affine=w is not None or b is not None)
     out = {"x": dx3.reshape(shape)}
     if w is not None:
         out["weight"] = dw

@@ -31,7 +31,7 @@ def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     shape ``x.shape[:-len(normalized_shape)]``."""
     shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps)
     st = nz.batch_stats(x3, eps)
-    y = nz.forward(x3, st, w, b, P=1, T=1).reshape(shape)
+    y = nz.forward(x3, st, w, b, P=1, Q=x3.shape[2]).reshape(shape)
     lead = shape[: len(shape) - len(ns)]
     return y, {"mean": st.mean.reshape(lead), "rstd": st.rstd.reshape(lead)}
 
@@ -69,7 +69,7 @@ def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-
     shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     st = nz.batch_stats(x3, eps)
-    dx3, dw, db = nz.backward(dy3, x3, st, w, P=1, T=1, affine=w is not None or b is not None)
+    dx3, dw, db = nz.backward(dy3, x3, st, w, P=1, Q=x3.shape[2], affine=w is not None or b is not None)
     out = {"x": dx3.reshape(shape)}
     if w is not None:
         out["weight"] = dw.reshape(ns)

@@ -37,7 +37,7 @@ def rms_norm_stats(x, normalized_shape, weight=None, eps=None):
     """``y`` and the saved statistic ``rstd`` (shape ``x.shape[:-len(normalized_shape)]``)."""
     shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps)
     st = nz.batch_stats(x3, eps, center=False)
-    y = nz.forward(x3, st, w, None, P=1, T=1).reshape(shape)
+    y = nz.forward(x3, st, w, None, P=1, Q=x3.shape[2]).reshape(shape)
     return y, {"rstd": st.rstd.reshape(shape[: len(shape) - len(ns)])}
 
 
@@ -65,7 +65,7 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
     shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     st = nz.batch_stats(x3, eps, center=False)
-    dx3, dw, _ = nz.backward(dy3, x3, st, w, P=1, T=1, rms=True, affine=w is not None)
+    dx3, dw, _ = nz.backward(dy3, x3, st, w, P=1, Q=x3.shape[2], rms=True, affine=w is not None)
     out = {"x": dx3.reshape(shape)}
     if w is not None:
         out["weight"] = dw.reshape(ns)

@@ -44,15 +44,16 @@ def _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps
                          f"got x of shape {tuple(xa.shape)}")
     HW = V.prod(xa.shape[2:])
     x3 = V.to_f64(xa).reshape(N, C, HW)
-    st = nz.batch_stats(x3, eps) if training else nz.const_stats(rm, rv, eps)
-    return xa.shape, C, HW, x3, w, b, st
+    stats = (lambda: nz.batch_stats(x3, eps)) if training else (lambda: nz.const_stats(rm, rv, eps))
+    return xa.shape, C, HW, x3, w, b, stats
 
 
 def batch_norm_stats(x, running_mean, running_var, weight=None, bias=None, training=False,
                      momentum=0.1, eps=1e-5):
     """``y`` and the per-channel ``mean`` and ``rstd`` used to normalize (the
     batch statistics in training, the running ones in eval)."""
-    shape, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    shape, C, HW, x3, w, b, stats = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    st = stats()
     y = nz.forward(x3, st, w, b, P=C, Q=1).reshape(shape)
     return y, {"mean": st.mean.copy(), "rstd": st.rstd.copy()}
 
@@ -93,8 +94,9 @@ def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None
     (``dx = weight * rstd * dy``).  ``dweight = sum dy * xhat``,
     ``dbias = sum dy`` over ``(N, *spatial)``.
     """
-    shape, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    shape, C, HW, x3, w, b, stats = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    st = stats()
     dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, Q=1, affine=w is not None or b is not None)
     out = {"x": dx3.reshape(shape)}
     if w is not None:

@@ -46,16 +46,17 @@ def _prepare(x, running_mean, running_var, weight, bias, use_input_stats, moment
         raise ValueError("running_mean and running_var are required when use_input_stats=False")
     HW = V.prod(xa.shape[2:])
     x3 = V.to_f64(xa).reshape(1, N * C, HW)
-    st = nz.batch_stats(x3, eps) if use_input_stats else nz.const_stats(rm, rv, eps)
-    return xa.shape, N, C, HW, x3, w, b, st
+    stats = (lambda: nz.batch_stats(x3, eps)) if use_input_stats else (lambda: nz.const_stats(rm, rv, eps))
+    return xa.shape, N, C, HW, x3, w, b, stats
 
 
 def instance_norm_stats(x, running_mean=None, running_var=None, weight=None, bias=None,
                         use_input_stats=True, momentum=0.1, eps=1e-5):
     """``y`` and the ``mean``, ``rstd`` used to normalize: shape ``(N, C)`` for
     input statistics, ``(C,)`` for running ones."""
-    shape, N, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias,
-                                             use_input_stats, momentum, eps)
+    shape, N, C, HW, x3, w, b, stats = _prepare(x, running_mean, running_var, weight, bias,
+                                                use_input_stats, momentum, eps)
+    st = stats()
     y = nz.forward(x3, st, w, b, P=C, Q=1).reshape(shape)
     lead = (N, C) if not st.const else (C,)
     return y, {"mean": st.mean.reshape(lead), "rstd": st.rstd.reshape(lead)}
@@ -95,9 +96,10 @@ def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=No
     are constants: ``dx = rstd * g``.  ``dweight[c]``, ``dbias[c]`` sum over
     ``(N, *spatial)``.
     """
-    shape, N, C, HW, x3, w, b, st = _prepare(x, running_mean, running_var, weight, bias,
-                                             use_input_stats, momentum, eps)
+    shape, N, C, HW, x3, w, b, stats = _prepare(x, running_mean, running_var, weight, bias,
+                                                use_input_stats, momentum, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    st = stats()
     dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, Q=1, affine=w is not None or b is not None)
     out = {"x": dx3.reshape(shape)}
     if w is not None:

@@ -1,0 +1,151 @@
+"""A JAX author's own LayerNorm and RMSNorm, with hand-written backward passes
+(``jax.custom_vjp``), exposed as a refnorm backend.
+
+This is what a kernel author's code looks like — it does not call refnorm.  It
+is checked against the golden corpus with::
+
+    refnorm check --backend examples/jax/jax_norms.py --ops layer_norm rms_norm
+
+Numerics, as a production kernel would do them: half-precision inputs
+(float16/bfloat16) are computed in float32 and the outputs rounded back to the
+input dtype; float32 in float32; float64 in float64 (``jax_enable_x64``).
+Statistics are two-pass (mean, then the mean of squared deviations).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+BACKEND_INFO = {"name": "examples/jax", "description": "jax.numpy LayerNorm/RMSNorm with custom_vjp backward"}
+
+def _compute_dtype(dtype):
+    return jnp.float64 if dtype == jnp.float64 else jnp.float32
+
+def _as_jax(a, dtype):
+    return None if a is None else jnp.asarray(np.asarray(a)).astype(dtype)
+
+# ----------------------------------------------------------------------------- LayerNorm
+
+def _ln_stats(x, axes, eps):
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    xc = x - mean
+    var = jnp.mean(xc * xc, axis=axes, keepdims=True)  # two-pass, biased
+    rstd = jax.lax.rsqrt(var + eps)
+    return mean, rstd
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _layer_norm(x, w, b, axes, eps):
+    mean, rstd = _ln_stats(x, axes, eps)
+    return (x - mean) * rstd * w + b
+
+def _layer_norm_fwd(x, w, b, axes, eps):
+    mean, rstd = _ln_stats(x, axes, eps)
+    xhat = (x - mean) * rstd
+    return xhat * w + b, (xhat, rstd, w)
+
+def _layer_norm_bwd(axes, eps, res, dy):
+    xhat, rstd, w = res
+    g = dy * w
+    c1 = jnp.mean(g, axis=axes, keepdims=True)
+    c2 = jnp.mean(g * xhat, axis=axes, keepdims=True)
+    dx = rstd * (g - c1 - xhat * c2)
+    lead = tuple(range(dy.ndim - len(axes)))
+    return dx, jnp.sum(dy * xhat, axis=lead), jnp.sum(dy, axis=lead)
+
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+def _ln_setup(x, normalized_shape, weight, bias):
+    x = np.asarray(x)
+    ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    cd = _compute_dtype(x.dtype)
+    axes = tuple(range(x.ndim - len(ns), x.ndim))
+    w = _as_jax(weight, cd) if weight is not None else jnp.ones(ns, cd)
+    b = _as_jax(bias, cd) if bias is not None else jnp.zeros(ns, cd)
+    return x, ns, cd, axes, w, b
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    x, ns, cd, axes, w, b = _ln_setup(x, normalized_shape, weight, bias)
+    y = _layer_norm(_as_jax(x, cd), w, b, axes, float(eps))
+    return np.asarray(y.astype(x.dtype))
+
+def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    x, ns, cd, axes, w, b = _ln_setup(x, normalized_shape, weight, bias)
+    _, vjp = jax.vjp(lambda x_, w_, b_: _layer_norm(x_, w_, b_, axes, float(eps)), _as_jax(x, cd), w, b)
+    dx, dw, db = vjp(_as_jax(dy, cd))
+    out = {"x": np.asarray(dx.astype(x.dtype))}
+    if weight is not None:
+        out["weight"] = np.asarray(dw.astype(x.dtype))
+    if bias is not None:
+        out["bias"] = np.asarray(db.astype(x.dtype))
+    return out
+
+def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    x, ns, cd, axes, w, b = _ln_setup(x, normalized_shape, weight, bias)
+    xj = _as_jax(x, cd)
+    mean, rstd = _ln_stats(xj, axes, float(eps))
+    y = _layer_norm(xj, w, b, axes, float(eps))
+    lead = x.shape[: x.ndim - len(ns)]
+    # statistics are kept in the compute dtype (float32 for half inputs), as kernels save them
+    return np.asarray(y.astype(x.dtype)), {"mean": np.asarray(mean.reshape(lead)),
+                                           "rstd": np.asarray(rstd.reshape(lead))}
+
+# ----------------------------------------------------------------------------- RMSNorm
+
+def _rms_rstd(x, axes, eps):
+    return jax.lax.rsqrt(jnp.mean(x * x, axis=axes, keepdims=True) + eps)
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _rms_norm(x, w, axes, eps):
+    return x * _rms_rstd(x, axes, eps) * w
+
+def _rms_norm_fwd(x, w, axes, eps):
+    rstd = _rms_rstd(x, axes, eps)
+    xhat = x * rstd
+    return xhat * w, (xhat, rstd, w)
+
+def _rms_norm_bwd(axes, eps, res, dy):
+    xhat, rstd, w = res
+    g = dy * w
+    c2 = jnp.mean(g * xhat, axis=axes, keepdims=True)
+    dx = rstd * (g - xhat * c2)
+    lead = tuple(range(dy.ndim - len(axes)))
+    return dx, jnp.sum(dy * xhat, axis=lead)
+
+_rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
+
+def _rms_setup(x, normalized_shape, weight, eps):
+    x = np.asarray(x)
+    ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    cd = _compute_dtype(x.dtype)
+    axes = tuple(range(x.ndim - len(ns), x.ndim))
+    w = _as_jax(weight, cd) if weight is not None else jnp.ones(ns, cd)
+    if eps is None:  # PyTorch's actual default: float32's epsilon unless the input is float64
+        eps = float(np.finfo(np.float64 if x.dtype == np.float64 else np.float32).eps)
+    return x, ns, cd, axes, w, float(eps)
+
+def rms_norm(x, normalized_shape, weight=None, eps=None):
+    x, ns, cd, axes, w, eps = _rms_setup(x, normalized_shape, weight, eps)
+    return np.asarray(_rms_norm(_as_jax(x, cd), w, axes, eps).astype(x.dtype))
+
+def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
+    x, ns, cd, axes, w, eps = _rms_setup(x, normalized_shape, weight, eps)
+    _, vjp = jax.vjp(lambda x_, w_: _rms_norm(x_, w_, axes, eps), _as_jax(x, cd), w)
+    dx, dw = vjp(_as_jax(dy, cd))
+    out = {"x": np.asarray(dx.astype(x.dtype))}
+    if weight is not None:
+        out["weight"] = np.asarray(dw.astype(x.dtype))
+    return out
+
+def rms_norm_stats(x, normalized_shape, weight=None, eps=None):
+    x, ns, cd, axes, w, eps = _rms_setup(x, normalized_shape, weight, eps)
+    xj = _as_jax(x, cd)
+    rstd = _rms_rstd(xj, axes, eps)
+    lead = x.shape[: x.ndim - len(ns)]
+    return np.asarray(_rms_norm(xj, w, axes, eps).astype(x.dtype)), {"rstd": np.asarray(rstd.reshape(lead))}
+

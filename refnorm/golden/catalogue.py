@@ -1,0 +1,294 @@
+"""The golden-case catalogue: ``spec/cases.toml`` expanded into cases.
+
+``spec/cases.toml`` is the language-neutral catalogue (one table per case
+family); this module expands each family over its dtypes into
+:class:`CaseSpec` records with ids ``<op>/<name>__<dtype>``, builds their
+inputs (:mod:`refnorm.golden.recipes`), computes the float64 expected outputs
+with refnorm from exactly the stored inputs, and attaches the tolerances of
+:mod:`refnorm.golden.tolerance`.
+
+Expected outputs of a value/NaN case (all float64):
+
+``y``, ``mean``, ``rstd``            forward and the statistics used to normalize
+                                   (``forward_with_stats``; RMSNorm: ``rstd`` only)
+``dx``, ``dweight``, ``dbias``       backward from the stored ``dy`` (those that apply)
+``new_running_mean_torch`` / ``new_running_var_torch``
+                                   BN/IN training with running statistics: the
+                                   PyTorch update with the case's momentum
+``new_running_mean_onnx`` / ``_var_onnx``, ``..._flax``
+                                   BN only: ONNX-14 (momentum 0.9 on the old value,
+                                   biased variance) and Flax (0.99)
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from . import recipes as R
+
+TIERS = ("exact", "statistical", "adversarial")
+DTYPE_NAMES = ("float64", "float32", "float16", "bfloat16")
+INPUT_ORDER = ("x", "weight", "bias", "running_mean", "running_var", "dy")
+ONNX_MOMENTUM = 0.9
+FLAX_MOMENTUM = 0.99
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    id: str
+    op: str
+    name: str
+    tier: str
+    dtype: str
+    attrs: dict
+    shapes: dict
+    recipe: dict
+    seed: int
+    expect: dict
+    description: str
+    large: bool = False
+
+
+@dataclass
+class BuiltCase:
+    spec: CaseSpec
+    inputs: dict
+    expected: dict
+    scales: dict = field(default_factory=dict)
+    tolerances: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def cases_path() -> Path:
+    import refnorm
+    return Path(refnorm.__file__).resolve().parents[1] / "spec" / "cases.toml"
+
+
+def _resolve(value, dtype: str):
+    """Per-dtype tables -> the dtype's entry; the string "none" -> None."""
+    if isinstance(value, dict):
+        if value and set(value) <= set(DTYPE_NAMES):
+            if dtype not in value:
+                raise ValueError(f"per-dtype value {value!r} has no entry for {dtype}")
+            return _resolve(value[dtype], dtype)
+        return {k: _resolve(v, dtype) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, dtype) for v in value]
+    if value == "none":
+        return None
+    return value
+
+
+def _expand(fam: dict, where: str) -> list[CaseSpec]:
+    required = ("op", "name", "tier", "dtypes", "attrs", "shapes", "recipe", "seed", "expect", "description")
+    missing = [k for k in required if k not in fam]
+    if missing:
+        raise ValueError(f"{where}: missing {missing}")
+    unknown = set(fam) - set(required) - {"large"}
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+    if fam["tier"] not in TIERS:
+        raise ValueError(f"{where}: tier {fam['tier']!r}")
+    dtypes = list(DTYPE_NAMES) if fam["dtypes"] == "all" else list(fam["dtypes"])
+    if not dtypes or any(d not in DTYPE_NAMES for d in dtypes):
+        raise ValueError(f"{where}: dtypes {fam['dtypes']!r}")
+    out = []
+    for dt in dtypes:
+        recipe = {"generator": R.GENERATOR}
+        recipe.update(_resolve(fam["recipe"], dt))
+        shapes = {k: [int(s) for s in v] for k, v in _resolve(fam["shapes"], dt).items()}
+        if set(recipe) - {"generator"} != set(shapes):
+            raise ValueError(f"{where}: recipe tensors {sorted(set(recipe) - {'generator'})} != shapes "
+                             f"{sorted(shapes)}")
+        out.append(CaseSpec(
+            id=f"{fam['op']}/{fam['name']}__{dt}", op=fam["op"], name=fam["name"], tier=fam["tier"], dtype=dt,
+            attrs=_resolve(fam["attrs"], dt), shapes={k: shapes[k] for k in INPUT_ORDER if k in shapes},
+            recipe=recipe, seed=int(fam["seed"]), expect=_resolve(fam["expect"], dt),
+            description=fam["description"], large=bool(fam.get("large", False))))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _all_cases() -> tuple[CaseSpec, ...]:
+    with open(cases_path(), "rb") as f:
+        doc = tomllib.load(f)
+    specs = []
+    for i, fam in enumerate(doc.get("case", [])):
+        specs.extend(_expand(fam, f"cases.toml case #{i} ({fam.get('op')}/{fam.get('name')})"))
+    ids = [s.id for s in specs]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"duplicate case ids: {dup}")
+    return tuple(specs)
+
+
+def catalogue(*, include_large: bool = False) -> list[CaseSpec]:
+    """Every case, in catalogue order (file order, then dtype order); large
+    cases only with ``include_large``."""
+    return [s for s in _all_cases() if include_large or not s.large]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def build_inputs(spec: CaseSpec) -> dict[str, np.ndarray]:
+    built: dict[str, np.ndarray] = {}
+    # bias may depend on x and weight (cancel_bias): build in dependency order
+    for name in ("x", "weight", "running_mean", "running_var", "bias", "dy"):
+        if name in spec.shapes:
+            built[name] = R.make_tensor(name, spec.shapes[name], spec.recipe[name], spec.dtype, spec.seed,
+                                        spec.op, spec.attrs, built)
+    return {k: built[k] for k in INPUT_ORDER if k in built}
+
+
+def forward_args(spec, inputs: dict) -> tuple:
+    """The positional arguments of ``refnorm.<op>`` for this case."""
+    a, g = spec.attrs, inputs.get
+    op = spec.op
+    if op == "batch_norm":
+        return (inputs["x"], g("running_mean"), g("running_var"), g("weight"), g("bias"), a["training"],
+                a["momentum"], a["eps"])
+    if op == "layer_norm":
+        return (inputs["x"], a["normalized_shape"], g("weight"), g("bias"), a["eps"])
+    if op == "instance_norm":
+        return (inputs["x"], g("running_mean"), g("running_var"), g("weight"), g("bias"), a["use_input_stats"],
+                a["momentum"], a["eps"])
+    if op == "group_norm":
+        return (inputs["x"], a["num_groups"], g("weight"), g("bias"), a["eps"])
+    if op == "rms_norm":
+        return (inputs["x"], a["normalized_shape"], g("weight"), a["eps"])
+    raise ValueError(f"unknown op {op!r}")
+
+
+def resolved_eps(spec, inputs) -> float:
+    eps = spec.attrs.get("eps")
+    if eps is None and spec.op == "rms_norm":
+        from ..ops.rms_norm import default_eps
+        return default_eps(inputs["x"].dtype)
+    return float(eps)
+
+
+def running_factors(spec) -> dict[str, float]:
+    """convention -> weight of the new batch statistic, for the running-stat outputs."""
+    a = spec.attrs
+    m = a.get("momentum")
+    torch_f = 1.0 / (a["num_batches_tracked"] + 1) if m is None else float(m)
+    out = {"torch": torch_f}
+    if spec.op == "batch_norm":
+        out["onnx"] = 1.0 - ONNX_MOMENTUM
+        out["flax"] = 1.0 - FLAX_MOMENTUM
+    return out
+
+
+def has_running_update(spec) -> bool:
+    if "running_mean" not in spec.shapes:
+        return False
+    return bool(spec.attrs.get("training")) if spec.op == "batch_norm" else (
+        spec.op == "instance_norm" and bool(spec.attrs.get("use_input_stats")))
+
+
+def expected_from_inputs(spec, inputs: dict) -> dict[str, np.ndarray]:
+    """float64 expected outputs recomputed by refnorm from exactly ``inputs``."""
+    import refnorm
+
+    if spec.expect.get("kind") == "error":
+        return {}
+    op = refnorm.registry()[spec.op]
+    args = forward_args(spec, inputs)
+    with np.errstate(all="ignore"):
+        y, stats = op.forward_with_stats(*args)
+        out = {"y": np.asarray(y, dtype=np.float64)}
+        for k in ("mean", "rstd"):
+            if k in stats:
+                out[k] = np.asarray(stats[k], dtype=np.float64)
+        if "dy" in inputs:
+            g = op.backward(inputs["dy"], *args)
+            out["dx"] = g["x"]
+            if "weight" in g:
+                out["dweight"] = g["weight"]
+            if "bias" in g:
+                out["dbias"] = g["bias"]
+        if has_running_update(spec):
+            x, rm, rv = inputs["x"], inputs["running_mean"], inputs["running_var"]
+            a = spec.attrs
+            if spec.op == "batch_norm":
+                nm, nv = refnorm.batch_norm_running_stats(x, rm, rv, a["momentum"],
+                                                          num_batches_tracked=a.get("num_batches_tracked"),
+                                                          convention="torch")
+                out["new_running_mean_torch"], out["new_running_var_torch"] = nm, nv
+                for conv, mom in (("onnx", ONNX_MOMENTUM), ("flax", FLAX_MOMENTUM)):
+                    nm, nv = refnorm.batch_norm_running_stats(x, rm, rv, mom, convention=conv)
+                    out[f"new_running_mean_{conv}"], out[f"new_running_var_{conv}"] = nm, nv
+            else:
+                nm, nv = refnorm.instance_norm_running_stats(x, rm, rv, a["momentum"])
+                out["new_running_mean_torch"], out["new_running_var_torch"] = nm, nv
+    return {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def build_case(spec: CaseSpec) -> BuiltCase:
+    """Inputs (in ``spec.dtype``), float64 expected outputs, tolerances, scales."""
+    from .tolerance import tolerances
+
+    inputs = build_inputs(spec)
+    expected = expected_from_inputs(spec, inputs)
+    tols, scales = tolerances(spec, inputs, expected) if expected else ({}, {})
+    return BuiltCase(spec=spec, inputs=inputs, expected=expected, scales=scales, tolerances=tols)
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+def output_shapes(spec) -> dict[str, list[int]]:
+    """The shape of every expected output, from the spec alone (no building)."""
+    if spec.expect.get("kind") == "error":
+        return {}
+    sh, a = spec.shapes, spec.attrs
+    x = sh["x"]
+    out = {"y": list(x)}
+    if spec.op in ("layer_norm", "rms_norm"):
+        lead = x[: len(x) - len(a["normalized_shape"])]
+    elif spec.op == "group_norm":
+        lead = [x[0], a["num_groups"]]
+    elif spec.op == "instance_norm":
+        lead = [x[0], x[1]] if a["use_input_stats"] else [x[1]]
+    else:
+        lead = [x[1]]
+    if spec.op != "rms_norm":
+        out["mean"] = list(lead)
+    out["rstd"] = list(lead)
+    if "dy" in sh:
+        out["dx"] = list(x)
+        if "weight" in sh:
+            out["dweight"] = list(sh["weight"])
+        if "bias" in sh:
+            out["dbias"] = list(sh["bias"])
+    if has_running_update(spec):
+        for conv in running_factors(spec):
+            out[f"new_running_mean_{conv}"] = [x[1]]
+            out[f"new_running_var_{conv}"] = [x[1]]
+    return out
+
+
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+# safetensors header + manifest entry per case (JSON), generous
+PER_CASE_OVERHEAD = 4096
+
+
+def estimated_nbytes(spec) -> int:
+    """Committed size of a case computed from its shapes: inputs in the dtype,
+    expected outputs and their scale tensors in float64, plus overhead."""
+    from .tolerance import scale_tensor_outputs
+
+    n = sum(math.prod(s) * _ITEMSIZE[spec.dtype] for s in spec.shapes.values())
+    outs = output_shapes(spec)
+    n += sum(math.prod(s) * 8 for s in outs.values())
+    n += sum(math.prod(outs[o]) * 8 for o in scale_tensor_outputs(spec) if o in outs)
+    return n + PER_CASE_OVERHEAD

@@ -1,0 +1,353 @@
+"""Input construction for the golden cases: bit-reproducible on any machine.
+
+Random numbers
+--------------
+Every tensor draws from its own stream, the raw 64-bit output of
+``numpy.random.PCG64(numpy.random.SeedSequence([seed, k]))``, where ``seed``
+is the case seed and ``k`` the tensor's stream number (:data:`STREAMS`).
+Only the *BitGenerator* output is used, which NumPy keeps stable across
+versions; NumPy's distributions (``standard_normal`` ...) and transcendental
+functions are never used, since neither is promised stable across versions
+or CPUs.  Raw words ``r`` are mapped with integer / IEEE-exact arithmetic:
+
+* uniform on [0, 1): ``(r >> 11) * 2**-53`` (exact);
+* approximately standard normal (Irwin-Hall, 12 terms):
+  ``z = (sum of (r_j >> 32) over 12 consecutive words) * 2**-32 - 6``; the sum
+  is an exact integer below 2**36 and the scaling and subtraction are exact,
+  so z is exact (mean 0, variance 1, support [-6, 6]);
+* integers in [0, m): ``r % m``.
+
+Values are then formed in float64 (``loc + scale * z`` is two correctly
+rounded IEEE operations, never fused) and rounded once to the storage dtype
+with round-to-nearest-even (:func:`round_to`; bfloat16 by an exact
+power-of-two quantisation because ``ml_dtypes`` converts float64 via float32,
+which double-rounds).
+
+Tensor recipes (``recipe[name] = {"kind": ..., params}``)
+----------------------------------------------------------
+``normal``      ``loc + scale * z``
+``uniform``     ``low + (high - low) * u``
+``constant``    ``value`` everywhere
+``values``      an explicit nested list (exact in the dtype, or rounded once)
+``exact_x``     benchdnn-style constructed input (E28): see :func:`exact_sets`
+``exact_running_mean`` / ``exact_running_var``  per channel ``±2**a`` and ``4**k - eps``
+``pow2_gamma``  ``2**(c % 7) / 8`` at flat index c (benchdnn)
+``pow2_beta``   ``((c % 3) - 1) * 2**(c % 7) / 512`` (benchdnn)
+``pm_pow2``     ``±2**e``, e uniform in ``exp = [lo, hi]``, random sign
+``cancel_bias`` (bias only) ``-weight * xhat`` of row/sample ``index`` rounded to
+                the dtype: y of that row is ~0 (E14, output cancellation)
+
+Any recipe may add ``"set": [[index, value], ...]`` (values are numbers or the
+strings ``"nan"``, ``"inf"``, ``"-inf"``; applied after rounding) and
+``"scale_pow2": e`` (multiply by ``2**e`` after rounding; exact).
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+
+GENERATOR = "pcg64-seedsequence([seed,stream])-raw; uniform=(r>>11)*2^-53; normal=irwin-hall-12 (r>>32); v1"
+
+STREAMS = {"x": 0, "weight": 1, "bias": 2, "running_mean": 3, "running_var": 4, "dy": 5}
+
+DTYPES = {
+    "float64": np.dtype(np.float64),
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+}
+# significand precision (bits, including the implicit one)
+PRECISION = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
+# exponent of the smallest normal number
+EMIN = {"float64": -1022, "float32": -126, "float16": -14, "bfloat16": -126}
+MAXVAL = {name: float(np.finfo(dt).max) if name != "bfloat16" else float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
+          for name, dt in DTYPES.items()}
+
+
+# ----------------------------------------------------------------------------- random streams
+
+
+def raw(seed: int, stream: int, n: int) -> np.ndarray:
+    """``n`` raw 64-bit words of the (seed, stream) generator."""
+    bg = np.random.PCG64(np.random.SeedSequence([int(seed), int(stream)]))
+    return bg.random_raw(int(n)).astype(np.uint64)
+
+
+def uniform(seed: int, stream: int, n: int) -> np.ndarray:
+    """Exact uniforms on [0, 1): ``(r >> 11) * 2**-53``."""
+    return (raw(seed, stream, n) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def normal(seed: int, stream: int, n: int) -> np.ndarray:
+    """Irwin-Hall approximately-normal values, exact in float64."""
+    r = (raw(seed, stream, 12 * n) >> np.uint64(32)).reshape(n, 12)
+    s = r.sum(axis=1, dtype=np.uint64)  # exact integer < 12 * 2**32
+    return s.astype(np.float64) * 2.0 ** -32 - 6.0
+
+
+def integers(seed: int, stream: int, n: int, m: int) -> np.ndarray:
+    return (raw(seed, stream, n) % np.uint64(m)).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- rounding
+
+
+def round_to(x64: np.ndarray, dtype: str) -> np.ndarray:
+    """Round float64 values to ``dtype`` once, to nearest, ties to even."""
+    x64 = np.asarray(x64, dtype=np.float64)
+    if dtype == "float64":
+        return x64.copy()
+    if dtype in ("float32", "float16"):
+        with np.errstate(over="ignore"):
+            return x64.astype(DTYPES[dtype])  # NumPy converts double -> float/half directly (RNE)
+    if dtype != "bfloat16":
+        raise ValueError(f"unknown dtype {dtype!r}")
+    out = x64.copy()
+    fin = np.isfinite(out) & (out != 0)
+    v = out[fin]
+    _, e = np.frexp(v)  # v = f * 2**e, 0.5 <= |f| < 1: the leading bit has exponent e - 1
+    lead = np.maximum(e - 1, EMIN["bfloat16"])
+    q = np.ldexp(1.0, lead - (PRECISION["bfloat16"] - 1))  # the bf16 spacing at v (exact)
+    r = np.rint(v / q) * q  # v / q exact (power of two); rint is ties-to-even
+    r[np.abs(r) > MAXVAL["bfloat16"]] = np.inf * np.sign(r[np.abs(r) > MAXVAL["bfloat16"]])
+    out[fin] = r
+    return out.astype(np.float32).astype(DTYPES["bfloat16"])  # exact: r already has 8 bits
+
+
+def spacing(x: np.ndarray, dtype: str) -> np.ndarray:
+    """The distance from |x| to the next larger magnitude in ``dtype``
+    (subnormal spacing below the normal range), for float64 ``x``."""
+    x = np.abs(np.asarray(x, dtype=np.float64))
+    p, emin = PRECISION[dtype], EMIN[dtype]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _, e = np.frexp(np.where(np.isfinite(x) & (x > 0), x, 1.0))
+    lead = np.maximum(e - 1, emin)
+    lead = np.where(np.isfinite(x) & (x > 0), lead, emin)
+    return np.ldexp(1.0, (lead - (p - 1)).astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- reduction structure
+
+
+def reduction_view(op: str, shape, attrs: dict):
+    """(to_sets, from_sets): maps between ``x`` and its (num_sets, K) view."""
+    shape = tuple(shape)
+    if op in ("layer_norm", "rms_norm"):
+        D = math.prod(attrs["normalized_shape"])
+        rows = math.prod(shape) // D if D else 0
+        return (lambda a: a.reshape(rows, D)), (lambda s: s.reshape(shape))
+    N, C = shape[0], shape[1]
+    HW = math.prod(shape[2:])
+    if op == "group_norm":
+        G = attrs["num_groups"]
+        return (lambda a: a.reshape(N * G, (C // G) * HW)), (lambda s: s.reshape(shape))
+    if op == "instance_norm":
+        return (lambda a: a.reshape(N * C, HW)), (lambda s: s.reshape(shape))
+    if op == "batch_norm":
+        to = lambda a: a.reshape(N, C, HW).transpose(1, 0, 2).reshape(C, N * HW)  # noqa: E731
+        back = lambda s: s.reshape(C, N, HW).transpose(1, 0, 2).reshape(shape)  # noqa: E731
+        return to, back
+    raise ValueError(f"unknown op {op!r}")
+
+
+# ----------------------------------------------------------------------------- exact construction
+
+
+def _solve_deviations(K: int, T: int, start: np.ndarray) -> np.ndarray:
+    """Integers D (length K) with sum(D) == 0 and sum(D**2) == K*T, starting
+    from ``start`` and repaired by moves (D_i += 1, D_j -= 1), which keep the
+    sum and change sum(D**2) by 2*(D_i - D_j + 1).  Deterministic."""
+    D = [int(v) for v in start]
+    s = sum(D)
+    i = 0
+    while s != 0:  # make the sum zero
+        step = -1 if s > 0 else 1
+        D[i % K] += step
+        s += step
+        i += 1
+    target = K * T
+    for _ in range(5000):
+        delta = target - int(np.dot(np.array(D, dtype=np.int64), np.array(D, dtype=np.int64)))
+        if delta == 0:
+            return np.array(D, dtype=np.int64)
+        if delta % 2:
+            raise ValueError("parity: K*T must be even when sum(D) == 0")
+        want = delta // 2 - 1  # needed D_i - D_j
+        pos = {}
+        for idx, d in enumerate(D):
+            pos.setdefault(d, []).append(idx)
+        vals = sorted(pos)
+        best = None
+        for a in vals:
+            for b in vals:
+                if a == b and len(pos[a]) < 2:
+                    continue
+                diff = a - b
+                if diff == want:
+                    best = (a, b)
+                    break
+                # partial step: same direction as delta, not overshooting
+                ok = (delta > 0 and 0 <= diff < want) or (delta < 0 and want < diff < -1)
+                if ok and (best is None or abs(want - diff) < abs(want - (best[0] - best[1]))):
+                    best = (a, b)
+            if best is not None and best[0] - best[1] == want:
+                break
+        if best is None:  # widen: push the extremes apart
+            a, b = vals[-1], vals[0]
+            best = (a, b) if delta > 0 else (b, a)
+        a, b = best
+        ia = pos[a][0]
+        ib = next(j for j in pos[b] if j != ia)
+        D[ia] += 1
+        D[ib] -= 1
+    raise ValueError(f"could not construct deviations for K={K}, T={T}")
+
+
+def exact_sets(num_sets: int, K: int, dtype: str, params: dict, seed: int, stream: int, *,
+               center: bool = True, eps: float = 1 / 16):
+    """benchdnn-style reduction sets (E28), each ``m + q*D``:
+
+    * ``var + eps = 4**k`` with k from ``var_plus_eps_exp4`` and ``eps = 1/16``,
+      so ``rstd = 2**-k`` is exact; q = 2**-2 (K even) or 2**-3 (K odd), and the
+      integers D satisfy ``sum D = 0`` and ``sum D**2 = K*T``,
+      ``T = (4**k - eps) / q**2``, so mean = m and var = T q**2 exactly;
+    * ``m = ±2**a``, a from ``mean_exp`` (RMSNorm: m = 0, so the mean square
+      is the variance);
+    * a candidate (a, k) is used only if every partial sum of x and of
+      (x - m)**2, in any order, is an integer multiple of the quantum below
+      2**p (p = the dtype's precision): ``K*(|m|/q + max|D|) <= 2**p`` and
+      ``sum D**2 <= 2**p``.  Then sums, mean, variance and rstd are exact in
+      that dtype in every summation order.
+
+    Returns (x_sets float64 (num_sets, K), means, var_plus_eps) per set.
+    """
+    p = PRECISION[dtype]
+    e = 2 if K % 2 == 0 else 3
+    q = 2.0 ** -e
+    kexps = list(params.get("var_plus_eps_exp4", [-1, 0, 1]))
+    aexps = list(params.get("mean_exp", [-2, 4])) if center else [None]
+    r = integers(seed, stream, 3 * num_sets + K * num_sets, 1 << 30)
+    out = np.empty((num_sets, K))
+    means, vpe = np.empty(num_sets), np.empty(num_sets)
+    for s in range(num_sets):
+        ks = kexps[r[3 * s] % len(kexps):] + kexps[: r[3 * s] % len(kexps)]
+        D = None
+        for k in ks:  # first feasible variance target, in a seed-rotated order
+            T_f = (4.0 ** k - eps) / (q * q)
+            if T_f != int(T_f) or (K * int(T_f)) % 2 or K * int(T_f) > 2 ** p:
+                continue
+            T = int(T_f)
+            A = max(1, round(math.sqrt(3 * T)))  # uniform on [-A, A]: E[D**2] ~ T
+            start = r[3 * num_sets + s * K: 3 * num_sets + (s + 1) * K] % (2 * A + 1) - A
+            try:
+                cand = _solve_deviations(K, T, start)
+            except ValueError:
+                continue
+            D, kk = cand, k
+            break
+        if D is None:
+            raise ValueError(f"exact_x: no feasible variance target for K={K} in {dtype} "
+                             f"(candidates 4**k, k in {kexps}); use a smaller reduction set")
+        maxd = int(np.max(np.abs(D)))
+        m = 0.0
+        if center:
+            lo, hi = aexps
+            span = list(range(lo, hi + 1))
+            rot = r[3 * s + 1] % len(span)
+            for a in span[rot:] + span[:rot]:
+                if K * (2.0 ** a / q + maxd) <= 2 ** p:
+                    m = 2.0 ** a
+                    break
+            else:
+                raise ValueError(f"exact_x: no feasible mean for K={K} in {dtype}")
+            if r[3 * s + 2] % 2:
+                m = -m
+        out[s] = m + q * D
+        means[s] = m
+        vpe[s] = 4.0 ** kk
+    return out, means, vpe
+
+
+# ----------------------------------------------------------------------------- building a tensor
+
+
+def _special(v):
+    if isinstance(v, str):
+        return {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}[v]
+    return float(v)
+
+
+def make_tensor(name: str, shape, r: dict, dtype: str, seed: int, op: str, attrs: dict,
+                built: dict) -> np.ndarray:
+    """Build one input tensor (stored in ``dtype``) from its recipe ``r``."""
+    shape = tuple(int(s) for s in shape)
+    n = math.prod(shape)
+    stream = STREAMS[name]
+    kind = r["kind"]
+    if kind == "normal":
+        v = r["loc"] + r["scale"] * normal(seed, stream, n)
+    elif kind == "uniform":
+        v = r["low"] + (r["high"] - r["low"]) * uniform(seed, stream, n)
+    elif kind == "constant":
+        v = np.full(n, float(r["value"]))
+    elif kind == "values":
+        v = np.array(r["values"], dtype=np.float64).reshape(-1)
+        if v.size != n:
+            raise ValueError(f"{name}: {v.size} values for shape {shape}")
+    elif kind == "exact_x":
+        to_sets, from_sets = reduction_view(op, shape, attrs)
+        ns, K = to_sets(np.zeros(shape)).shape
+        sets, _, _ = exact_sets(ns, K, dtype, r, seed, stream, center=op != "rms_norm",
+                                eps=attrs.get("eps", 1 / 16))
+        v = from_sets(sets).reshape(-1)
+    elif kind == "exact_running_mean":
+        lo, hi = r.get("mean_exp", [-2, 2])
+        ii = integers(seed, stream, 2 * n, 1 << 30)
+        v = np.array([(-1.0 if ii[2 * c + 1] % 2 else 1.0) * 2.0 ** (lo + ii[2 * c] % (hi - lo + 1))
+                      for c in range(n)])
+    elif kind == "exact_running_var":
+        ks = r.get("var_plus_eps_exp4", [-1, 0, 1])
+        ii = integers(seed, stream, n, 1 << 30)
+        v = np.array([4.0 ** ks[ii[c] % len(ks)] - attrs["eps"] for c in range(n)])
+    elif kind == "pow2_gamma":
+        c = np.arange(n)
+        v = np.ldexp(1.0, c % 7) / 8
+    elif kind == "pow2_beta":
+        c = np.arange(n)
+        v = ((c % 3) - 1) * np.ldexp(1.0, c % 7) / 512
+    elif kind == "pm_pow2":
+        lo, hi = r["exp"]
+        ii = integers(seed, stream, 2 * n, 1 << 30)
+        ex = lo + ii[0::2] % (hi - lo + 1)
+        sg = np.where(ii[1::2] % 2 == 1, -1.0, 1.0)
+        v = sg * np.ldexp(1.0, ex)
+    elif kind == "cancel_bias":
+        v = _cancel_bias(shape, r, dtype, op, attrs, built)
+    else:
+        raise ValueError(f"{name}: unknown recipe kind {kind!r}")
+    out = round_to(np.asarray(v, dtype=np.float64).reshape(shape), dtype)
+    if "scale_pow2" in r:
+        out = round_to(out.astype(np.float64) * 2.0 ** int(r["scale_pow2"]), dtype)
+    for idx, val in r.get("set", []):
+        out[tuple(idx)] = _special(val)
+    return out
+
+
+def _cancel_bias(shape, r, dtype, op, attrs, built):
+    """bias = -(weight * xhat) of one row (LN) or sample (GN/IN/BN, at
+    spatial position 0), rounded to the dtype: y there is ~0 while |w*xhat|
+    is O(1) (E14)."""
+    import refnorm
+
+    x = built["x"]
+    w = built.get("weight")
+    if op != "layer_norm":
+        raise ValueError("cancel_bias is implemented for layer_norm")
+    ns = attrs["normalized_shape"]
+    y = refnorm.layer_norm(x, ns, w, None, attrs["eps"])
+    row = int(r.get("row", 0))
+    D = math.prod(ns)
+    return -y.reshape(-1, D)[row].reshape(shape)

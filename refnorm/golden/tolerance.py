@@ -1,0 +1,433 @@
+r"""The tolerance model of the golden corpus: derived from rounding-error
+analysis, never guessed.
+
+A backend under test computes in the case dtype d.  We assume what a correct
+backend does (PyTorch CPU does it): it reads d, **accumulates in float32 for
+the half types** (float64 for float64, float32 for float32), and rounds each
+output once to d.  Unit roundoffs: ``u_out = 2^-p(d)`` (p = 53, 24, 11, 8 for
+float64, float32, float16, bfloat16) and ``u_acc = 2^-53`` (float64) or
+``2^-24`` (everything else).  refnorm itself is within ~1 float64 ulp
+(double-double kernels), which adds ``u_ref = 2^-52`` to every relative
+tolerance.
+
+Sums.  A sum of K terms in any order has error ``<= f(K) u_acc sum|t_i|``.  The
+worst-case (deterministic) bound has f = K - 1, far above what any real
+summation shows; we use the probabilistic bound of Higham & Mary (SIAM J.
+Sci. Comput. 41(5), 2019; sharper form 2020) with lambda = 6:
+``f(K) = 6 sqrt(K) + 1``, exceeded with probability below ``2 exp(-18) ~ 3e-8``
+per sum under their model of independent rounding errors.  (Pairwise/cascade
+sums, as in PyTorch, are much better; sequential float32 loops are covered.)
+
+Per case, from the stored inputs and the float64 statistics (sets of K
+elements, ``rstd = 1/sqrt(var + eps)``):
+
+* conditioning ``kappa = max over sets of mean|x| * rstd`` (``|mean|/std``,
+  eps-regularised; 0 for RMSNorm; with running statistics
+  ``max(mean|x|, |running_mean|) * rstd`` per channel, because the usual
+  scale-shift form ``x*(w*rstd) + (b - running_mean*w*rstd)`` rounds relative
+  to |x|, not |x - running_mean|);
+* mean error, in units of the set's std:
+  ``eps_m = (f(K) + 4) u_acc kappa + u_out kappa`` -- the sum, the centring or
+  scale-shift roundings, and a backend that rounds the *saved* mean to d
+  before normalizing or back-propagating (PyTorch CPU does this for
+  float16/bfloat16 BatchNorm/InstanceNorm forwards and LayerNorm backwards;
+  ONNX ``stash_type`` allows it);
+* relative rstd error: the variance has relative error
+  ``(f(K) + 3) u_acc (1 + kappa)`` (the updating/Welford algorithms used by
+  PyTorch and cuDNN are kappa-linear: Chan, Golub & LeVeque 1983) plus, for a
+  mean error delta, ``((f(K) + 4) u_acc kappa)^2`` (the centred sum of squares
+  grows by K delta^2); halved by the square root; plus the sqrt/division
+  roundings and a saved rstd rounded to d:
+  ``eps_r = ((f(K)+3) u_acc (1+kappa) + ((f(K)+4) u_acc kappa)^2)/2 + 2 u_acc + u_out``
+  (running statistics: ``eps_r = 3 u_acc + u_out``).
+
+Element i passes iff ``|a_i - e_i| <= atol + rtol * s_i`` with the scale s_i:
+
+=========  ==================================================  ====================================================
+output     scale s_i                                           tolerance (c = 2, a safety factor for 2nd-order terms)
+=========  ==================================================  ====================================================
+y          ``|w xhat| + |b|`` (tensor; ``|y|`` without bias)    rtol = c (u_out + eps_r + 4 u_acc) + u_ref;
+                                                               atol = c max|w| eps_m
+mean       ``mean|x|`` of the set (tensor)                     rtol = c ((f(K) + 1) u_acc + u_out) + u_ref
+rstd       ``|rstd|``                                          rtol = c (eps_r + u_out) + u_ref
+dx         ``rstd (|g| + mean|g| + |xhat| mean|g xhat|)``,     rtol = c (u_out + (f(K) + 6) u_acc + 2 eps_r
+           g = w dy (tensor; RMSNorm without mean|g|;          + eps_m (1 + max|xhat|)) + u_ref
+           running statistics: ``rstd |g|``)
+dweight    ``sum |dy xhat|`` over the M reduced positions      rtol = c (u_out + (f(M) + 2) u_acc + eps_r) + u_ref;
+           (tensor)                                            atol = c eps_m max(sum|dy|)
+dbias      ``sum |dy|`` (tensor)                               rtol = c (u_out + f(M) u_acc) + u_ref
+new running mean  ``(1-m)|old| + m mean|x|`` (tensor)          rtol = c (u_out + (f(K) + 3) u_acc) + u_ref
+new running var   ``|expected|`` (sum of non-negative terms)   rtol = c (u_out + (f(K) + 5) u_acc) + u_ref;
+                                                               atol = c m (f(K) u_acc max mean|x|)^2 K/(K-1)
+=========  ==================================================  ====================================================
+
+Each term is a first-order bound: the output rounding (u_out relative to the
+output, which is at most s_i); the input rounding of intermediate
+element-wise operations (a few u_acc); the sums (f u_acc relative to the sum
+of magnitudes, which is exactly what the scale tensors hold); and the
+propagated statistic errors (eps_m in units of the std, so relative to |w|,
+and eps_r relative to every rstd-proportional term).  Because the scales are
+sums of magnitudes, the check stays meaningful where the output cancels
+(E14: y = w xhat + b ~ 0; dx ~ 0).
+
+Exact tier (E28): inputs are constructed so that mean, var, rstd, dbias and
+dweight are exactly representable and independent of the summation order in
+d; they are compared bitwise (``atol = rtol = 0, ulp = 0``); y and dx, whose
+exact value needs one final rounding, within 1 ulp of d (``ulp = 1``).
+``ulp = k`` admits ``|a - e| <= k * spacing_d(e)`` (spacing_d(e): the distance
+from |e| to the next larger magnitude in d).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import recipes as R
+
+LAMBDA = 6.0  # probabilistic summation bound: P(exceeded) <= 2 exp(-LAMBDA^2 / 2)
+SAFETY = 2.0  # c: covers second-order terms and the constants of the first-order analysis
+U_REF = 2.0 ** -52  # refnorm's own error (<= ~1 float64 ulp)
+
+EXACT_STATS = ("mean", "rstd", "dbias", "dweight")
+
+
+def unit_roundoff(dtype: str) -> float:
+    return 2.0 ** -R.PRECISION[dtype]
+
+
+def acc_roundoff(dtype: str) -> float:
+    return 2.0 ** -53 if dtype == "float64" else 2.0 ** -24
+
+
+def growth(K: int) -> float:
+    return LAMBDA * math.sqrt(max(int(K), 0)) + 1.0
+
+
+# ----------------------------------------------------------------------------- structure of a case
+
+
+def _const_stats(spec) -> bool:
+    return (spec.op == "batch_norm" and not spec.attrs["training"]) or (
+        spec.op == "instance_norm" and not spec.attrs["use_input_stats"])
+
+
+def _param_view(spec, w, xshape):
+    """Broadcast a weight-like parameter over x."""
+    if w is None:
+        return None
+    if spec.op in ("layer_norm", "rms_norm"):
+        return np.broadcast_to(w, xshape)
+    shape = [1] * len(xshape)
+    shape[1] = xshape[1]
+    return np.broadcast_to(w.reshape(shape), xshape)
+
+
+def _param_sum(spec, a, pshape):
+    """Sum a full-size array over the positions reduced into each parameter element."""
+    if spec.op in ("layer_norm", "rms_norm"):
+        lead = a.ndim - len(pshape)
+        return a.sum(axis=tuple(range(lead))) if lead else a.copy()
+    axes = tuple(i for i in range(a.ndim) if i != 1)
+    return a.sum(axis=axes)
+
+
+def _nanmax(a, default=0.0) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.max()) if a.size else default
+
+
+@dataclass
+class _Analysis:
+    K: int  # reduction length of the statistics (0: running statistics)
+    xhat: np.ndarray  # float64, shaped like x
+    rstd_full: np.ndarray  # rstd broadcast over x
+    set_mean_abs: np.ndarray | None  # mean|x| per set, shaped like the mean output
+    kappa: float
+    to_sets: object
+    from_sets: object
+
+
+def _analyse(spec, inputs, expected) -> _Analysis:
+    x = inputs["x"].astype(np.float64)
+    rstd = expected["rstd"]
+    if _const_stats(spec):
+        C = x.shape[1]
+        shape = [1] * x.ndim
+        shape[1] = C
+        rm = inputs["running_mean"].astype(np.float64).reshape(shape)
+        r = rstd.reshape(shape)
+        with np.errstate(all="ignore"):
+            xhat = (x - rm) * r
+            axes = tuple(i for i in range(x.ndim) if i != 1)
+            ch_abs = np.abs(x).mean(axis=axes) if x.size else np.zeros(C)
+            # scale-shift form y = x*(w*rstd) + (b - rm*w*rstd): rounding relative to |x|, |rm|
+            kappa = _nanmax(np.maximum(ch_abs, np.abs(rm.reshape(C))) * np.abs(rstd.reshape(C)))
+        return _Analysis(0, xhat, np.broadcast_to(r, x.shape), None, kappa, None, None)
+    to_sets, from_sets = R.reduction_view(spec.op, x.shape, spec.attrs)
+    sets = to_sets(x)
+    S, K = sets.shape
+    r = rstd.reshape(S, 1)
+    with np.errstate(all="ignore"):
+        if spec.op == "rms_norm":
+            xh = sets * r
+        else:
+            xh = (sets - expected["mean"].reshape(S, 1)) * r
+        mean_abs = np.abs(sets).mean(axis=1) if K else np.zeros(S)
+        kappa = 0.0 if spec.op == "rms_norm" else _nanmax(mean_abs * rstd.reshape(S))
+    rfull = from_sets(np.broadcast_to(r, (S, K)).copy())
+    lead = expected["rstd"].shape
+    return _Analysis(K, from_sets(xh), rfull, mean_abs.reshape(lead), kappa, to_sets, from_sets)
+
+
+def scale_tensor_outputs(spec) -> list[str]:
+    """Outputs whose tolerance uses a stored scale tensor ``<name>.scale``."""
+    if spec.tier == "exact" or spec.expect.get("kind") == "error":
+        return []
+    out = []
+    if "bias" in spec.shapes:
+        out.append("y")
+    if spec.op != "rms_norm":
+        out.append("mean")
+    if "dy" in spec.shapes:
+        out.append("dx")
+        if "weight" in spec.shapes:
+            out.append("dweight")
+        if "bias" in spec.shapes:
+            out.append("dbias")
+    from .catalogue import has_running_update, running_factors
+    if has_running_update(spec):
+        out += [f"new_running_mean_{c}" for c in running_factors(spec)]
+    return out
+
+
+def _tol(atol, rtol, ulp, scale, derivation):
+    for v in (atol, rtol):
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"tolerance {v} is not finite and >= 0 ({derivation})")
+    return {"atol": float(atol), "rtol": float(rtol), "ulp": ulp, "scale": scale, "derivation": derivation}
+
+
+def _g(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
+    """(output -> tolerance dict, output -> float64 scale tensor) for a built case."""
+    if not expected:
+        return {}, {}
+    dt = spec.dtype
+    if spec.tier == "exact":
+        tols = {}
+        for name in expected:
+            if name in EXACT_STATS:
+                tols[name] = _tol(0.0, 0.0, 0, "expected",
+                                  "exact tier (E28): exactly representable and order-independent in "
+                                  f"{dt} by construction; bitwise")
+            elif name in ("y", "dx"):
+                tols[name] = _tol(0.0, 0.0, 1, "expected",
+                                  f"exact tier (E28): all intermediates exact, one final rounding to {dt}: 1 ulp")
+            else:
+                raise ValueError(f"{spec.id}: no exact-tier tolerance for {name!r}")
+        return tols, {}
+
+    c = SAFETY
+    uo, ua = unit_roundoff(dt), acc_roundoff(dt)
+    A = _analyse(spec, inputs, expected)
+    const = _const_stats(spec)
+    K = A.K
+    fK = growth(K)
+    # mean error in units of the std: the sum (f(K)), the centring / scale-shift
+    # roundings (4 u_acc), and a backend that rounds the saved mean to d (u_out)
+    eps_mc = (fK + 4) * ua * A.kappa
+    eps_m = eps_mc + uo * A.kappa
+    # rstd: variance error (two-pass: (f+3)u_acc + eps_mc^2; Welford/updating
+    # algorithms: (f+3)u_acc*kappa), halved by the sqrt; sqrt/div roundings;
+    # a saved rstd rounded to d
+    eps_r = 3 * ua + uo if const else 0.5 * ((fK + 3) * ua * (1 + A.kappa) + eps_mc ** 2) + 2 * ua + uo
+    common = (f"u_out=2^-{R.PRECISION[dt]}, u_acc={'2^-53' if dt == 'float64' else '2^-24 (float32 accumulation)'}, "
+              f"K={K}, f(K)=6*sqrt(K)+1={_g(fK)}, kappa=max mean|x|*rstd={_g(A.kappa)}, "
+              f"eps_m=(f(K)+4)*u_acc*kappa+u_out*kappa={_g(eps_m)}, "
+              f"eps_r=((f(K)+3)u_acc(1+kappa)+((f(K)+4)u_acc*kappa)^2)/2+2u_acc+u_out={_g(eps_r)}, c={c:g}")
+
+    x = inputs["x"].astype(np.float64)
+    w = inputs.get("weight")
+    b = inputs.get("bias")
+    w64 = None if w is None else w.astype(np.float64)
+    wfull = _param_view(spec, w64, x.shape)
+    maxw = _nanmax(np.abs(w64), 1.0) if w is not None else 1.0
+    if w is not None and w.size == 0:
+        maxw = 1.0
+    tols, scales = {}, {}
+    with np.errstate(all="ignore"):
+        # ---- y
+        rtol = c * (uo + eps_r + 4 * ua) + U_REF
+        atol = c * maxw * eps_m
+        d = f"rtol=c*(u_out+eps_r+4u_acc)={_g(rtol)}, atol=c*max|w|*eps_m={_g(atol)}; " + common
+        if b is not None:
+            wx = A.xhat if wfull is None else wfull * A.xhat
+            scales["y"] = np.abs(wx) + np.abs(_param_view(spec, b.astype(np.float64), x.shape))
+            tols["y"] = _tol(atol, rtol, None, "tensor", "scale=|w*xhat|+|b|; " + d)
+        else:
+            tols["y"] = _tol(atol, rtol, None, "expected", "scale=|y|=|w*xhat|; " + d)
+        # ---- statistics
+        if "mean" in expected:
+            if const:
+                scales["mean"] = np.abs(expected["mean"])
+                rtol = c * uo + U_REF
+                tols["mean"] = _tol(0.0, rtol, None, "tensor",
+                                    f"running mean passed through: rtol=c*u_out={_g(rtol)}; " + common)
+            else:
+                scales["mean"] = A.set_mean_abs.copy()
+                rtol = c * ((fK + 1) * ua + uo) + U_REF
+                tols["mean"] = _tol(0.0, rtol, None, "tensor",
+                                    f"scale=mean|x| of the set; rtol=c*((f(K)+1)u_acc+u_out)={_g(rtol)}; " + common)
+        rtol = c * (eps_r + uo) + U_REF
+        tols["rstd"] = _tol(0.0, rtol, None, "expected", f"rtol=c*(eps_r+u_out)={_g(rtol)}; " + common)
+        # ---- backward
+        if "dx" in expected:
+            dy = inputs["dy"].astype(np.float64)
+            g = dy if wfull is None else wfull * dy
+            if const:
+                scales["dx"] = A.rstd_full * np.abs(g)
+                rtol = c * (uo + 4 * ua + eps_r) + U_REF
+                tols["dx"] = _tol(0.0, rtol, None, "tensor",
+                                  f"running statistics: dx=rstd*w*dy; scale=rstd*|g|; rtol=c*(u_out+4u_acc+eps_r)="
+                                  f"{_g(rtol)}; " + common)
+            else:
+                S = A.to_sets(x).shape[0]
+                Kd = max(K, 1)
+                ag = A.to_sets(np.abs(g))
+                agx = A.to_sets(np.abs(g * A.xhat))
+                m_g = ag.sum(axis=1, keepdims=True) / Kd
+                m_gx = agx.sum(axis=1, keepdims=True) / Kd
+                xh_sets = np.abs(A.to_sets(A.xhat))
+                terms = ag + xh_sets * m_gx
+                if spec.op != "rms_norm":
+                    terms = terms + m_g
+                scales["dx"] = A.from_sets(np.ascontiguousarray(terms)) * A.rstd_full
+                X = _nanmax(np.abs(A.xhat))
+                rtol = c * (uo + (fK + 6) * ua + 2 * eps_r + eps_m * (1 + X)) + U_REF
+                tols["dx"] = _tol(0.0, rtol, None, "tensor",
+                                  "scale=rstd*(|g|+mean|g|+|xhat|*mean|g*xhat|), g=w*dy; "
+                                  f"rtol=c*(u_out+(f(K)+6)u_acc+2eps_r+eps_m(1+max|xhat|))={_g(rtol)}, "
+                                  f"max|xhat|={_g(X)}; " + common)
+                del S
+            M = x.size // max(1, (w.size if w is not None else (b.size if b is not None else 1)))
+            fM = growth(M)
+            if "dweight" in expected:
+                scales["dweight"] = _param_sum(spec, np.abs(dy * A.xhat), w.shape)
+                sum_dy = _param_sum(spec, np.abs(dy), w.shape)
+                rtol = c * (uo + (fM + 2) * ua + eps_r) + U_REF
+                atol = c * eps_m * _nanmax(sum_dy)
+                tols["dweight"] = _tol(atol, rtol, None, "tensor",
+                                       f"scale=sum|dy*xhat| over M={M} positions, f(M)={_g(fM)}; "
+                                       f"rtol=c*(u_out+(f(M)+2)u_acc+eps_r)={_g(rtol)}, "
+                                       f"atol=c*eps_m*max sum|dy|={_g(atol)}; " + common)
+            if "dbias" in expected:
+                scales["dbias"] = _param_sum(spec, np.abs(dy), b.shape)
+                rtol = c * (uo + fM * ua) + U_REF
+                tols["dbias"] = _tol(0.0, rtol, None, "tensor",
+                                     f"scale=sum|dy| over M={M} positions, f(M)={_g(fM)}; "
+                                     f"rtol=c*(u_out+f(M)u_acc)={_g(rtol)}; " + common)
+        # ---- running statistics
+        from .catalogue import running_factors
+        if any(k.startswith("new_running_") for k in expected):
+            rm = inputs["running_mean"].astype(np.float64)
+            if spec.op == "batch_norm":
+                ch_abs = expected["mean"] * 0 + A.set_mean_abs  # per channel
+                Kr = K
+            else:  # instance norm: mean over N of per-instance statistics
+                ch_abs = np.nanmean(A.set_mean_abs, axis=0) if A.set_mean_abs.shape[0] else np.zeros(rm.shape)
+                Kr = K
+            fR = growth(Kr)
+            max_abs = _nanmax(ch_abs)
+            for conv, m in running_factors(spec).items():
+                name = f"new_running_mean_{conv}"
+                scales[name] = (1 - m) * np.abs(rm) + m * ch_abs
+                rtol = c * (uo + (fR + 3) * ua) + U_REF
+                tols[name] = _tol(0.0, rtol, None, "tensor",
+                                  f"new=(1-m)*old+m*batch_mean, m={m:g}; scale=(1-m)|old|+m*mean|x|; "
+                                  f"rtol=c*(u_out+(f(K)+3)u_acc)={_g(rtol)}; " + common)
+                name = f"new_running_var_{conv}"
+                rtol = c * (uo + (fR + 5) * ua) + U_REF
+                bessel = Kr / (Kr - 1) if Kr > 1 else 1.0
+                atol = c * m * (fR * ua * max_abs) ** 2 * bessel
+                tols[name] = _tol(atol, rtol, None, "expected",
+                                  f"new=(1-m)*old+m*batch_var, m={m:g}, all terms >= 0; "
+                                  f"rtol=c*(u_out+(f(K)+5)u_acc)={_g(rtol)}, "
+                                  f"atol=c*m*(f(K)u_acc max mean|x|)^2*K/(K-1)={_g(atol)}; " + common)
+    scales = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in scales.items()}
+    for k in list(scales):
+        if tols[k]["scale"] != "tensor":
+            del scales[k]
+    return tols, scales
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+@dataclass
+class Comparison:
+    ok: bool
+    worst_ratio: float
+    worst_index: tuple | None
+    worst_ulps: float
+    n_bad: int
+    message: str
+
+
+def compare(expected, actual, tol: dict, scale=None, *, dtype: str) -> Comparison:
+    """Compare ``actual`` with the float64 ``expected`` under ``tol``.
+
+    Element i passes iff both are non-finite and equal (NaN matches NaN, an
+    infinity the same-signed infinity), or both are finite and
+    ``|a - e| <= atol + rtol * s`` (s = |e| or the scale tensor) or, when
+    ``ulp`` is not None, ``|a - e| <= ulp * spacing_dtype(e)``.
+    ``worst_ratio`` is the largest ``|a - e| / allowed`` (inf for a non-finite
+    mismatch or a shape mismatch; 0.0 when equal)."""
+    e = np.asarray(expected, dtype=np.float64)
+    try:
+        a = np.asarray(actual).astype(np.float64)
+    except (TypeError, ValueError) as ex:
+        return Comparison(False, math.inf, None, math.inf, -1, f"actual is not a float array ({ex})")
+    if a.shape != e.shape:
+        return Comparison(False, math.inf, None, math.inf, max(e.size, a.size),
+                          f"shape mismatch: expected {e.shape}, got {a.shape}")
+    if e.size == 0:
+        return Comparison(True, 0.0, None, 0.0, 0, "empty: nothing to compare")
+    if tol["scale"] == "tensor":
+        if scale is None:
+            raise ValueError("tolerance uses a scale tensor but none was given")
+        s = np.asarray(scale, dtype=np.float64)
+        if s.shape != e.shape:
+            raise ValueError(f"scale shape {s.shape} != expected shape {e.shape}")
+    else:
+        s = np.abs(e)
+    fe, fa = np.isfinite(e), np.isfinite(a)
+    both_fin = fe & fa
+    with np.errstate(all="ignore"):
+        nonfin_ok = ~fe & ~fa & ((np.isnan(e) & np.isnan(a)) | (e == a))
+        err = np.where(both_fin, np.abs(a - e), 0.0)
+        allowed = tol["atol"] + tol["rtol"] * np.where(both_fin, np.where(np.isfinite(s), s, 0.0), 0.0)
+        sp = R.spacing(np.where(fe, e, 0.0), dtype)
+        if tol.get("ulp") is not None:
+            allowed = np.maximum(allowed, tol["ulp"] * sp)
+        ratio = np.where(err == 0, 0.0, np.where(allowed > 0, err / np.where(allowed > 0, allowed, 1.0), np.inf))
+        ratio = np.where(both_fin, ratio, np.where(nonfin_ok, 0.0, np.inf))
+        ok_el = nonfin_ok | (both_fin & (err <= allowed))
+    n_bad = int((~ok_el).sum())
+    flat = int(np.argmax(ratio))
+    idx = tuple(int(i) for i in np.unravel_index(flat, e.shape))
+    worst = float(ratio.flat[flat])
+    with np.errstate(all="ignore"):
+        ulps = float(err.flat[flat] / sp.flat[flat]) if both_fin.flat[flat] else math.inf
+    if n_bad == 0:
+        msg = f"ok: worst {worst:.3g} x tolerance ({ulps:.3g} ulp of {dtype}) at {idx}"
+    else:
+        msg = (f"{n_bad} of {e.size} elements out of tolerance; worst {worst:.3g} x tolerance at {idx}: "
+               f"expected {e.flat[flat]!r}, got {a.flat[flat]!r} ({ulps:.3g} ulp of {dtype})")
+    return Comparison(n_bad == 0, worst, idx, ulps, n_bad, msg)

@@ -1,0 +1,587 @@
+"""The golden corpus on disk: generate it, verify it, load cases from it.
+
+A corpus is a directory holding ``manifest.json`` and one safetensors file
+per case, ``<op>/<name>__<dtype>.safetensors``, with the case's inputs (in the
+dtype under test), its float64 expected outputs and, where the tolerance is
+relative to a scale tensor, ``<output>.scale``.  Error cases hold inputs only.
+
+* :func:`generate` builds every selected case of the catalogue into a fresh
+  temporary directory next to the target and swaps it in by renaming, so an
+  interrupted run leaves the old corpus intact.
+* :func:`verify` re-hashes every file, checks it against the manifest and
+  recomputes every expected value from the stored inputs, bit for bit.
+* :func:`load_cases` yields :class:`GoldenCase` objects, refusing any file
+  whose SHA-256 differs from the manifest.
+
+The corpus directory defaults to the repository's ``spec/golden``; the
+environment variable ``REFNORM_GOLDEN_DIR`` or a ``root=`` argument overrides it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .manifest import (
+    DTYPE_NAMES,
+    MANIFEST_NAME,
+    TIERS,
+    case_entry,
+    corpus_files,
+    load_manifest,
+    make_manifest,
+    resolve_case_file,
+    write_manifest,
+)
+from .safetensors import DTYPES, GoldenFormatError, current_umask, loads, save_file
+
+__all__ = [
+    "ENV_VAR",
+    "GenerateStats",
+    "GoldenCase",
+    "Problem",
+    "SelectionError",
+    "case_file",
+    "default_root",
+    "generate",
+    "iter_entries",
+    "load_case",
+    "load_cases",
+    "verify",
+]
+
+ENV_VAR = "REFNORM_GOLDEN_DIR"
+SCALE_SUFFIX = ".scale"
+
+# Fields of a case spec kept in the manifest when the spec is not a dataclass.
+_SPEC_FIELDS = ("id", "op", "name", "tier", "dtype", "attrs", "shapes", "recipe", "seed", "expect",
+                "description", "large")
+# Manifest fields that are not fields of the case spec.
+_CORPUS_FIELDS = ("file", "sha256", "tensors", "tolerances")
+
+
+# ----------------------------------------------------------------------------- the catalogue, late-bound
+
+
+def _catalogue(include_large: bool):
+    from .catalogue import catalogue
+    return catalogue(include_large=include_large)
+
+
+def _build_case(spec):
+    from .catalogue import build_case
+    return build_case(spec)
+
+
+def _expected_from_inputs(spec, inputs):
+    from .catalogue import expected_from_inputs
+    return expected_from_inputs(spec, inputs)
+
+
+def _tolerances(spec, inputs, expected):
+    from .tolerance import tolerances
+    return tolerances(spec, inputs, expected)
+
+
+def _compare(expected, actual, tol, scale, dtype):
+    from .tolerance import compare
+    return compare(expected, actual, tol, scale, dtype=dtype)
+
+
+def _spec_from_entry(entry: dict):
+    """A case spec rebuilt from its manifest entry (a ``CaseSpec`` when the
+    catalogue is importable, else a plain namespace with the same fields)."""
+    fields = {k: v for k, v in entry.items() if k not in _CORPUS_FIELDS}
+    try:
+        from .catalogue import CaseSpec
+    except ImportError:
+        CaseSpec = None
+    if CaseSpec is not None and dataclasses.is_dataclass(CaseSpec):
+        names = [f.name for f in dataclasses.fields(CaseSpec)]
+        return CaseSpec(**{n: fields[n] for n in names if n in fields})
+    from types import SimpleNamespace
+    return SimpleNamespace(**fields)
+
+
+def _spec_fields(spec) -> dict:
+    """The JSON form of a case spec: every dataclass field (or the known ones)."""
+    if dataclasses.is_dataclass(spec):
+        names = [f.name for f in dataclasses.fields(spec)]
+    else:
+        names = [n for n in _SPEC_FIELDS if hasattr(spec, n)]
+    raw = {n: getattr(spec, n) for n in names}
+    clash = set(raw) & set(_CORPUS_FIELDS)
+    if clash:
+        raise ValueError(f"case spec fields {sorted(clash)} clash with manifest fields")
+    return _jsonable(raw, f"case {getattr(spec, 'id', '?')}: spec")
+
+
+def _numpy_scalar(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
+
+
+def _jsonable(obj, what: str):
+    """``obj`` as plain JSON data (tuples -> lists, numpy scalars -> Python), or ValueError."""
+    try:
+        return json.loads(json.dumps(obj, sort_keys=True, allow_nan=False, default=_numpy_scalar))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} is not JSON-serialisable ({e})") from None
+
+
+# ----------------------------------------------------------------------------- locations
+
+
+def default_root() -> Path:
+    """``$REFNORM_GOLDEN_DIR`` if set, else the repository's ``spec/golden``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    import refnorm
+    return Path(refnorm.__file__).resolve().parents[1] / "spec" / "golden"
+
+
+def _root(root) -> Path:
+    return default_root() if root is None else Path(root)
+
+
+def case_file(spec) -> str:
+    """The relative POSIX path of a case's file: ``<op>/<name>__<dtype>.safetensors``."""
+    return f"{spec.op}/{spec.name}__{spec.dtype}.safetensors"
+
+
+class SelectionError(ValueError):
+    """A selection (ops/dtypes/tiers) names an unknown value or matches nothing."""
+
+
+def _as_list(values, what: str, allowed=None) -> list[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    out = []
+    for v in values:
+        out.extend(s for s in str(v).split(",") if s)
+    if allowed is not None:
+        bad = [v for v in out if v not in allowed]
+        if bad:
+            raise SelectionError(f"unknown {what} {', '.join(map(repr, bad))}; expected one of {', '.join(allowed)}")
+    return out
+
+
+def _selected(item, ops, dtypes, tiers) -> bool:
+    get = item.get if isinstance(item, dict) else lambda k: getattr(item, k)
+    return ((ops is None or get("op") in ops) and (dtypes is None or get("dtype") in dtypes)
+            and (tiers is None or get("tier") in tiers))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ----------------------------------------------------------------------------- generate
+
+
+@dataclass
+class GenerateStats:
+    """What :func:`generate` wrote."""
+
+    out_dir: Path
+    cases: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    by_op: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return (f"{self.cases} cases, {self.bytes / 2**20:.2f} MiB, in {self.seconds:.1f} s -> {self.out_dir}")
+
+
+def _case_tensors(built) -> tuple[dict, dict]:
+    """(name -> array to store, name -> {"dtype", "shape", "role"}) for a built case."""
+    spec = built.spec
+    arrays: dict[str, np.ndarray] = {}
+    roles: dict[str, str] = {}
+
+    def add(name, a, role):
+        if name in arrays:
+            raise ValueError(f"case {spec.id}: tensor name {name!r} used twice ({roles[name]} and {role})")
+        arrays[name], roles[name] = a, role
+
+    for name, a in built.inputs.items():
+        add(name, np.asarray(a), "input")
+    expected = dict(built.expected or {})
+    if spec.expect.get("kind") == "error" and expected:
+        raise ValueError(f"case {spec.id}: an error case must not carry expected values ({sorted(expected)})")
+    for name, a in expected.items():
+        a = np.asarray(a)
+        if a.dtype != np.float64:
+            raise TypeError(f"case {spec.id}: expected {name!r} is {a.dtype}, must be float64")
+        add(name, a, "expected")
+    for name, a in (getattr(built, "scales", None) or {}).items():
+        if name not in expected:
+            raise ValueError(f"case {spec.id}: scale given for {name!r}, which is not an expected output")
+        add(name + SCALE_SUFFIX, np.asarray(a, dtype=np.float64), "scale")
+    meta = {}
+    for name, a in arrays.items():
+        code = next((c for c, dt in DTYPES.items() if a.dtype == dt), None)
+        if code is None:
+            raise TypeError(f"case {spec.id}: tensor {name!r} has dtype {a.dtype}")
+        meta[name] = {"dtype": code, "shape": [int(s) for s in a.shape], "role": roles[name]}
+    return arrays, meta
+
+
+def _file_metadata(spec) -> dict[str, str]:
+    return {"format": "refnorm-golden", "format_version": "1", "case": spec.id}
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse to replace anything that is not a golden corpus."""
+    if out.is_symlink():
+        raise FileExistsError(f"{out} is a symlink; generate into its target directly")
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"{out} exists and is not a directory")
+        if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+            raise FileExistsError(f"{out} is a non-empty directory without {MANIFEST_NAME}; refusing to replace "
+                                  f"something that is not a golden corpus")
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by ``tmp`` with renames (``out`` may not exist)."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rmdir(old)
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def generate(out_dir=None, *, ops=None, dtypes=None, tiers=None, include_large: bool = False,
+             progress: Callable[[int, int], None] | None = None) -> GenerateStats:
+    """Build the selected catalogue cases into ``out_dir`` (default:
+    :func:`default_root`), replacing its previous content atomically.
+
+    ``ops``, ``dtypes``, ``tiers`` select cases (lists of names, or
+    comma-separated strings); ``progress(done, total)`` is called after
+    each case.  Returns a :class:`GenerateStats`.
+    """
+    t0 = time.perf_counter()
+    out = _root(out_dir).absolute()
+    ops = _as_list(ops, "op")
+    dtypes = _as_list(dtypes, "dtype", DTYPE_NAMES)
+    tiers = _as_list(tiers, "tier", TIERS)
+    _check_out_dir(out)
+    specs = [s for s in _catalogue(include_large) if _selected(s, ops, dtypes, tiers)]
+    if not specs:
+        raise SelectionError("no catalogue case matches the selection")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stats = GenerateStats(out_dir=out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~current_umask())
+        entries, files = [], {}
+        for i, spec in enumerate(specs):
+            rel = case_file(spec)
+            if rel != f"{spec.id}.safetensors":
+                raise ValueError(f"case id {spec.id!r} is not '<op>/<name>__<dtype>' "
+                                 f"({spec.op!r}, {spec.name!r}, {spec.dtype!r})")
+            if rel in files:
+                raise ValueError(f"cases {files[rel]!r} and {spec.id!r} map to the same file {rel!r}")
+            files[rel] = spec.id
+            built = _build_case(spec)
+            arrays, tensors = _case_tensors(built)
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = save_file(arrays, path, _file_metadata(spec))
+            tols = _jsonable(dict(getattr(built, "tolerances", None) or {}), f"case {spec.id}: tolerances")
+            entries.append(case_entry(_spec_fields(spec), file=rel, sha256=_sha256(data), tensors=tensors,
+                                      tolerances=tols))
+            stats.cases += 1
+            stats.bytes += len(data)
+            stats.by_op[spec.op] = stats.by_op.get(spec.op, 0) + 1
+            if progress is not None:
+                progress(i + 1, len(specs))
+        write_manifest(tmp / MANIFEST_NAME, make_manifest(entries))
+        stats.bytes += (tmp / MANIFEST_NAME).stat().st_size
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+# ----------------------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One defect found by :func:`verify`: the file (relative to the corpus) and why."""
+
+    file: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}"
+
+
+def _bits_differ(a: np.ndarray, b: np.ndarray) -> str | None:
+    """Why two float64 arrays are not bit-identical, or None."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return f"shape {list(b.shape)} recomputed vs {list(a.shape)} stored"
+    if a.dtype != np.float64 or b.dtype != np.float64:
+        return f"dtype {b.dtype} recomputed vs {a.dtype} stored"
+    ua, ub = a.view(np.uint64), b.view(np.uint64)
+    bad = ua != ub
+    if not bad.any():
+        return None
+    idx = np.unravel_index(int(np.argmax(bad)), a.shape) if a.ndim else ()
+    return (f"{int(bad.sum())} of {a.size} elements differ in their bits "
+            f"(first at {tuple(int(i) for i in idx)}: stored {a[idx]!r}, recomputed {b[idx]!r})")
+
+
+def _check_header(entry: dict, tensors: dict[str, np.ndarray]) -> list[str]:
+    reasons = []
+    want, have = entry["tensors"], tensors
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    if missing:
+        reasons.append(f"tensors {missing} listed in the manifest are not in the file")
+    if extra:
+        reasons.append(f"tensors {extra} in the file are not in the manifest")
+    for name in sorted(set(want) & set(have)):
+        t, a = want[name], have[name]
+        code = next(c for c, dt in DTYPES.items() if a.dtype == dt)
+        if code != t["dtype"] or list(a.shape) != t["shape"]:
+            reasons.append(f"tensor {name!r} is {code}{list(a.shape)} in the file, "
+                           f"{t['dtype']}{t['shape']} in the manifest")
+        elif t["role"] in ("expected", "scale") and code != "F64":
+            reasons.append(f"{t['role']} tensor {name!r} is {code}, must be F64")
+    return reasons
+
+
+def _split(entry: dict, tensors: dict) -> tuple[dict, dict, dict]:
+    roles = {n: t["role"] for n, t in entry["tensors"].items()}
+    inputs = {n: a for n, a in tensors.items() if roles.get(n) == "input"}
+    expected = {n: a for n, a in tensors.items() if roles.get(n) == "expected"}
+    scales = {n[:-len(SCALE_SUFFIX)]: a for n, a in tensors.items() if roles.get(n) == "scale"}
+    return inputs, expected, scales
+
+
+def _recheck_values(entry: dict, inputs: dict, expected: dict, scales: dict) -> list[str]:
+    """Recompute expected values, tolerances and scales; report any difference."""
+    spec = _spec_from_entry(entry)
+    try:
+        again = _expected_from_inputs(spec, {k: v.copy() for k, v in inputs.items()})
+    except Exception as e:  # a corpus problem to report, not a crash of verify
+        return [f"recomputing the expected values raised {type(e).__name__}: {e}"]
+    reasons = []
+    if set(again) != set(expected):
+        reasons.append(f"recomputed outputs {sorted(again)} differ from stored {sorted(expected)}")
+    for name in sorted(set(again) & set(expected)):
+        why = _bits_differ(expected[name], np.asarray(again[name]))
+        if why:
+            reasons.append(f"expected {name!r} is not reproduced bit for bit: {why}")
+    if reasons:
+        return reasons
+    try:
+        tols, scales_again = _tolerances(spec, inputs, expected)
+    except Exception as e:
+        return [f"recomputing the tolerances raised {type(e).__name__}: {e}"]
+    tols = _jsonable(dict(tols), "recomputed tolerances")
+    if tols != entry["tolerances"]:
+        diff = sorted(k for k in set(tols) | set(entry["tolerances"])
+                      if tols.get(k) != entry["tolerances"].get(k))
+        reasons.append(f"tolerances of {diff} differ from what the tolerance model gives now")
+    scales_again = scales_again or {}
+    if set(scales_again) != set(scales):
+        reasons.append(f"scale tensors for {sorted(scales_again)} recomputed vs {sorted(scales)} stored")
+    for name in sorted(set(scales_again) & set(scales)):
+        why = _bits_differ(scales[name], np.asarray(scales_again[name], dtype=np.float64))
+        if why:
+            reasons.append(f"scale of {name!r} is not reproduced bit for bit: {why}")
+    return reasons
+
+
+def verify(root=None, *, recompute: bool = True,
+           progress: Callable[[int, int], None] | None = None) -> list[Problem]:
+    """Check a corpus; return its problems (empty when it is sound).
+
+    Every file is re-hashed and parsed, its tensors are checked against the
+    manifest (names, dtypes, shapes, roles), and, with ``recompute``, every
+    expected value, tolerance and scale is recomputed from the stored inputs
+    and compared bit for bit.  Files under ``root`` that the manifest does not
+    list are reported too.
+    """
+    root = _root(root)
+    try:
+        manifest = load_manifest(root)
+    except GoldenFormatError as e:
+        return [Problem(MANIFEST_NAME, e.reason)]
+    problems: list[Problem] = []
+    cases = manifest["cases"]
+    for i, entry in enumerate(cases):
+        rel = entry["file"]
+        path = resolve_case_file(root, rel)
+        reasons = _verify_entry(entry, path, recompute)
+        problems.extend(Problem(rel, f"[{entry['id']}] {r}") for r in reasons)
+        if progress is not None:
+            progress(i + 1, len(cases))
+    listed = {c["file"] for c in cases}
+    for rel in corpus_files(root):
+        if rel not in listed:
+            problems.append(Problem(rel, "file is not listed in the manifest"))
+    return problems
+
+
+def _verify_entry(entry: dict, path: Path, recompute: bool) -> list[str]:
+    if not path.is_file():
+        return ["file is missing"]
+    data = path.read_bytes()
+    sha = _sha256(data)
+    if sha != entry["sha256"]:
+        return [f"sha256 mismatch: the file hashes to {sha}, the manifest says {entry['sha256']}"]
+    try:
+        tensors, _ = loads(data, source=path.name)
+    except GoldenFormatError as e:
+        return [f"malformed file: {e.reason}"]
+    reasons = _check_header(entry, tensors)
+    if reasons or not recompute or entry["expect"].get("kind") == "error":
+        return reasons
+    return _recheck_values(entry, *_split(entry, tensors))
+
+
+# ----------------------------------------------------------------------------- load
+
+
+@dataclass
+class GoldenCase:
+    """One golden case, read from the corpus.
+
+    ``inputs`` are in the dtype under test; ``expected`` and ``scales`` are
+    float64; ``tolerances`` maps each expected output to its tolerance dict;
+    ``expect`` is the declared behaviour (``{"kind": "value"|"nan"|"error", ...}``).
+    """
+
+    id: str
+    op: str
+    tier: str
+    dtype: str
+    attrs: dict
+    inputs: dict
+    expected: dict
+    scales: dict
+    tolerances: dict
+    expect: dict
+    description: str
+    shapes: dict = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)
+    seed: int | None = None
+    file: Path | None = None
+    spec: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.id.split("/", 1)[1].rsplit("__", 1)[0]
+
+    def repro(self) -> str:
+        """A one-line Python snippet that loads this case."""
+        return f"from refnorm.golden import load_case; case = load_case({self.id!r})"
+
+    def assert_close(self, name: str, actual) -> None:
+        """Raise ``AssertionError`` unless ``actual`` matches expected output
+        ``name`` within its tolerance; the message names the op, the case, the
+        output, the worst error as a multiple of the tolerance, its index and
+        its size in ULPs of the case dtype."""
+        if name not in self.expected:
+            raise KeyError(f"{self.op} [{self.id}]: no expected output {name!r} "
+                           f"(this case has {sorted(self.expected) or 'none: expect=' + json.dumps(self.expect)})")
+        expected = self.expected[name]
+        actual = np.asarray(actual)
+        where = f"{self.op} [{self.id}] output {name!r}"
+        if actual.shape != expected.shape:
+            raise AssertionError(f"{where}: shape {actual.shape}, expected {expected.shape}\nrepro: {self.repro()}")
+        tol = self.tolerances[name]
+        cmp = _compare(expected, actual, tol, self.scales.get(name), self.dtype)
+        if not cmp.ok:
+            idx = cmp.worst_index
+            idx = tuple(int(i) for i in idx) if isinstance(idx, (tuple, list, np.ndarray)) else idx
+            raise AssertionError(
+                f"{where}: worst error {cmp.worst_ratio:.3g} x tolerance at index {idx} "
+                f"({cmp.worst_ulps} ulp in {self.dtype}); {cmp.n_bad} of {expected.size} elements out of "
+                f"tolerance (atol={tol['atol']:.3g}, rtol={tol['rtol']:.3g}, ulp={tol['ulp']}, "
+                f"scale={tol['scale']})\n{cmp.message}\nrepro: {self.repro()}")
+
+
+def _read_case(root: Path, entry: dict) -> GoldenCase:
+    path = resolve_case_file(root, entry["file"], source=root / MANIFEST_NAME)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise GoldenFormatError(path, f"file of case {entry['id']} is missing") from None
+    sha = _sha256(data)
+    if sha != entry["sha256"]:
+        raise GoldenFormatError(path, f"sha256 mismatch (file {sha}, manifest {entry['sha256']}): the file was "
+                                      f"modified or corrupted; restore it or regenerate with `refnorm generate`")
+    tensors, _ = loads(data, source=path)
+    reasons = _check_header(entry, tensors)
+    if reasons:
+        raise GoldenFormatError(path, "; ".join(reasons))
+    inputs, expected, scales = _split(entry, tensors)
+    spec = {k: v for k, v in entry.items() if k not in _CORPUS_FIELDS}
+    return GoldenCase(id=entry["id"], op=entry["op"], tier=entry["tier"], dtype=entry["dtype"],
+                      attrs=entry["attrs"], inputs=inputs, expected=expected, scales=scales,
+                      tolerances=entry["tolerances"], expect=entry["expect"], description=entry["description"],
+                      shapes=entry["shapes"], recipe=entry["recipe"], seed=entry["seed"], file=path, spec=spec)
+
+
+def load_cases(ops=None, dtypes=None, tiers=None, root=None) -> Iterator[GoldenCase]:
+    """Yield the corpus's cases (sorted by id) matching the selection.
+
+    Each file's SHA-256 is checked against the manifest before use; a
+    mismatch raises :class:`GoldenFormatError`.
+    """
+    root = _root(root)
+    ops = _as_list(ops, "op")
+    dtypes = _as_list(dtypes, "dtype", DTYPE_NAMES)
+    tiers = _as_list(tiers, "tier", TIERS)
+    manifest = load_manifest(root)
+    for entry in manifest["cases"]:
+        if _selected(entry, ops, dtypes, tiers):
+            yield _read_case(root, entry)
+
+
+def load_case(case_id: str, root=None) -> GoldenCase:
+    """The one case with id ``case_id``."""
+    root = _root(root)
+    for entry in load_manifest(root)["cases"]:
+        if entry["id"] == case_id:
+            return _read_case(root, entry)
+    raise KeyError(f"no golden case {case_id!r} in {root}")
+
+
+def iter_entries(root=None, *, ops=None, dtypes=None, tiers=None) -> Iterable[dict]:
+    """The manifest entries matching the selection, without reading any file."""
+    root = _root(root)
+    ops = _as_list(ops, "op")
+    dtypes = _as_list(dtypes, "dtype", DTYPE_NAMES)
+    tiers = _as_list(tiers, "tier", TIERS)
+    return [e for e in load_manifest(root)["cases"] if _selected(e, ops, dtypes, tiers)]

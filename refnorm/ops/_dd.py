@@ -86,6 +86,8 @@ def renormalize(hi, lo):
     Non-finite ``hi`` (an Inf or NaN that entered the reduction) is passed
     through with ``e = 0`` so that it is not turned into NaN by ``inf - inf``.
     """
+    if not math.isfinite(hi):
+        return hi, 0.0
     s = hi + lo
     if not math.isfinite(s):
         return s, 0.0

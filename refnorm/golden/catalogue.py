@@ -108,9 +108,16 @@ def _expand(fam: dict, where: str) -> list[CaseSpec]:
         if set(recipe) - {"generator"} != set(shapes):
             raise ValueError(f"{where}: recipe tensors {sorted(set(recipe) - {'generator'})} != shapes "
                              f"{sorted(shapes)}")
+        attrs = _resolve(fam["attrs"], dt)
+        if fam["op"] == "batch_norm" and attrs.get("training") and "running_mean" in shapes:
+            # The momentum each non-torch convention's expected running statistics
+            # use (their momentum weights the *old* value), recorded with the case so
+            # that a consumer never has to know refnorm's choice.
+            attrs = dict(attrs, running_stats={"onnx": {"momentum": ONNX_MOMENTUM},
+                                               "flax": {"momentum": FLAX_MOMENTUM}})
         out.append(CaseSpec(
             id=f"{fam['op']}/{fam['name']}__{dt}", op=fam["op"], name=fam["name"], tier=fam["tier"], dtype=dt,
-            attrs=_resolve(fam["attrs"], dt), shapes={k: shapes[k] for k in INPUT_ORDER if k in shapes},
+            attrs=attrs, shapes={k: shapes[k] for k in INPUT_ORDER if k in shapes},
             recipe=recipe, seed=int(fam["seed"]), expect=_resolve(fam["expect"], dt),
             description=fam["description"], large=bool(fam.get("large", False))))
     return out
@@ -182,9 +189,9 @@ def running_factors(spec) -> dict[str, float]:
     m = a.get("momentum")
     torch_f = 1.0 / (a["num_batches_tracked"] + 1) if m is None else float(m)
     out = {"torch": torch_f}
-    if spec.op == "batch_norm":
-        out["onnx"] = 1.0 - ONNX_MOMENTUM
-        out["flax"] = 1.0 - FLAX_MOMENTUM
+    if spec.op == "batch_norm" and "running_stats" in a:
+        out["onnx"] = 1.0 - a["running_stats"]["onnx"]["momentum"]
+        out["flax"] = 1.0 - a["running_stats"]["flax"]["momentum"]
     return out
 
 
@@ -224,7 +231,8 @@ def expected_from_inputs(spec, inputs: dict) -> dict[str, np.ndarray]:
                                                           num_batches_tracked=a.get("num_batches_tracked"),
                                                           convention="torch")
                 out["new_running_mean_torch"], out["new_running_var_torch"] = nm, nv
-                for conv, mom in (("onnx", ONNX_MOMENTUM), ("flax", FLAX_MOMENTUM)):
+                for conv in ("onnx", "flax"):
+                    mom = a["running_stats"][conv]["momentum"]
                     nm, nv = refnorm.batch_norm_running_stats(x, rm, rv, mom, convention=conv)
                     out[f"new_running_mean_{conv}"], out[f"new_running_var_{conv}"] = nm, nv
             else:

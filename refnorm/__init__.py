@@ -12,18 +12,21 @@ Public API (names, argument order and defaults as ``torch.nn.functional``)::
 and for each ``<op>_backward(dy, <the forward's arguments>) -> dict`` of the
 gradients of the given differentiable arguments (``"x"``, ``"weight"``,
 ``"bias"``), plus ``batch_norm_running_stats`` and
-``instance_norm_running_stats``.  Inputs of dtype float16, bfloat16
+``instance_norm_running_stats``, and ``<op>_stats(<the forward's
+arguments>) -> (y, {"mean": ..., "rstd": ...})`` exposing the saved statistics
+(shaped like the reduction sets; RMSNorm saves only ``rstd``).  Inputs of dtype float16, bfloat16
 (ml_dtypes), float32 or float64 are upcast exactly; every result is float64;
 no input is ever modified.
 """
 
 from ._registry import OpSpec, registry
 from ._version import __version__
-from .ops.batch_norm import batch_norm, batch_norm_backward, batch_norm_running_stats
-from .ops.group_norm import group_norm, group_norm_backward
-from .ops.instance_norm import instance_norm, instance_norm_backward, instance_norm_running_stats
-from .ops.layer_norm import layer_norm, layer_norm_backward
-from .ops.rms_norm import rms_norm, rms_norm_backward
+from .ops.batch_norm import batch_norm, batch_norm_backward, batch_norm_running_stats, batch_norm_stats
+from .ops.group_norm import group_norm, group_norm_backward, group_norm_stats
+from .ops.instance_norm import (instance_norm, instance_norm_backward, instance_norm_running_stats,
+                                instance_norm_stats)
+from .ops.layer_norm import layer_norm, layer_norm_backward, layer_norm_stats
+from .ops.rms_norm import rms_norm, rms_norm_backward, rms_norm_stats
 
 __all__ = [
     "OpSpec",
@@ -31,14 +34,19 @@ __all__ = [
     "batch_norm",
     "batch_norm_backward",
     "batch_norm_running_stats",
+    "batch_norm_stats",
     "group_norm",
     "group_norm_backward",
+    "group_norm_stats",
     "instance_norm",
     "instance_norm_backward",
     "instance_norm_running_stats",
+    "instance_norm_stats",
     "layer_norm",
     "layer_norm_backward",
+    "layer_norm_stats",
     "registry",
     "rms_norm",
     "rms_norm_backward",
+    "rms_norm_stats",
 ]

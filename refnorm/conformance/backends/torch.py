@@ -1,0 +1,197 @@
+"""torch: ``torch.nn.functional`` on CPU, in the case dtype.
+
+Inputs are converted to CPU tensors of the same dtype (bfloat16 via float32
+-> ``torch.bfloat16``; float16, float32, float64 directly); PyTorch then
+computes as its CPU kernels do (half types accumulate in float32, outputs are
+rounded to the input dtype).  Backward: autograd with the given ``dy``.
+Saved statistics: ``torch.native_layer_norm``, ``torch.native_group_norm``,
+``torch.native_batch_norm`` (training mode; in eval mode PyTorch saves no
+statistics: NotImplementedError) and ``torch._fused_rms_norm`` (rstd).
+InstanceNorm exposes no statistics (no ``instance_norm_stats``).  Running
+statistics: ``F.batch_norm`` / ``F.instance_norm`` with ``training=True`` on
+copies of the buffers, torch convention only; ``momentum=None`` as
+``nn.BatchNorm`` does it (factor ``1 / (num_batches_tracked + 1)``).
+Inputs are never mutated (every tensor is a copy).
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BACKEND_INFO = {
+    "name": "torch",
+    "description": f"torch.nn.functional {torch.__version__} on CPU in the case dtype; backward by autograd",
+    # PyTorch reports bad arguments (shapes, missing running statistics) as RuntimeError
+    "error_types": (RuntimeError,),
+}
+
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def _t(a, grad=False):
+    """A CPU tensor copy of ``a`` in its own dtype (None stays None)."""
+    if a is None:
+        return None
+    arr = np.asarray(a)
+    if arr.dtype == _BF16:
+        t = torch.tensor(arr.astype(np.float32)).to(torch.bfloat16)
+    else:
+        t = torch.tensor(np.array(arr, copy=True))
+    return t.requires_grad_(True) if grad else t
+
+
+def _np(t):
+    """A NumPy array in the tensor's dtype (bfloat16 as ml_dtypes.bfloat16)."""
+    if t is None:
+        return None
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return t.float().numpy().astype(_BF16)
+    return t.numpy().copy()
+
+
+def _grads(y, dy, leaves):
+    y.backward(_t(dy).to(y.dtype))
+    out = {}
+    for name, leaf in leaves.items():
+        if leaf is not None:
+            out[name] = _np(leaf.grad) if leaf.grad is not None else np.zeros(leaf.shape, _np(leaf).dtype)
+    return out
+
+
+def _ns(normalized_shape):
+    return [int(normalized_shape)] if np.ndim(normalized_shape) == 0 else [int(d) for d in normalized_shape]
+
+
+# ----------------------------------------------------------------------------- LayerNorm
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    with torch.no_grad():
+        return _np(F.layer_norm(_t(x), _ns(normalized_shape), _t(weight), _t(bias), eps))
+
+
+def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    leaves = {"x": _t(x, True), "weight": _t(weight, True), "bias": _t(bias, True)}
+    y = F.layer_norm(leaves["x"], _ns(normalized_shape), leaves["weight"], leaves["bias"], eps)
+    return _grads(y, dy, leaves)
+
+
+def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    ns = _ns(normalized_shape)
+    with torch.no_grad():
+        y, mean, rstd = torch.native_layer_norm(_t(x), ns, _t(weight), _t(bias), eps)
+    lead = np.shape(x)[: np.ndim(x) - len(ns)]
+    return _np(y), {"mean": _np(mean).reshape(lead), "rstd": _np(rstd).reshape(lead)}
+
+
+# ----------------------------------------------------------------------------- RMSNorm
+def rms_norm(x, normalized_shape, weight=None, eps=None):
+    with torch.no_grad():
+        return _np(F.rms_norm(_t(x), _ns(normalized_shape), _t(weight), eps))
+
+
+def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
+    leaves = {"x": _t(x, True), "weight": _t(weight, True)}
+    y = F.rms_norm(leaves["x"], _ns(normalized_shape), leaves["weight"], eps)
+    return _grads(y, dy, leaves)
+
+
+if hasattr(torch, "_fused_rms_norm"):
+    def rms_norm_stats(x, normalized_shape, weight=None, eps=None):
+        """``torch._fused_rms_norm`` (private ATen op) returns ``(y, rstd)``."""
+        ns = _ns(normalized_shape)
+        with torch.no_grad():
+            y, rstd = torch._fused_rms_norm(_t(x), ns, _t(weight), eps)
+        lead = np.shape(x)[: np.ndim(x) - len(ns)]
+        return _np(y), {"rstd": _np(rstd).reshape(lead)}
+
+
+# ----------------------------------------------------------------------------- GroupNorm
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    with torch.no_grad():
+        return _np(F.group_norm(_t(x), num_groups, _t(weight), _t(bias), eps))
+
+
+def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5):
+    leaves = {"x": _t(x, True), "weight": _t(weight, True), "bias": _t(bias, True)}
+    y = F.group_norm(leaves["x"], num_groups, leaves["weight"], leaves["bias"], eps)
+    return _grads(y, dy, leaves)
+
+
+def group_norm_stats(x, num_groups, weight=None, bias=None, eps=1e-5):
+    xt = _t(x)
+    N, C = xt.shape[:2]
+    HW = int(np.prod(xt.shape[2:]))
+    with torch.no_grad():
+        y, mean, rstd = torch.native_group_norm(xt, _t(weight), _t(bias), N, C, HW, num_groups, eps)
+    return _np(y), {"mean": _np(mean).reshape(N, num_groups), "rstd": _np(rstd).reshape(N, num_groups)}
+
+
+# ----------------------------------------------------------------------------- BatchNorm
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    with torch.no_grad():
+        return _np(F.batch_norm(_t(x), _t(running_mean), _t(running_var), _t(weight), _t(bias), training,
+                                0.1 if momentum is None else momentum, eps))
+
+
+def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                        eps=1e-5):
+    leaves = {"x": _t(x, True), "weight": _t(weight, True), "bias": _t(bias, True)}
+    y = F.batch_norm(leaves["x"], _t(running_mean), _t(running_var), leaves["weight"], leaves["bias"], training,
+                     0.1 if momentum is None else momentum, eps)
+    return _grads(y, dy, leaves)
+
+
+def batch_norm_stats(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    if not training:
+        raise NotImplementedError("torch.native_batch_norm saves no statistics in eval mode")
+    with torch.no_grad():
+        y, mean, rstd = torch.native_batch_norm(_t(x), _t(weight), _t(bias), _t(running_mean), _t(running_var),
+                                                True, 0.1 if momentum is None else momentum, eps)
+    return _np(y), {"mean": _np(mean), "rstd": _np(rstd)}
+
+
+def _torch_factor(momentum, num_batches_tracked, convention):
+    if convention != "torch":
+        raise NotImplementedError(f"PyTorch implements only the 'torch' running-statistics convention, "
+                                  f"not {convention!r}")
+    if momentum is None:  # nn.BatchNorm: exponential_average_factor = 1 / num_batches_tracked (after += 1)
+        if num_batches_tracked is None:
+            raise ValueError("num_batches_tracked is required when momentum=None")
+        return 1.0 / float(int(num_batches_tracked) + 1)
+    return momentum
+
+
+def batch_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, num_batches_tracked=None,
+                             convention="torch"):
+    factor = _torch_factor(momentum, num_batches_tracked, convention)
+    rm, rv = _t(running_mean), _t(running_var)
+    with torch.no_grad():
+        F.batch_norm(_t(x), rm, rv, None, None, True, factor, 1e-5)  # eps does not affect the running statistics
+    return _np(rm), _np(rv)
+
+
+def instance_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, convention="torch"):
+    factor = _torch_factor(momentum, 0, convention)
+    rm, rv = _t(running_mean), _t(running_var)
+    with torch.no_grad():
+        F.instance_norm(_t(x), rm, rv, None, None, True, factor, 1e-5)  # eps does not affect the running statistics
+    return _np(rm), _np(rv)
+
+
+# ----------------------------------------------------------------------------- InstanceNorm
+def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    with torch.no_grad():
+        return _np(F.instance_norm(_t(x), _t(running_mean), _t(running_var), _t(weight), _t(bias), use_input_stats,
+                                   0.1 if momentum is None else momentum, eps))
+
+
+def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                           momentum=0.1, eps=1e-5):
+    leaves = {"x": _t(x, True), "weight": _t(weight, True), "bias": _t(bias, True)}
+    y = F.instance_norm(leaves["x"], _t(running_mean), _t(running_var), leaves["weight"], leaves["bias"],
+                        use_input_stats, 0.1 if momentum is None else momentum, eps)
+    return _grads(y, dy, leaves)

@@ -1,0 +1,392 @@
+"""Run a backend against the golden corpus.
+
+A *backend* is any module exposing some of refnorm's public function names
+with refnorm's signatures (see :mod:`refnorm.conformance.backends`).  For every
+golden case, each protocol function that applies is checked on its own:
+
+==========================  =====================================================
+function                    outputs compared
+==========================  =====================================================
+``<op>``                    ``y``
+``<op>_backward``           ``dx``, ``dweight``, ``dbias`` (those in the case)
+``<op>_stats``              ``mean``, ``rstd`` (the saved statistics)
+``<op>_running_stats``      ``new_running_mean_<conv>``, ``new_running_var_<conv>``
+                            for each convention the case carries
+==========================  =====================================================
+
+A function the backend does not define, or that raises ``NotImplementedError``,
+is *not implemented* (reported, never a failure).  Error cases (``expect.kind ==
+"error"``) pass when the forward raises the declared exception type, or one of
+the argument-error types the backend declares in ``BACKEND_INFO["error_types"]``
+(PyTorch's ``RuntimeError``, say); anything else, or no error, fails.
+
+Optional checks: ``repeat`` calls every function that many times and requires
+identical bits (racy reductions); ``batch_invariance`` requires that a sample's
+forward output does not depend on the rest of the batch (per-sample ops only).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import _registry
+
+STATUSES = ("passed", "failed", "xfailed", "xpassed", "not_implemented")
+GRAD_NAMES = {"x": "dx", "weight": "dweight", "bias": "dbias"}
+# Ops whose output for one sample depends only on that sample.
+PER_SAMPLE_OPS = ("layer_norm", "rms_norm", "group_norm", "instance_norm")
+
+
+class NotImplementedByBackend(Exception):
+    """The backend lacks the function or raised NotImplementedError."""
+
+
+@dataclass
+class Outcome:
+    """The result of one (case, function) check."""
+
+    case_id: str
+    op: str
+    dtype: str
+    tier: str
+    function: str
+    status: str
+    worst_ratio: float | None = None  # worst |error| / allowed over the outputs checked
+    message: str = ""
+    outputs: dict = field(default_factory=dict)  # output -> worst ratio
+    reason: str = ""  # the xfail reason, when one applies
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        if d["worst_ratio"] is not None and not np.isfinite(d["worst_ratio"]):
+            d["worst_ratio"] = str(d["worst_ratio"])
+        d["outputs"] = {k: (v if np.isfinite(v) else str(v)) for k, v in d["outputs"].items()}
+        return d
+
+
+# ----------------------------------------------------------------------------- xfail files
+
+
+@dataclass(frozen=True)
+class XfailRule:
+    pattern: str  # fnmatch pattern over "<case id>" or "<case id>::<function>"
+    reason: str
+    line: int
+
+
+def read_xfails(path) -> list[XfailRule]:
+    """Parse an xfail file: one rule per line, ``<case id or glob>[::<function>]  # reason``.
+
+    Blank lines and lines starting with ``#`` are ignored; every rule needs a reason.
+    """
+    rules = []
+    p = Path(path)
+    for i, raw in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pattern, sep, reason = line.partition("#")
+        pattern, reason = pattern.strip(), reason.strip()
+        if not sep or not reason or not pattern or " " in pattern:
+            raise ValueError(f"{p}:{i}: expected '<case id>[::<function>]  # reason', got {raw!r}")
+        rules.append(XfailRule(pattern, reason, i))
+    return rules
+
+
+def match_xfail(rules, case_id: str, function: str) -> XfailRule | None:
+    for r in rules:
+        target = f"{case_id}::{function}" if "::" in r.pattern else case_id
+        if fnmatch.fnmatchcase(target, r.pattern):
+            return r
+    return None
+
+
+# ----------------------------------------------------------------------------- calling a backend
+
+
+def _forward_args(case) -> tuple[list, dict]:
+    """Positional arguments of the op's forward, from the case's inputs and attrs."""
+    spec = _registry.get(case.op)
+    params = inspect.signature(spec.forward).parameters
+    args = []
+    for name, p in params.items():
+        if name in case.inputs:
+            args.append(case.inputs[name])
+        elif name in case.attrs:
+            v = case.attrs[name]
+            args.append(tuple(v) if name == "normalized_shape" else v)
+        elif p.default is not inspect.Parameter.empty:
+            args.append(p.default)
+        else:
+            args.append(None)  # a required argument the case leaves out (e.g. running stats): None
+    return args, {}
+
+
+def _get(backend, name):
+    fn = getattr(backend, name, None)
+    if fn is None or not callable(fn):
+        raise NotImplementedByBackend(f"backend has no {name}()")
+    return fn
+
+
+def _call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError as exc:
+        raise NotImplementedByBackend(str(exc) or f"{fn.__name__} raised NotImplementedError") from None
+
+
+def _as_f64(a) -> np.ndarray:
+    if hasattr(a, "detach"):  # a torch tensor
+        a = a.detach().cpu()
+        if str(a.dtype) == "torch.bfloat16":
+            a = a.float()
+        a = a.numpy()
+    return np.asarray(a).astype(np.float64)
+
+
+def _running_momentum(case, convention):
+    rs = case.attrs.get("running_stats", {})
+    if isinstance(rs, dict) and convention in rs and "momentum" in rs[convention]:
+        return rs[convention]["momentum"]
+    if convention == "torch":
+        return case.attrs.get("momentum", 0.1)
+    raise ValueError(f"case {case.id} carries {convention!r} running statistics but no "
+                     f"attrs.running_stats.{convention}.momentum")
+
+
+def produce(backend, case, function: str) -> dict[str, np.ndarray]:
+    """Call ``function`` of ``backend`` on ``case``; return its outputs by golden name."""
+    op = case.op
+    args, _ = _forward_args(case)
+    if function == op:
+        return {"y": _call(_get(backend, op), *args)}
+    if function == f"{op}_backward":
+        grads = _call(_get(backend, f"{op}_backward"), case.inputs["dy"], *args)
+        return {GRAD_NAMES[k]: v for k, v in grads.items() if k in GRAD_NAMES}
+    if function == f"{op}_stats":
+        _, stats = _call(_get(backend, f"{op}_stats"), *args)
+        return dict(stats)
+    if function == f"{op}_running_stats":
+        fn = _get(backend, f"{op}_running_stats")
+        out = {}
+        for conv in _conventions(case):
+            kw = {"convention": conv}
+            if "num_batches_tracked" in case.attrs:
+                kw["num_batches_tracked"] = case.attrs["num_batches_tracked"]
+            mean, var = _call(fn, case.inputs["x"], case.inputs["running_mean"], case.inputs["running_var"],
+                              _running_momentum(case, conv), **kw)
+            out[f"new_running_mean_{conv}"] = mean
+            out[f"new_running_var_{conv}"] = var
+        return out
+    raise ValueError(f"unknown function {function!r} for op {op!r}")
+
+
+def _conventions(case) -> list[str]:
+    return sorted(k[len("new_running_mean_"):] for k in case.expected if k.startswith("new_running_mean_"))
+
+
+def applicable_functions(case) -> list[str]:
+    """The protocol functions a case checks."""
+    op = case.op
+    if case.expect.get("kind") == "error":
+        return [op]
+    fns = []
+    if "y" in case.expected:
+        fns.append(op)
+    if any(k in case.expected for k in ("dx", "dweight", "dbias")) and "dy" in case.inputs:
+        fns.append(f"{op}_backward")
+    if any(k in case.expected for k in ("mean", "rstd")):
+        fns.append(f"{op}_stats")
+    if _conventions(case):
+        fns.append(f"{op}_running_stats")
+    return fns
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def _compare_outputs(case, outputs: dict) -> tuple[bool, float, str, dict]:
+    from ..golden.tolerance import compare
+
+    ok, worst, msgs, per = True, 0.0, [], {}
+    for name, actual in outputs.items():
+        if name not in case.expected:
+            continue
+        try:
+            a = _as_f64(actual)
+        except Exception as exc:  # not array-like
+            ok, worst = False, float("inf")
+            msgs.append(f"{name}: not an array ({type(actual).__name__}: {exc})")
+            per[name] = float("inf")
+            continue
+        cmp = compare(case.expected[name], a, case.tolerances[name], case.scales.get(name), dtype=case.dtype)
+        per[name] = float(cmp.worst_ratio)
+        worst = max(worst, float(cmp.worst_ratio))
+        if not cmp.ok:
+            ok = False
+            msgs.append(f"{name}: {cmp.message}")
+    missing = [n for n in _expected_names(case, outputs) if n not in outputs]
+    if missing:
+        ok, worst = False, float("inf")
+        msgs.append(f"missing outputs {missing}")
+    return ok, worst, "; ".join(msgs), per
+
+
+def _expected_names(case, outputs) -> list[str]:
+    keys = set(outputs)
+    if keys & {"dx", "dweight", "dbias"}:
+        return [k for k in ("dx", "dweight", "dbias") if k in case.expected]
+    if keys & {"mean", "rstd"}:
+        return [k for k in ("mean", "rstd") if k in case.expected]
+    return [k for k in outputs if k in case.expected]
+
+
+def _bits(outputs: dict) -> dict:
+    return {k: _as_f64(v).tobytes() for k, v in outputs.items()}
+
+
+def _check_repeat(backend, case, function, first, repeat) -> str:
+    ref = _bits(first)
+    for r in range(1, repeat):
+        again = _bits(produce(backend, case, function))
+        for k in ref:
+            if again.get(k) != ref[k]:
+                a = np.frombuffer(ref[k]).copy()
+                b = np.frombuffer(again.get(k, b"")).copy()
+                if a.shape != b.shape:
+                    return f"run {r + 1} of {repeat}: {k} changed shape"
+                diff = np.flatnonzero(~((a == b) | (np.isnan(a) & np.isnan(b))))
+                return (f"nondeterministic: run {r + 1} of {repeat} differs from run 1 in {k} at "
+                        f"{diff.size} elements (first flat index {int(diff[0])}: {a[diff[0]]!r} vs {b[diff[0]]!r})")
+    return ""
+
+
+def _check_batch_invariance(backend, case) -> str:
+    """Sample i's output computed in the full batch, alone, and inside a
+    batch padded with copies of other samples must be bit-identical."""
+    x = case.inputs["x"]
+    if case.op not in PER_SAMPLE_OPS or x.ndim < 2 or x.shape[0] < 2:
+        return ""
+    args, _ = _forward_args(case)
+    fn = _get(backend, case.op)
+    full = _as_f64(_call(fn, *args))
+    n = x.shape[0]
+    for i in sorted({0, n - 1}):
+        alone = _as_f64(_call(fn, x[i:i + 1], *args[1:]))
+        padded_x = np.concatenate([x[i:i + 1]] + [x] * 3, axis=0)
+        padded = _as_f64(_call(fn, padded_x, *args[1:]))[:1]
+        for label, got in (("alone", alone), ("in a padded batch of " + str(padded_x.shape[0]), padded)):
+            same = (got == full[i:i + 1]) | (np.isnan(got) & np.isnan(full[i:i + 1]))
+            if not np.all(same):
+                j = np.unravel_index(int(np.flatnonzero(~same)[0]), got.shape)
+                return (f"batch-variant: sample {i} computed {label} differs from the full batch "
+                        f"at {j}: {got[j]!r} vs {full[i:i + 1][j]!r}")
+    return ""
+
+
+def check_function(backend, case, function: str, *, xfails=(), repeat: int = 1,
+                   batch_invariance: bool = False) -> Outcome:
+    """Check one protocol function of ``backend`` on one golden case."""
+    rule = match_xfail(xfails, case.id, function)
+    oc = Outcome(case.id, case.op, case.dtype, case.tier, function, "passed")
+    try:
+        if case.expect.get("kind") == "error":
+            oc.status, oc.message = _check_error(backend, case)
+        else:
+            outputs = produce(backend, case, function)
+            ok, worst, msg, per = _compare_outputs(case, outputs)
+            oc.worst_ratio, oc.outputs = worst, per
+            oc.status, oc.message = ("passed", "") if ok else ("failed", msg)
+            if ok and repeat > 1:
+                msg = _check_repeat(backend, case, function, outputs, repeat)
+                if msg:
+                    oc.status, oc.message = "failed", msg
+            if ok and batch_invariance and function == case.op:
+                msg = _check_batch_invariance(backend, case)
+                if msg:
+                    oc.status, oc.message = "failed", msg
+    except NotImplementedByBackend as exc:
+        oc.status, oc.message = "not_implemented", str(exc)
+    except Exception as exc:  # the backend crashed on a value case
+        oc.status, oc.message = "failed", f"raised {type(exc).__name__}: {exc}"
+    if rule is not None and oc.status in ("passed", "failed"):
+        oc.reason = rule.reason
+        oc.status = "xfailed" if oc.status == "failed" else "xpassed"
+    return oc
+
+
+def check_case(backend, case, *, xfails=(), repeat: int = 1, batch_invariance: bool = False) -> list[Outcome]:
+    """All outcomes for one golden case."""
+    return [check_function(backend, case, fn, xfails=xfails, repeat=repeat, batch_invariance=batch_invariance)
+            for fn in applicable_functions(case)]
+
+
+def _check_error(backend, case) -> tuple[str, str]:
+    want = case.expect.get("type", "ValueError")
+    args, _ = _forward_args(case)
+    fn = _get(backend, case.op)
+    try:
+        _call(fn, *args)
+    except NotImplementedByBackend:
+        raise
+    except Exception as exc:
+        names = {c.__name__ for c in type(exc).__mro__}
+        if want in names:
+            return "passed", ""
+        # A framework has its own argument-error types (PyTorch raises RuntimeError
+        # where refnorm raises ValueError); a backend declares them explicitly in
+        # BACKEND_INFO["error_types"], and only those are accepted in place of `want`.
+        declared = tuple(getattr(backend, "BACKEND_INFO", {}).get("error_types", ()))
+        if declared and isinstance(exc, declared):
+            return "passed", f"raised {type(exc).__name__} (a declared argument-error type of the backend) for {want}"
+        return "failed", f"expected {want}, got {type(exc).__name__}: {exc}"
+    return "failed", f"expected {want} ({case.expect.get('match', '')}), but no error was raised"
+
+
+@dataclass
+class Report:
+    backend: str
+    outcomes: list[Outcome]
+    seconds: float
+    options: dict
+
+    @property
+    def unexpected(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status in ("failed", "xpassed")]
+
+    @property
+    def ok(self) -> bool:
+        return not self.unexpected
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(o.status == s for o in self.outcomes) for s in STATUSES}
+
+    def to_json(self) -> dict:
+        return {"backend": self.backend, "ok": self.ok, "seconds": round(self.seconds, 3), "options": self.options,
+                "counts": self.counts(), "outcomes": [o.to_json() for o in self.outcomes]}
+
+
+def check(backend, *, backend_name: str = "", ops=None, dtypes=None, tiers=None, root=None, xfails=(),
+          repeat: int = 1, batch_invariance: bool = False, progress=None) -> Report:
+    """Run ``backend`` against every applicable golden case; return a :class:`Report`."""
+    from ..golden import load_cases
+
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    t0 = time.perf_counter()
+    cases = list(load_cases(ops=ops, dtypes=dtypes, tiers=tiers, root=root))
+    outcomes = []
+    for i, case in enumerate(cases):
+        outcomes.extend(check_case(backend, case, xfails=xfails, repeat=repeat, batch_invariance=batch_invariance))
+        if progress is not None:
+            progress(i + 1, len(cases))
+    return Report(backend_name or getattr(backend, "__name__", str(backend)), outcomes, time.perf_counter() - t0,
+                  {"ops": ops, "dtypes": dtypes, "tiers": tiers, "repeat": repeat,
+                   "batch_invariance": batch_invariance})

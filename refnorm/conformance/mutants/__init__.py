@@ -1,0 +1,55 @@
+"""Deliberately buggy backends: the conformance suite must catch every one.
+
+Each mutant is :mod:`refnorm.conformance.backends.numpy32` with exactly one
+piece replaced by a bug seen in a real implementation (its module docstring
+names the bug class, the CONFORMANCE-NOTES entry and the issue, and the
+functions it affects).  Each module exposes the full protocol (unaffected
+functions behave as numpy32), ``BACKEND_INFO``, ``AFFECTS`` and a
+``DEMO_INPUT`` on which the bug shows.  ``racy_reduction`` is caught only by
+repeat runs and ``batch_variant`` only by a batch-invariance check.
+
+    >>> from refnorm.conformance.mutants import load_mutant
+    >>> backend = load_mutant("one_pass_variance")       # or load_backend("mutant:one_pass_variance")
+"""
+
+from __future__ import annotations
+
+import importlib
+
+MUTANTS = {
+    "one_pass_variance": "variance as E[x^2] - E[x]^2 in float32 (E1, ONNX LN-17/GN-21 bodies, Flax fast variance)",
+    "eps_outside_sqrt": "1 / (std + eps) instead of 1 / sqrt(var + eps)",
+    "unbiased_normalization": "normalizes with the unbiased (n - 1) variance (E26)",
+    "bn_eval_batch_stats": "BatchNorm eval (training=False) uses the batch statistics",
+    "running_var_biased": "torch-convention running_var updated with the biased variance (E5)",
+    "reversed_momentum": "torch-convention momentum weights the old statistic (E5, onnxscript PR #1289)",
+    "gn_strided_groups": "GroupNorm puts channel c in group c % G (E22)",
+    "gn_per_group_affine": "GroupNorm scale/bias per group, as ONNX GroupNormalization-18 (E22, onnx#5466)",
+    "backward_no_mean_term": "backward drops the mean(g) (c1) term",
+    "backward_no_var_term": "backward drops the xhat * mean(g * xhat) (c2) term",
+    "dweight_wrong_axes": "dweight/dbias summed over flat index % C, i.e. NHWC indexing of NCHW data (E20)",
+    "dweight_bf16_accumulation": "dweight/dbias accumulated row by row in bfloat16 (E9, llm.c#428)",
+    "fp16_squares": "second-pass squares computed in float16, 256**2 = inf (E6, onnx PR #8439)",
+    "square_overflow_fp32": "unscaled float32 squares overflow for |x| ~ 1e30 (E7, pytorch PR #178123)",
+    "nan_leak_global_shift": "global pre-shift by the whole-tensor mean leaks a NaN into every row (E23)",
+    "rms_eps_finfo_dtype": "RMSNorm eps=None taken as finfo(x.dtype).eps, the docs' reading (E16)",
+    "mean_fp16_accumulation": "mean accumulated sequentially in float16 (E8, pytorch#92164)",
+    "rstd_bf16_saved": "saved mean/rstd stored in bfloat16 (E18, onnxruntime PR #5215); <op>_stats only",
+    "memory_efficient_backward": "backward recomputes xhat = (y - bias) / weight: NaN at weight 0 (E13, apex)",
+    "dbias_mean": "dbias as a mean over the rows instead of a sum",
+    "racy_reduction": "random reduction order per call: caught only by repeat runs (E10)",
+    "batch_variant": "float32 blocking chosen from the row count: caught only by batch invariance (E11, vllm)",
+    "eps_in_input_dtype": "eps rounded to the half input dtype, 1e-8 -> 0 in float16 (E15, pytorch#86580)",
+    "onnx_bn9_updated_stats": "BN training normalizes with the updated running statistics (E5, ONNX BN-9)",
+    "rms_zero_centered_gamma": "RMSNorm multiplies by 1 + weight, the Gemma variant (E17)",
+}
+
+
+def load_mutant(name: str):
+    """The mutant backend module ``name`` (a key of :data:`MUTANTS`)."""
+    if name not in MUTANTS:
+        raise ValueError(f"unknown mutant {name!r}; known: {', '.join(sorted(MUTANTS))}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+__all__ = ["MUTANTS", "load_mutant"]

@@ -1,0 +1,295 @@
+"""Proxy Normalization (PN-Act): the fast path.
+
+The definition is :mod:`refnorm.reference.proxy_norm` (SPEC 3).  ``x`` of shape
+``(N, C, *spatial)`` is viewed as ``(N, C, S)``.  Three kernels:
+
+1. :func:`_proxy_points` writes the proxy activations ``P[0, c, k] =
+   phi(gamma_c * Y_ck + beta_c)``, ``Y_ck = beta~_c + (1 + gamma~_c) * q_k``,
+   as a ``(1, C, K)`` array; its statistics ``m`` (mean), ``v`` (biased var)
+   and ``s = 1/sqrt(v + eps)`` are then those of an ordinary normalizer with
+   reduction sets ``P[:, c, :]``, so they come from
+   :func:`refnorm.ops._kernels.moments` (double-double, compensated).
+2. :func:`_forward`: ``y = (phi(gamma * x + beta) - m) * s`` elementwise, with
+   the double-double ``m`` and ``s`` (the ``xhat`` rounding of ``_kernels``).
+3. :func:`_backward`, one channel per thread (SPEC 3.5, derived; verified
+   against autograd and finite differences in tests/ops/test_proxy_norm.py).
+   With ``G = dy``, ``u = gamma*x + beta``, ``u_k = gamma*Y_k + beta``,
+   ``P_k = phi(u_k)``, sums over the channel's (n, spatial) positions::
+
+       dx        = G * s * phi'(u) * gamma                        # term x
+       dL/dm     = -s * sum G                                     # mean path
+       dL/ds     = sum G * (phi(u) - m)                           # scale path
+       dL/dv     = dL/ds * (-1/2) (v + eps)^(-3/2) = -dL/ds * s^3 / 2
+       chain(t)  = dL/dm * (1/K) sum_k phi'(u_k) t_k
+                 + dL/dv * (2/K) sum_k (P_k - m) phi'(u_k) t_k    # t_k = du_k/dtheta
+       dgamma    = s * sum G phi'(u) x  + chain(Y_k)
+       dbeta     = s * sum G phi'(u)    + chain(1)
+       dbeta~    = chain(gamma)   = gamma * chain(1)
+       dgamma~   = chain(gamma q_k) = gamma * chain(q_k)
+
+   (v's own dependence on m drops out: dv/dm = -2 mean(P - m) = 0.)
+
+Activation derivatives: ReLU ``phi'(u) = 1 if u > 0 else 0`` (0 at the kink
+u == 0, the convention of the reference; NaN for a NaN u, so that a NaN input
+gives a NaN dx, where autograd's ``where`` would pass a finite gradient); SiLU ``sigma + u * sigma (1 -
+sigma)`` with ``sigma (1 - sigma) = (1 + th)(1 - th)/4``, ``th = tanh(u/2)``;
+GELU ``Phi(u) + u * exp(-u^2/2)/sqrt(2 pi)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _validate as V
+from ..reference.proxy_norm import proxy_quantiles as _quantiles
+from . import _kernels as K
+from ._dd import two_sum
+from ._jit import jit, pjit, prange
+from ._kernels import _xhat
+
+#: Activation names accepted by ``activation`` and their kernel codes ("swish" is SiLU).
+ACTIVATION_CODES = {"relu": 0, "silu": 1, "swish": 1, "gelu": 2}
+_RELU, _SILU, _GELU = 0, 1, 2
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
+
+
+@jit
+def _act(u, code):
+    """``(phi(u), phi'(u))`` for the activation ``code``, written as in the reference."""
+    if code == _RELU:
+        if u > 0.0:
+            return u, 1.0
+        if u <= 0.0:  # phi'(0) = 0 at the kink
+            return 0.0, 0.0
+        return u, u  # NaN: propagates to phi and phi'
+    if code == _SILU:
+        th = math.tanh(0.5 * u)
+        sig = 0.5 + 0.5 * th  # sigmoid(u)
+        return u * sig, sig + 0.25 * u * ((1.0 + th) * (1.0 - th))
+    cdf = 0.5 * math.erfc(-u / _SQRT2)  # GELU, erf form: Phi(u)
+    pdf = math.exp(-0.5 * u * u) / _SQRT2PI
+    return u * cdf, cdf + u * pdf
+
+
+@pjit
+def _proxy_points(weight, bias, proxy_shift, proxy_scale, q, code, P):
+    """``P[0, c, k] = phi(gamma_c * Y_ck + beta_c)``, ``Y_ck = beta~_c + (1 + gamma~_c) q_k``."""
+    C = weight.shape[0]
+    nk = q.shape[0]
+    for c in prange(C):
+        w = weight[c]
+        b = bias[c]
+        a = 1.0 + proxy_scale[c]  # proxy std
+        for k in range(nk):
+            Y = proxy_shift[c] + a * q[k]  # (4)
+            P[0, c, k] = _act(w * Y + b, code)[0]  # (5)
+
+
+@pjit
+def _forward(x, weight, bias, code, m, m_lo, s, s_lo, y):
+    """``y = (phi(gamma * x + beta) - m) * s`` on the view ``(N, C, S)``, one (n, c) row per step."""
+    N, C, S = x.shape
+    for r in prange(N * C):
+        n = r // C
+        c = r % C
+        w = weight[c]
+        b = bias[c]
+        for t in range(S):
+            z = _act(w * x[n, c, t] + b, code)[0]  # (1)-(2)
+            y[n, c, t] = _xhat(z, m[c], m_lo[c], s[c], s_lo[c])  # (10)
+
+
+@pjit
+def _backward(dy, x, weight, bias, proxy_shift, proxy_scale, q, code, m, m_lo, s,
+              dx, dweight, dbias, dshift, dscale):
+    """The hand-derived backward (module docstring); one channel per thread,
+    every sum compensated and accumulated in a fixed order."""
+    N, C, S = x.shape
+    nk = q.shape[0]
+    for c in prange(C):
+        w = weight[c]
+        b = bias[c]
+        mh = m[c]
+        ml = m_lo[c]
+        sc = s[c]
+        # pass over the data: dx, and the four sums of G
+        sg_h = 0.0  # sum G
+        sg_l = 0.0
+        sgz_h = 0.0  # sum G (phi(u) - m)
+        sgz_l = 0.0
+        sgd_h = 0.0  # sum G phi'(u)
+        sgd_l = 0.0
+        sgdx_h = 0.0  # sum G phi'(u) x
+        sgdx_l = 0.0
+        for n in range(N):
+            for t in range(S):
+                xv = x[n, c, t]
+                G = dy[n, c, t]
+                z, d = _act(w * xv + b, code)
+                dx[n, c, t] = ((G * sc) * d) * w  # term x
+                zc, ze = two_sum(z, -mh)
+                zc = zc + (ze - ml)  # phi(u) - m
+                sg_h, e = two_sum(sg_h, G)
+                sg_l += e
+                sgz_h, e = two_sum(sgz_h, G * zc)
+                sgz_l += e
+                sgd_h, e = two_sum(sgd_h, G * d)
+                sgd_l += e
+                sgdx_h, e = two_sum(sgdx_h, (G * d) * xv)
+                sgdx_l += e
+        dLdm = -sc * (sg_h + sg_l)  # mean path
+        dLds = sgz_h + sgz_l  # scale path
+        dLdv = -0.5 * dLds * (sc * sc * sc)
+        # pass over the K proxy points: sums of phi'(u_k) t_k and (P_k - m) phi'(u_k) t_k
+        a = 1.0 + proxy_scale[c]
+        t1_h = 0.0  # sum phi'(u_k)
+        t1_l = 0.0
+        t1y_h = 0.0  # sum phi'(u_k) Y_k
+        t1y_l = 0.0
+        t1q_h = 0.0  # sum phi'(u_k) q_k
+        t1q_l = 0.0
+        t2_h = 0.0  # sum (P_k - m) phi'(u_k)
+        t2_l = 0.0
+        t2y_h = 0.0  # sum (P_k - m) phi'(u_k) Y_k
+        t2y_l = 0.0
+        t2q_h = 0.0  # sum (P_k - m) phi'(u_k) q_k
+        t2q_l = 0.0
+        for k in range(nk):
+            Y = proxy_shift[c] + a * q[k]
+            Pk, dk = _act(w * Y + b, code)
+            pc, pe = two_sum(Pk, -mh)
+            pc = pc + (pe - ml)  # P_k - m
+            t1_h, e = two_sum(t1_h, dk)
+            t1_l += e
+            t1y_h, e = two_sum(t1y_h, dk * Y)
+            t1y_l += e
+            t1q_h, e = two_sum(t1q_h, dk * q[k])
+            t1q_l += e
+            t2_h, e = two_sum(t2_h, pc * dk)
+            t2_l += e
+            t2y_h, e = two_sum(t2y_h, (pc * dk) * Y)
+            t2y_l += e
+            t2q_h, e = two_sum(t2q_h, (pc * dk) * q[k])
+            t2q_l += e
+        c1 = dLdm / nk  # weight of (1/K) sum phi'(u_k) t_k
+        c2 = 2.0 * dLdv / nk  # weight of (1/K) sum (P_k - m) phi'(u_k) t_k
+        chain_1 = c1 * (t1_h + t1_l) + c2 * (t2_h + t2_l)  # chain(1)
+        chain_y = c1 * (t1y_h + t1y_l) + c2 * (t2y_h + t2y_l)  # chain(Y_k)
+        chain_q = c1 * (t1q_h + t1q_l) + c2 * (t2q_h + t2q_l)  # chain(q_k)
+        dweight[c] = sc * (sgdx_h + sgdx_l) + chain_y
+        dbias[c] = sc * (sgd_h + sgd_l) + chain_1
+        dshift[c] = w * chain_1
+        dscale[c] = w * chain_q
+
+
+# --- argument checks ---------------------------------------------------------
+
+def _check_activation(activation) -> int:
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be a str, one of {sorted(ACTIVATION_CODES)}, "
+                        f"got {type(activation).__name__} {activation!r}")
+    if activation not in ACTIVATION_CODES:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATION_CODES)}, got {activation!r}")
+    return ACTIVATION_CODES[activation]
+
+
+def _check_num_points(num_points) -> int:
+    return V.check_int("num_points", num_points, minimum=1)
+
+
+def _prepare(x, weight, bias, proxy_shift, proxy_scale, activation, eps, num_points):
+    xa = V.check_input("x", x, min_ndim=2, layout="(N, C, *spatial)")
+    C = xa.shape[1]
+    params = []
+    for name, value in (("weight", weight), ("bias", bias), ("proxy_shift", proxy_shift),
+                        ("proxy_scale", proxy_scale)):
+        V.as_float_array(name, value)  # None -> TypeError naming the argument
+        params.append(V.check_param(name, value, (C,), "one value per channel C"))
+    code = _check_activation(activation)
+    eps = V.check_real("eps", eps)
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    K_ = _check_num_points(num_points)
+    x3 = V.to_f64(xa).reshape(xa.shape[0], C, V.prod(xa.shape[2:]))
+    return xa.shape, x3, params, code, eps, K_
+
+
+def _proxy_stats(params, code, eps, num_points):
+    w, b, ps, pscale = params
+    C = w.shape[0]
+    q = _quantiles(num_points)
+    P = np.empty((1, C, num_points))
+    _proxy_points(w, b, ps, pscale, q, code, P)
+    m, m_lo, m2, m2_lo, s, s_lo = (np.empty(C) for _ in range(6))
+    K.moments(P, True, eps, m, m_lo, m2, m2_lo, s, s_lo)
+    return q, m, m_lo, m2, m2_lo, s, s_lo
+
+
+# --- public API ----------------------------------------------------------------
+
+def proxy_quantiles(num_points=200):
+    """The proxy points ``q_k = Phi^{-1}((k - 1/2)/K) = sqrt(2) erfinv(2(k - 1/2)/K - 1)``,
+    k = 1..K, K = ``num_points`` (deterministic mid-point quantiles of N(0, 1),
+    the authors' ``get_rand``), as a new float64 array of shape ``(K,)``,
+    accurate to a few ulp."""
+    return _quantiles(_check_num_points(num_points))
+
+
+def proxy_norm_stats(x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps=0.03, num_points=200):
+    """``y`` and the proxy statistics ``{"mean": m, "var": v, "rstd": s}``, each ``(C,)``
+    (``v`` biased, ``s = 1/sqrt(v + eps)``): the authors' cached slots 2-3
+    recomputed from the parameters."""
+    shape, x3, params, code, eps, nk = _prepare(x, weight, bias, proxy_shift, proxy_scale, activation, eps,
+                                                num_points)
+    w, b = params[0], params[1]
+    q, m, m_lo, m2, m2_lo, s, s_lo = _proxy_stats(params, code, eps, nk)
+    var = np.empty_like(m)
+    K.divide_m2(m2, m2_lo, nk, var)
+    y3 = np.empty_like(x3)
+    _forward(x3, w, b, code, m, m_lo, s, s_lo, y3)
+    return y3.reshape(shape), {"mean": m + m_lo, "var": var, "rstd": s + s_lo}
+
+
+def proxy_norm(x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps=0.03, num_points=200):
+    """Proxy-normalized activation (PN-Act), as the Graphcore code (SPEC 3).
+
+    ``u = weight*x + bias``, ``z = act(u)``; the same affine and activation are
+    applied to the K proxy points ``Y_k = proxy_shift + (1 + proxy_scale) * q_k``
+    (``q_k`` = :func:`proxy_quantiles`), and ``z`` is centred and scaled by
+    their mean ``m`` and biased variance ``v``: ``y = (z - m) / sqrt(v + eps)``.
+
+    Parameters
+    ----------
+    x : array, shape ``(N, C, *spatial)``: the normalized pre-activation
+        (output of an LN/GN without affine).
+    weight, bias, proxy_shift, proxy_scale : arrays of shape ``(C,)`` (init 1, 0, 0, 0).
+    activation : ``"relu"`` (derivative 0 at u == 0), ``"silu"`` / ``"swish"``, ``"gelu"`` (erf form).
+    eps : float >= 0, inside the square root (default 0.03).
+    num_points : int >= 1, the number K of proxy quantiles (default 200).
+
+    Returns a float64 array shaped like ``x``.
+    """
+    return proxy_norm_stats(x, weight, bias, proxy_shift, proxy_scale, activation, eps, num_points)[0]
+
+
+def proxy_norm_backward(dy, x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps=0.03,
+                        num_points=200):
+    """Gradients of :func:`proxy_norm` through the proxy statistics (SPEC 3.5):
+    ``{"x", "weight", "bias", "proxy_shift", "proxy_scale"}``."""
+    shape, x3, params, code, eps, nk = _prepare(x, weight, bias, proxy_shift, proxy_scale, activation, eps,
+                                                num_points)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    w, b, ps, pscale = params
+    q, m, m_lo, m2, m2_lo, s, s_lo = _proxy_stats(params, code, eps, nk)
+    C = w.shape[0]
+    dx3 = np.empty_like(x3)
+    dw, db, dps, dpscale = (np.empty(C) for _ in range(4))
+    _backward(dy3, x3, w, b, ps, pscale, q, code, m, m_lo, s, dx3, dw, db, dps, dpscale)
+    return {"x": dx3.reshape(shape), "weight": dw, "bias": db, "proxy_shift": dps, "proxy_scale": dpscale}
+
+
+__all__ = ["ACTIVATION_CODES", "proxy_norm", "proxy_norm_backward", "proxy_norm_stats", "proxy_quantiles"]

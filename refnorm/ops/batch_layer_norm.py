@@ -1,0 +1,423 @@
+"""Batch Layer Normalization (BLN): the fast path.
+
+The definition is :mod:`refnorm.reference.batch_layer_norm`.  ``x`` is moved
+to features-last and made contiguous, ``xt`` of shape ``(N, P, d)`` (``P`` =
+product of the positions between the batch and the feature axis), and seen
+through three reshapes (no copies) in the canonical ``(A, B, S)`` form of
+:mod:`refnorm.ops._kernels` (a reduction set is ``x[:, b, :]``):
+
+=======================  =================  ==================================
+statistic                view (A, B, S)     one set per
+=======================  =================  ==================================
+feature (mu_F, s2_F)     (1, N*P, d)        row r = (n, p)
+batch "position"         (N, P*d, 1)        (p, j)      index (r % P) * d + j
+batch "channel"          (N*P, d, 1)        j           index j
+=======================  =================  ==================================
+
+Statistics come from :func:`refnorm.ops._kernels.moments` (double-double,
+compensated, ``eps`` inside the square root).
+
+Backward (SPEC 6.5, derived): ``y = gamma*(w_F*xhat_F + w_B*xhat_B)/sqrt(d) + beta``
+is linear in the two normalizations, so ``dx`` is the sum of two normalization
+backwards, each over its own reduction sets, with the branch cotangent
+``g = (gamma * dy) * (w / sqrt(d))``.  For one set of ``n`` elements with
+``xhat = (x - mean_use) * r``, ``r = (var_use + eps)^(-1/2)``::
+
+    term 1: r * g                                            (always)
+    term 2: -r * c1,        c1 = mean(g)                     (mean_use = current mean)
+    term 3: -c3 * (x - mean_cur),  c3 = r^3 * mean(g * (x - mean_use))   (var_use = current var)
+
+where ``mean_cur`` is the current-batch mean about which the current variance
+is taken (equal to ``mean_use`` in training, where this is the familiar
+``r * (g - c1 - xhat * mean(g * xhat))``).  With a moving mean and variance
+the branch is affine: ``dx = r * g``.
+``dgamma_j = sum dy * z / sqrt(d)``, ``z = w_F*xhat_F + w_B*xhat_B``; ``dbeta_j = sum dy``
+(sums over every non-feature element, compensated, one thread per feature).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from .. import _validate as V
+from . import _kernels as K
+from ._dd import dd_div_int, two_sum
+from ._jit import pjit, prange
+from ._kernels import _xhat
+
+STAT_KEYS = ("batch_mean", "batch_var", "feature_mean", "feature_var")
+_FLAG_NAMES = ("batch_moving_mean", "batch_moving_var", "feature_moving_mean", "feature_moving_var")
+
+
+@pjit
+def _forward(x2, fm, fm_lo, fr, fr_lo, bm, bm_lo, br, br_lo, Pm, gamma, beta, w_F, w_B, sqrt_d, y2):
+    """``y = gamma * (w_F * xhat_F + w_B * xhat_B) / sqrt_d + beta`` on ``(R, d)``;
+    the batch statistic of element (r, j) is index ``(r % Pm) * d + j``."""
+    R, d = x2.shape
+    for r in prange(R):
+        base = (r % Pm) * d
+        for j in range(d):
+            k = base + j
+            xf = _xhat(x2[r, j], fm[r], fm_lo[r], fr[r], fr_lo[r])  # (7)
+            xb = _xhat(x2[r, j], bm[k], bm_lo[k], br[k], br_lo[k])  # (6)
+            z = w_F * xf + w_B * xb  # (10)
+            y2[r, j] = (gamma[j] * z) / sqrt_d + beta[j]  # (11)-(13)
+
+
+@pjit
+def _branch_dx(dy, x, gamma, d, coef, mean_use, mean_use_lo, rstd, rstd_lo, mean_cur, mean_cur_lo,
+               mean_const, var_const, accumulate, dx):
+    """One branch's input gradient on the view ``(A, B, S)`` (see module docstring);
+    ``gamma`` of element (a, b, s) is ``gamma[(b * S + s) % d]``; adds into ``dx``
+    when ``accumulate``."""
+    A, B, S = x.shape
+    n = A * S
+    for b in prange(B):
+        mh = mean_use[b]
+        ml = mean_use_lo[b]
+        ch = mean_cur[b]
+        cl = mean_cur_lo[b]
+        rh = rstd[b]
+        c1 = 0.0
+        c3 = 0.0
+        if not (mean_const and var_const) and n > 0:
+            s1h = 0.0
+            s1l = 0.0
+            s2h = 0.0
+            s2l = 0.0
+            for a in range(A):
+                for s in range(S):
+                    g = coef * (gamma[(b * S + s) % d] * dy[a, b, s])
+                    e0, e1 = two_sum(x[a, b, s], -mh)
+                    xc_use = e0 + (e1 - ml)
+                    s1h, e = two_sum(s1h, g)
+                    s1l += e
+                    s2h, e = two_sum(s2h, g * xc_use)
+                    s2l += e
+            if not mean_const:
+                c1h, c1l = dd_div_int(s1h, s1l, n)
+                c1 = c1h + c1l
+            if not var_const:
+                c2h, c2l = dd_div_int(s2h, s2l, n)
+                c3 = rh * rh * rh * (c2h + c2l)
+        for a in range(A):
+            for s in range(S):
+                g = coef * (gamma[(b * S + s) % d] * dy[a, b, s])
+                e0, e1 = two_sum(x[a, b, s], -ch)
+                xc_cur = e0 + (e1 - cl)
+                # term 1: r*g; term 2: -r*c1 (mean path); term 3: -c3*xc_cur (variance path)
+                v = rh * (g - c1) - c3 * xc_cur
+                if accumulate:
+                    dx[a, b, s] += v
+                else:
+                    dx[a, b, s] = v
+
+
+@pjit
+def _affine(dy2, x2, fm, fm_lo, fr, fr_lo, bm, bm_lo, br, br_lo, Pm, w_F, w_B, sqrt_d, dgamma, dbeta):
+    """``dgamma_j = sum_r dy * z / sqrt_d`` and ``dbeta_j = sum_r dy``, r ascending."""
+    R, d = x2.shape
+    for j in prange(d):
+        wh = 0.0
+        wl = 0.0
+        bh = 0.0
+        bl = 0.0
+        for r in range(R):
+            k = (r % Pm) * d + j
+            xf = _xhat(x2[r, j], fm[r], fm_lo[r], fr[r], fr_lo[r])
+            xb = _xhat(x2[r, j], bm[k], bm_lo[k], br[k], br_lo[k])
+            z = w_F * xf + w_B * xb
+            wh, e = two_sum(wh, dy2[r, j] * z)
+            wl += e
+            bh, e = two_sum(bh, dy2[r, j])
+            bl += e
+        dgamma[j] = (wh + wl) / sqrt_d
+        dbeta[j] = bh + bl
+
+
+# ----------------------------------------------------------------------------- validation and layout
+
+
+def _feature_axis(feature_axis, ndim):
+    if isinstance(feature_axis, bool) or not isinstance(feature_axis, (int, np.integer)):
+        raise TypeError(f"feature_axis must be an int, got {type(feature_axis).__name__} {feature_axis!r}")
+    fa = int(feature_axis)
+    if not -ndim <= fa < ndim:
+        raise ValueError(f"feature_axis must be in [-{ndim}, {ndim - 1}] for x with {ndim} dimensions, got {fa}")
+    fa %= ndim
+    if fa == 0:
+        raise ValueError("feature_axis must not be the batch axis 0")
+    return fa
+
+
+def _batch_stats_mode(batch_stats):
+    if batch_stats not in ("position", "channel"):
+        raise ValueError(f"batch_stats must be 'position' or 'channel', got {batch_stats!r}")
+    return batch_stats
+
+
+class _Layout:
+    """x in the features-last contiguous view (N, P, d) and the maps between layouts."""
+
+    def __init__(self, xa, fa, mode):
+        self.shape = tuple(xa.shape)
+        self.fa = fa
+        self.mode = mode
+        xt = np.ascontiguousarray(np.moveaxis(V.to_f64(xa), fa, -1))
+        self.t_shape = xt.shape
+        self.N, self.d = xt.shape[0], xt.shape[-1]
+        self.P = V.prod(xt.shape[1:-1])
+        self.R = self.N * self.P
+        self.xt = xt
+        self.Pm = self.P if mode == "position" else 1
+
+    def feature_view(self, a):
+        return a.reshape(1, self.R, self.d)
+
+    def batch_view(self, a):
+        if self.mode == "position":
+            return a.reshape(self.N, self.P * self.d, 1)
+        return a.reshape(self.R, self.d, 1)
+
+    def stat_shape(self, which):
+        """keepdims shape in x's layout of a batch or feature statistic."""
+        if which == "feature":
+            return tuple(1 if a == self.fa else s for a, s in enumerate(self.shape))
+        if self.mode == "position":
+            return (1,) + self.shape[1:]
+        return tuple(s if a == self.fa else 1 for a, s in enumerate(self.shape))
+
+    def to_x(self, flat, which):
+        """Flat canonical statistic -> keepdims array in x's layout."""
+        if which == "feature":
+            return np.moveaxis(flat.reshape(self.t_shape[:-1] + (1,)), -1, self.fa)
+        if self.mode == "position":
+            return np.moveaxis(flat.reshape((1,) + self.t_shape[1:]), -1, self.fa)
+        return flat.reshape(self.stat_shape("batch"))
+
+    def from_x(self, arr):
+        """keepdims array in x's layout -> flat contiguous canonical statistic."""
+        return np.ascontiguousarray(np.moveaxis(arr, self.fa, -1).reshape(-1))
+
+
+def _check_moving(moving_stats, lay, use):
+    if moving_stats is None:
+        if any(use):
+            k = use.index(True)
+            raise ValueError(f"moving_stats is required when training=False and flags[{k}] ({_FLAG_NAMES[k]}) "
+                             "is True")
+        return {}
+    if not isinstance(moving_stats, Mapping):
+        raise TypeError(f"moving_stats must be a dict with keys {STAT_KEYS} or None, got "
+                        f"{type(moving_stats).__name__}")
+    unknown = sorted(set(moving_stats) - set(STAT_KEYS))
+    if unknown:
+        raise ValueError(f"moving_stats has unknown keys {unknown}; allowed keys are {STAT_KEYS}")
+    out = {}
+    for k, key in enumerate(STAT_KEYS):
+        which = "batch" if key.startswith("batch") else "feature"
+        if key in moving_stats:
+            out[key] = V.check_param(f"moving_stats[{key!r}]", moving_stats[key], lay.stat_shape(which),
+                                     f"{which} statistic with keepdims in x's layout")
+        elif use[k]:
+            raise ValueError(f"moving_stats[{key!r}] is required when training=False and flags[{k}] "
+                             f"({_FLAG_NAMES[k]}) is True")
+    return out
+
+
+def _prepare(x, weight, bias, batch_size, eps, training, moving_stats, flags, feature_axis, batch_stats,
+             weight_offset, sqrt_d_scale):
+    xa = V.check_input("x", x, min_ndim=2, layout="(B, ..., d) features last, or (N, C, *spatial) with "
+                                                  "feature_axis=1")
+    fa = _feature_axis(feature_axis, xa.ndim)
+    mode = _batch_stats_mode(batch_stats)
+    d = xa.shape[fa]
+    w = V.check_param("weight", weight, (d,), "one value per feature d = x.shape[feature_axis]")
+    b = V.check_param("bias", bias, (d,), "one value per feature d = x.shape[feature_axis]")
+    B = xa.shape[0] if batch_size is None else V.check_int("batch_size", batch_size, minimum=1)
+    if B < 1:
+        raise ValueError(f"batch_size is None and x has an empty batch axis: x of shape {tuple(xa.shape)}")
+    eps = V.check_real("eps", eps)
+    training = V.check_bool("training", training)
+    if not isinstance(flags, (tuple, list)) or len(flags) != 4:
+        raise TypeError(f"flags must be a tuple of 4 bools {_FLAG_NAMES}, got {flags!r}")
+    flags = tuple(V.check_bool(f"flags[{k}] ({_FLAG_NAMES[k]})", f) for k, f in enumerate(flags))
+    off = V.check_real("weight_offset", weight_offset)
+    sqrt_d_scale = V.check_bool("sqrt_d_scale", sqrt_d_scale)
+    use = (False, False, False, False) if training else flags
+    lay = _Layout(xa, fa, mode)
+    moving = _check_moving(moving_stats, lay, use)
+    w_F = 1.0 / B - off  # (8)
+    w_B = 1.0 - (1.0 / B + off)  # (9)
+    sqrt_d = math.sqrt(float(d)) if sqrt_d_scale else 1.0
+    return lay, w, b, eps, use, moving, w_F, w_B, sqrt_d
+
+
+def _moments(view, eps):
+    B = view.shape[1]
+    mean, mean_lo, m2, m2_lo, rstd, rstd_lo = (np.empty(B) for _ in range(6))
+    K.moments(view, True, float(eps), mean, mean_lo, m2, m2_lo, rstd, rstd_lo)
+    return mean, mean_lo, m2, m2_lo, rstd, rstd_lo
+
+
+def _branch_stats(view, eps, moving_mean, moving_var, use_mean, use_var):
+    """(mean_use, mean_use_lo, rstd, rstd_lo, mean_cur, mean_cur_lo, m2, m2_lo) of one branch."""
+    mean, mean_lo, m2, m2_lo, rstd, rstd_lo = _moments(view, eps)
+    mu, mu_lo = (moving_mean, np.zeros_like(moving_mean)) if use_mean else (mean, mean_lo)
+    if use_var:
+        rstd, rstd_lo = np.empty_like(moving_var), np.empty_like(moving_var)
+        K.rstd_of_var(np.ascontiguousarray(moving_var), float(eps), rstd, rstd_lo)
+    return mu, mu_lo, rstd, rstd_lo, mean, mean_lo, m2, m2_lo
+
+
+def _all_stats(lay, eps, use, moving):
+    flat = {k: lay.from_x(v) for k, v in moving.items()}
+    F = _branch_stats(lay.feature_view(lay.xt), eps, flat.get("feature_mean"), flat.get("feature_var"),
+                      use[2], use[3])
+    Bs = _branch_stats(lay.batch_view(lay.xt), eps, flat.get("batch_mean"), flat.get("batch_var"), use[0], use[1])
+    return F, Bs
+
+
+def batch_layer_norm_stats(x, weight, bias, batch_size=None, eps=1e-3, *, training=True, moving_stats=None,
+                           flags=(True, True, False, False), feature_axis=-1, batch_stats="position",
+                           weight_offset=1e-4, sqrt_d_scale=True):
+    """``y`` and the statistics used to normalize, keepdims in x's layout:
+    ``batch_mean``, ``batch_rstd``, ``feature_mean``, ``feature_rstd``."""
+    lay, w, b, eps, use, moving, w_F, w_B, sqrt_d = _prepare(
+        x, weight, bias, batch_size, eps, training, moving_stats, flags, feature_axis, batch_stats,
+        weight_offset, sqrt_d_scale)
+    F, Bs = _all_stats(lay, eps, use, moving)
+    gamma = np.ones(lay.d) if w is None else w
+    beta = np.zeros(lay.d) if b is None else b
+    x2 = lay.xt.reshape(lay.R, lay.d)
+    y2 = np.empty_like(x2)
+    _forward(x2, F[0], F[1], F[2], F[3], Bs[0], Bs[1], Bs[2], Bs[3], lay.Pm, gamma, beta, w_F, w_B, sqrt_d, y2)
+    y = np.ascontiguousarray(np.moveaxis(y2.reshape(lay.t_shape), -1, lay.fa))
+    stats = {"batch_mean": lay.to_x(Bs[0], "batch"), "batch_rstd": lay.to_x(Bs[2], "batch"),
+             "feature_mean": lay.to_x(F[0], "feature"), "feature_rstd": lay.to_x(F[2], "feature")}
+    return y, {k: np.ascontiguousarray(v) for k, v in stats.items()}
+
+
+def batch_layer_norm(x, weight, bias, batch_size=None, eps=1e-3, *, training=True, moving_stats=None,
+                     flags=(True, True, False, False), feature_axis=-1, batch_stats="position",
+                     weight_offset=1e-4, sqrt_d_scale=True):
+    """Batch Layer Normalization as coded by its authors (SPEC 6.2-6.4); the math,
+    shapes and conventions are in :mod:`refnorm.reference.batch_layer_norm`.
+
+    Parameters
+    ----------
+    x : array ``(B, ..., d)`` (``feature_axis=-1``) or ``(N, C, *spatial)`` (``feature_axis=1``)
+    weight, bias : ``(d,)`` or None (gamma = 1, beta = 0)
+    batch_size : int >= 1 or None: the constructor constant B in ``w_F = 1/B - o``,
+        ``w_B = 1 - (1/B + o)``; None means ``x.shape[0]``.  It may differ from
+        ``x.shape[0]`` (only the weights use it).
+    eps : float, inside the square root of both branches (Keras "offset" 1e-3)
+    training : bool; True: current-batch statistics, differentiated through
+    moving_stats : dict or None, keys ``batch_mean, batch_var, feature_mean, feature_var``
+        (keepdims shapes in x's layout); read only when ``training=False``
+    flags : 4 bools (batch_moving_mean, batch_moving_var, feature_moving_mean, feature_moving_var)
+    feature_axis : int, not 0 (-1: Keras; 1: NCHW channels)
+    batch_stats : ``"position"`` (axis 0 only, as coded) or ``"channel"`` (all non-feature axes)
+    weight_offset : float, the ``o`` in the weights (1e-4)
+    sqrt_d_scale : bool, divide by ``sqrt(d)`` (as coded) or not
+
+    Returns
+    -------
+    float64 array shaped like ``x``.
+    """
+    return batch_layer_norm_stats(x, weight, bias, batch_size, eps, training=training, moving_stats=moving_stats,
+                                  flags=flags, feature_axis=feature_axis, batch_stats=batch_stats,
+                                  weight_offset=weight_offset, sqrt_d_scale=sqrt_d_scale)[0]
+
+
+def batch_layer_norm_backward(dy, x, weight, bias, batch_size=None, eps=1e-3, *, training=True, moving_stats=None,
+                              flags=(True, True, False, False), feature_axis=-1, batch_stats="position",
+                              weight_offset=1e-4, sqrt_d_scale=True):
+    """Gradients of :func:`batch_layer_norm` for the cotangent ``dy``:
+    ``{"x": dx, "weight": dgamma, "bias": dbeta}`` (the last two only when
+    given), float64.  Moving statistics are constants (SPEC 6.5)."""
+    lay, w, b, eps, use, moving, w_F, w_B, sqrt_d = _prepare(
+        x, weight, bias, batch_size, eps, training, moving_stats, flags, feature_axis, batch_stats,
+        weight_offset, sqrt_d_scale)
+    dya = V.check_dy(dy, lay.shape)
+    dyt = np.ascontiguousarray(np.moveaxis(dya, lay.fa, -1))
+    F, Bs = _all_stats(lay, eps, use, moving)
+    gamma = np.ones(lay.d) if w is None else w
+    dxt = np.empty_like(lay.xt)
+    d = lay.d
+    _branch_dx(lay.feature_view(dyt), lay.feature_view(lay.xt), gamma, d, w_F / sqrt_d, F[0], F[1], F[2], F[3],
+               F[4], F[5], use[2], use[3], False, lay.feature_view(dxt))
+    _branch_dx(lay.batch_view(dyt), lay.batch_view(lay.xt), gamma, d, w_B / sqrt_d, Bs[0], Bs[1], Bs[2], Bs[3],
+               Bs[4], Bs[5], use[0], use[1], True, lay.batch_view(dxt))
+    out = {"x": np.ascontiguousarray(np.moveaxis(dxt, -1, lay.fa))}
+    if w is not None or b is not None:
+        dgamma, dbeta = np.empty(d), np.empty(d)
+        _affine(dyt.reshape(lay.R, d), lay.xt.reshape(lay.R, d), F[0], F[1], F[2], F[3], Bs[0], Bs[1], Bs[2],
+                Bs[3], lay.Pm, w_F, w_B, sqrt_d, dgamma, dbeta)
+        if w is not None:
+            out["weight"] = dgamma
+        if b is not None:
+            out["bias"] = dbeta
+    return out
+
+
+def batch_layer_norm_batch_stats(x, *, feature_axis=-1, batch_stats="position"):
+    """The current statistics a training step adds to the moving sums (SPEC 6.3):
+    ``{"batch_mean", "batch_var", "feature_mean", "feature_var"}``, biased
+    variances, keepdims shapes in x's layout."""
+    xa = V.check_input("x", x, min_ndim=2, layout="(B, ..., d) features last, or (N, C, *spatial) with "
+                                                  "feature_axis=1")
+    fa = _feature_axis(feature_axis, xa.ndim)
+    mode = _batch_stats_mode(batch_stats)
+    lay = _Layout(xa, fa, mode)
+    out = {}
+    for which, view in (("batch", lay.batch_view(lay.xt)), ("feature", lay.feature_view(lay.xt))):
+        n = view.shape[0] * view.shape[2]
+        mean, _, m2, m2_lo, _, _ = _moments(view, 0.0)
+        var = np.empty_like(m2)
+        if n > 0:
+            K.divide_m2(m2, m2_lo, n, var)
+        else:
+            var[:] = np.nan
+        out[f"{which}_mean"] = np.ascontiguousarray(lay.to_x(mean, which))
+        out[f"{which}_var"] = np.ascontiguousarray(lay.to_x(var, which))
+    return out
+
+
+def batch_layer_norm_moving_stats(sums, steps, batch_size, *, feature_var_correction=True):
+    """The per-epoch moving statistics of the Keras callback (SPEC 6.3) from the
+    sums of :func:`batch_layer_norm_batch_stats` over the ``steps`` batches of an epoch::
+
+        batch_mean   = S_Bmean / steps
+        batch_var    = S_Bvar * B / ((B - 1) * steps)
+        feature_mean = S_Fmean / steps
+        feature_var  = S_Fvar * B / ((B - 1) * steps)    (S_Fvar / steps if not feature_var_correction)
+
+    ``B = batch_size`` (the constructor constant, >= 2).  Difference from the
+    Keras callback: there the update is guarded by ``batch_count > 0``, which is
+    only set at batch index 1, so an epoch of ``steps == 1`` leaves the raw sums
+    uncorrected; here the formula applies for every ``steps >= 1``.
+    """
+    if not isinstance(sums, Mapping):
+        raise TypeError(f"sums must be a dict with keys {STAT_KEYS}, got {type(sums).__name__}")
+    missing = [k for k in STAT_KEYS if k not in sums]
+    unknown = sorted(set(sums) - set(STAT_KEYS))
+    if missing or unknown:
+        raise ValueError(f"sums must have exactly the keys {STAT_KEYS}; missing {missing}, unknown {unknown}")
+    S = {k: V.to_f64(V.as_float_array(f"sums[{k!r}]", sums[k])) for k in STAT_KEYS}
+    steps = V.check_int("steps", steps, minimum=1)
+    B = V.check_int("batch_size", batch_size, minimum=2)
+    fvc = V.check_bool("feature_var_correction", feature_var_correction)
+    return {
+        "batch_mean": S["batch_mean"] / steps,
+        "batch_var": S["batch_var"] * B / ((B - 1) * steps),
+        "feature_mean": S["feature_mean"] / steps,
+        "feature_var": S["feature_var"] * B / ((B - 1) * steps) if fvc else S["feature_var"] / steps,
+    }
+
+
+__all__ = ["batch_layer_norm", "batch_layer_norm_backward", "batch_layer_norm_batch_stats",
+           "batch_layer_norm_moving_stats", "batch_layer_norm_stats"]

@@ -9,7 +9,10 @@ is checked against the golden corpus with::
 Numerics, as a production kernel would do them: half-precision inputs
 (float16/bfloat16) are computed in float32 and the outputs rounded back to the
 input dtype; float32 in float32; float64 in float64 (``jax_enable_x64``).
-Statistics are two-pass (mean, then the mean of squared deviations).
+Statistics are two-pass (mean, then the mean of squared deviations), on data
+scaled exactly by a power of two per row so that float32 sums and squares of
+values near the top of the float32 range do not overflow (the corpus's E7 cases
+caught the unscaled first version: rstd 0 and y 0 for rows of 1e30).
 """
 
 from __future__ import annotations
@@ -32,21 +35,52 @@ def _as_jax(a, dtype):
 
 # ----------------------------------------------------------------------------- LayerNorm
 
+def _pow2_scale(x, axes):
+    """Powers of two (s1, s2), s = s1 * s2 >= 1, with max|x| / s < 2 per reduction
+    set (1 where the set is all-zero or non-finite).  Dividing by s is exact, so
+    statistics of x / s cannot overflow even for float32 values near 3.4e38 (E7).
+    Two factors of at most 2**64 each: XLA on CPU flushes subnormals to zero, so
+    1 / 2**127 must never be formed."""
+    m = jnp.max(jnp.abs(x), axis=axes, keepdims=True)
+    _, e = jnp.frexp(m)  # m = mant * 2**e, mant in [0.5, 1)
+    k = jnp.where(jnp.isfinite(m) & (m > 1), e - 1, 0)
+    one = jnp.ones_like(m)
+    return jnp.ldexp(one, k // 2), jnp.ldexp(one, k - k // 2)
+
+def _scaled_rstd(m2, s1, s2, eps):
+    """(rstd, rstd * s) from the variance m2 of x / s, s = s1 * s2:
+    rstd = 1 / sqrt(m2 s^2 + eps) without forming m2 s^2 (which overflows float32
+    for |x| ~ 1e30) or 1 / s^2 (which underflows)."""
+    r_s = jax.lax.rsqrt(m2 + ((eps / s1) / s1) / (s2 * s2))
+    # a zero variance of a huge (s > 1) set: eps / s^2 may underflow, use eps itself
+    degenerate = (m2 == 0) & (s1 * s2 > 1)
+    rstd = jnp.where(degenerate, jax.lax.rsqrt(jnp.asarray(eps, m2.dtype)), (r_s / s1) / s2)
+    return rstd, jnp.where(degenerate, 0.0, r_s)
+
 def _ln_stats(x, axes, eps):
-    mean = jnp.mean(x, axis=axes, keepdims=True)
-    xc = x - mean
-    var = jnp.mean(xc * xc, axis=axes, keepdims=True)  # two-pass, biased
-    rstd = jax.lax.rsqrt(var + eps)
-    return mean, rstd
+    """Two-pass statistics on the exactly scaled data t = x / s."""
+    s1, s2 = _pow2_scale(x, axes)
+    t = (x / s1) / s2
+    # shift by the set's first element: a constant set then has deviations exactly 0
+    # (so var is exactly 0, and with eps = 0 y is 0/0 = NaN as in exact arithmetic),
+    # and a large common offset cancels before it is summed
+    lead = x.shape[: x.ndim - len(axes)]
+    k = t.reshape(lead + (int(np.prod(x.shape[x.ndim - len(axes):])),))[..., :1]
+    k = k.reshape(lead + (1,) * len(axes))
+    d = t - k
+    dm = jnp.mean(d, axis=axes, keepdims=True)
+    tc = d - dm
+    m2 = jnp.mean(tc * tc, axis=axes, keepdims=True)  # biased variance of t
+    rstd, r_s = _scaled_rstd(m2, s1, s2, eps)
+    return ((k + dm) * s1) * s2, rstd, tc * r_s  # mean, rstd, xhat
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _layer_norm(x, w, b, axes, eps):
-    mean, rstd = _ln_stats(x, axes, eps)
-    return (x - mean) * rstd * w + b
+    _, _, xhat = _ln_stats(x, axes, eps)
+    return xhat * w + b
 
 def _layer_norm_fwd(x, w, b, axes, eps):
-    mean, rstd = _ln_stats(x, axes, eps)
-    xhat = (x - mean) * rstd
+    _, rstd, xhat = _ln_stats(x, axes, eps)
     return xhat * w + b, (xhat, rstd, w)
 
 def _layer_norm_bwd(axes, eps, res, dy):
@@ -88,7 +122,7 @@ def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-
 def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     x, ns, cd, axes, w, b = _ln_setup(x, normalized_shape, weight, bias)
     xj = _as_jax(x, cd)
-    mean, rstd = _ln_stats(xj, axes, float(eps))
+    mean, rstd, _ = _ln_stats(xj, axes, float(eps))
     y = _layer_norm(xj, w, b, axes, float(eps))
     lead = x.shape[: x.ndim - len(ns)]
     # statistics are kept in the compute dtype (float32 for half inputs), as kernels save them
@@ -97,16 +131,19 @@ def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 # ----------------------------------------------------------------------------- RMSNorm
 
-def _rms_rstd(x, axes, eps):
-    return jax.lax.rsqrt(jnp.mean(x * x, axis=axes, keepdims=True) + eps)
+def _rms_stats(x, axes, eps):
+    """rstd and xhat from the mean square of the exactly scaled data x / s."""
+    s1, s2 = _pow2_scale(x, axes)
+    t = (x / s1) / s2
+    rstd, r_s = _scaled_rstd(jnp.mean(t * t, axis=axes, keepdims=True), s1, s2, eps)
+    return rstd, t * r_s
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _rms_norm(x, w, axes, eps):
-    return x * _rms_rstd(x, axes, eps) * w
+    return _rms_stats(x, axes, eps)[1] * w
 
 def _rms_norm_fwd(x, w, axes, eps):
-    rstd = _rms_rstd(x, axes, eps)
-    xhat = x * rstd
+    rstd, xhat = _rms_stats(x, axes, eps)
     return xhat * w, (xhat, rstd, w)
 
 def _rms_norm_bwd(axes, eps, res, dy):
@@ -145,7 +182,7 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
 def rms_norm_stats(x, normalized_shape, weight=None, eps=None):
     x, ns, cd, axes, w, eps = _rms_setup(x, normalized_shape, weight, eps)
     xj = _as_jax(x, cd)
-    rstd = _rms_rstd(xj, axes, eps)
+    rstd, _ = _rms_stats(xj, axes, eps)
     lead = x.shape[: x.ndim - len(ns)]
     return np.asarray(_rms_norm(xj, w, axes, eps).astype(x.dtype)), {"rstd": np.asarray(rstd.reshape(lead))}
 

@@ -55,9 +55,13 @@ def torch_call(op, kw, dy):
     return y.detach().numpy(), grads
 
 
+STANDARD_OPS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")
+
+
 def main():
     print(f"{'op':15s} {'vs torch: y':>12s} {'dx':>10s} {'dparams':>10s} | {'vs autograd: y':>14s} {'dx':>10s} {'dparams':>10s}")
-    for op, spec in refnorm.registry().items():
+    for op in STANDARD_OPS:  # the ops PyTorch has; seed layers are measured by their own tests
+        spec = refnorm.registry()[op]
         worst = dict(ty=0.0, tdx=0.0, tdp=0.0, ay=0.0, adx=0.0, adp=0.0)
         for _, kw in op_cases(op):
             y = spec.forward(**kw)

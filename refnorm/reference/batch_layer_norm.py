@@ -49,6 +49,7 @@ References
 import autograd.numpy as np
 
 
+# [docs:forward-start]
 def batch_layer_norm(x, weight, bias, batch_size=None, eps=1e-3, *, training=True, moving_stats=None,
                      flags=(True, True, False, False), feature_axis=-1, batch_stats="position",
                      weight_offset=1e-4, sqrt_d_scale=True):
@@ -74,3 +75,4 @@ def batch_layer_norm(x, weight, bias, batch_size=None, eps=1e-3, *, training=Tru
     num = z if weight is None else z * np.reshape(weight, pshape)  # (11) gamma * z
     y = num / np.sqrt(float(d)) if sqrt_d_scale else num  # (12) / sqrt(d)
     return y if bias is None else y + np.reshape(bias, pshape)  # (13) + beta
+# [docs:forward-end]

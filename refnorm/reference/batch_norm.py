@@ -26,6 +26,7 @@ References
 import autograd.numpy as np
 
 
+# [docs:forward-start]
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                eps=1e-5):
     C = x.shape[1]
@@ -43,3 +44,4 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     y = xhat if weight is None else xhat * np.reshape(weight, shape)  # (6)
     y = y if bias is None else y + np.reshape(bias, shape)  # (7)
     return y
+# [docs:forward-end]

@@ -17,8 +17,8 @@ ways of forming ``a`` (the group branch) and ``b`` (the batch branch):
 
 GN reduces each (sample n, group g of C/G contiguous channels) over its
 channels and positions.  BN0 reduces over the batch axis only, separately at
-every (c, *spatial) position (``batch_stats="position"``, the code) or per
-channel over (N, *spatial) (``batch_stats="channel"``, standard BN sets).
+every ``(c, *spatial)`` position (``batch_stats="position"``, the code) or per
+channel over ``(N, *spatial)`` (``batch_stats="channel"``, standard BN sets).
 
 Shapes
     x: ``(N, C, *spatial)``; weight (gamma), bias (beta): ``(C,)``; mix
@@ -26,7 +26,7 @@ Shapes
     statistics ``(1, C, *spatial)`` ("position") or ``(C,)`` ("channel").
 
 Conventions
-    Unbiased std (divisor |R| - 1, ``torch.Tensor.std``) and ``eps`` ADDED TO
+    Unbiased std (divisor ``|R| - 1``, ``torch.Tensor.std``) and ``eps`` ADDED TO
     THE STD, ``(t - mean)/(std + eps)``, in both branches (default eps 1e-5).
     Mixing weight ``sigmoid(mix)`` (mix init 1.0, so 0.7310586).  No running
     statistics: BN0 always uses the current batch (train = eval), so a batch
@@ -44,6 +44,7 @@ References
 import autograd.numpy as np
 
 
+# [docs:forward-start]
 def _unbiased_std(tc, axis):
     n = 1
     for a in axis:
@@ -62,7 +63,7 @@ def group_branch(x, num_groups, eps):
 
 
 def batch_branch(t, eps, batch_stats):
-    """BN0(t): over axis 0 per (c, *spatial) position, or per channel over (N, *spatial)."""
+    """BN0(t): over axis 0 per ``(c, *spatial)`` position, or per channel over ``(N, *spatial)``."""
     axis = (0,) if batch_stats == "position" else (0,) + tuple(range(2, t.ndim))
     mean = np.mean(t, axis=axis, keepdims=True)  # (B1) (1, C, *spatial) or (1, C, 1...)
     tc = t - mean  # (B2) (N, C, *spatial)
@@ -85,3 +86,4 @@ def gn_plus(x, num_groups, weight, bias, mix, eps=1e-5, variant="gn_first", batc
     z = lam * a + (1.0 - lam) * b  # (4) (N, C, *spatial)
     y = z * np.reshape(weight, shape) + np.reshape(bias, shape)  # (5) (N, C, *spatial)
     return y
+# [docs:forward-end]

@@ -13,7 +13,7 @@ Shapes
 Conventions
     G contiguous groups: channel c belongs to group ``c // (C/G)``.  Biased
     variance, ``eps`` inside the square root, per-channel affine, no running
-    statistics.  G = 1 is LayerNorm over (C, *spatial) with a per-channel
+    statistics.  G = 1 is LayerNorm over ``(C, *spatial)`` with a per-channel
     affine; G = C is InstanceNorm.  As ``torch.nn.functional.group_norm``.
 
 References
@@ -23,6 +23,7 @@ References
 import autograd.numpy as np
 
 
+# [docs:forward-start]
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     N, C = x.shape[0], x.shape[1]
     xg = np.reshape(x, (N, num_groups, -1))  # (0) (N, G, C/G*HW): each row a reduction set
@@ -35,3 +36,4 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     y = xhat if weight is None else xhat * np.reshape(weight, shape)  # (6)
     y = y if bias is None else y + np.reshape(bias, shape)  # (7)
     return y
+# [docs:forward-end]

@@ -26,6 +26,7 @@ References
 import autograd.numpy as np
 
 
+# [docs:forward-start]
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
                   momentum=0.1, eps=1e-5):
     C = x.shape[1]
@@ -43,3 +44,4 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     y = xhat if weight is None else xhat * np.reshape(weight, shape)  # (6)
     y = y if bias is None else y + np.reshape(bias, shape)  # (7)
     return y
+# [docs:forward-end]

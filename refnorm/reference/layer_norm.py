@@ -23,6 +23,7 @@ References
 import autograd.numpy as np
 
 
+# [docs:forward-start]
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     axes = tuple(range(x.ndim - len(ns), x.ndim))  # (0) the reduction set R
@@ -34,3 +35,4 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     y = xhat if weight is None else xhat * weight  # (6) (*, *ns)
     y = y if bias is None else y + bias  # (7) (*, *ns)
     return y
+# [docs:forward-end]

@@ -119,6 +119,7 @@ def proxy_quantiles(num_points):
 
 
 # --- activations -------------------------------------------------------------
+# [docs:activations-start]
 
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
@@ -145,10 +146,12 @@ def gelu(u):
 
 
 ACTIVATIONS = {"relu": relu, "silu": silu, "swish": silu, "gelu": gelu}
+# [docs:activations-end]
 
 
 # --- the layer -----------------------------------------------------------------
 
+# [docs:forward-start]
 def proxy_norm(x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps=0.03, num_points=200):
     phi = ACTIVATIONS[activation]
     C = x.shape[1]
@@ -164,3 +167,4 @@ def proxy_norm(x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps
     s = 1.0 / np.sqrt(v + eps)  # (9) (C,)
     y = (z - np.reshape(m, shape)) * np.reshape(s, shape)  # (10) (N, C, *spatial)
     return y
+# [docs:forward-end]

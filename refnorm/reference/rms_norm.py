@@ -24,6 +24,7 @@ References
 import autograd.numpy as np
 
 
+# [docs:forward-start]
 def rms_norm(x, normalized_shape, weight=None, eps=None):
     ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     axes = tuple(range(x.ndim - len(ns), x.ndim))  # (0) the reduction set R
@@ -32,3 +33,4 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
     xhat = x * rstd  # (3) (*, *ns)
     y = xhat if weight is None else xhat * weight  # (4) (*, *ns)
     return y
+# [docs:forward-end]

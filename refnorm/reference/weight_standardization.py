@@ -20,7 +20,7 @@ Styles (defaults of ``estimator, eps_mode, eps, fan_in_scaling``; each option
 can be overridden by the keyword of the same name):
 
 ==========  =========  =========  =====  ===========  ==============================================
-style       estimator  eps_mode   eps    fan-in (s=n)  source
+style       estimator  eps_mode   eps    fan-in s=n   source
 ==========  =========  =========  =====  ===========  ==============================================
 deepmind    biased     floor      1e-4   yes          ``nfnets/base.py`` ``WSConv2D.standardize_weight``
 timm        biased     variance   1e-6   yes          timm ``ScaledStdConv2d`` (NF models use eps=1e-5)
@@ -52,6 +52,7 @@ References
 
 import autograd.numpy as np
 
+# [docs:forward-start]
 #: style -> (estimator, eps_mode, eps, fan_in_scaling)
 STYLES = {
     "deepmind": ("biased", "floor", 1e-4, True),
@@ -88,3 +89,4 @@ def weight_standardization(weight, gain=None, eps=None, style="deepmind", *, est
     if gain is not None:
         w_hat = w_hat * np.reshape(gain, (C_out, 1))  # (9) (C_out, n)
     return np.reshape(w_hat, weight.shape)  # (10) (C_out, *rest)
+# [docs:forward-end]

@@ -51,7 +51,12 @@ def _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps
 def batch_norm_stats(x, running_mean, running_var, weight=None, bias=None, training=False,
                      momentum=0.1, eps=1e-5):
     """``y`` and the per-channel ``mean`` and ``rstd`` used to normalize (the
-    batch statistics in training, the running ones in eval)."""
+    batch statistics in training, the running ones in eval).
+
+    Arguments as :func:`batch_norm`.  Returns ``(y, {"mean": mean, "rstd": rstd})``:
+    ``y`` float64 shaped like ``x`` (``(N, C, *spatial)``); ``mean`` and ``rstd``
+    of shape ``(C,)``, ``rstd = 1/sqrt(var + eps)`` with the biased batch
+    variance in training, ``running_mean`` and ``1/sqrt(running_var + eps)`` in eval."""
     shape, C, HW, x3, w, b, stats = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
     st = stats()
     y = nz.forward(x3, st, w, b, P=C, Q=1).reshape(shape)
@@ -79,7 +84,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     momentum : float or None
     eps : float
 
-    Returns a float64 array shaped like ``x``.
+    Returns
+    -------
+    y : float64 array shaped like ``x``
     """
     return batch_norm_stats(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
 
@@ -93,6 +100,9 @@ def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None
     channel); eval treats the running statistics as constants
     (``dx = weight * rstd * dy``).  ``dweight = sum dy * xhat``,
     ``dbias = sum dy`` over ``(N, *spatial)``.
+
+    Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
+    ``dbias`` ``(C,)``, returned only when ``weight`` / ``bias`` is given.  All float64.
     """
     shape, C, HW, x3, w, b, stats = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
@@ -118,6 +128,10 @@ def batch_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, num_
     step.  ``"onnx"`` and ``"flax"``: biased variance, ``momentum`` weighting
     the old value (see :mod:`refnorm.ops._running`).  An empty batch leaves
     the statistics unchanged, as in PyTorch.
+
+    Shapes: ``x`` ``(N, C, *spatial)``; ``running_mean``, ``running_var`` and the
+    two returned arrays ``(C,)``.  The batch statistics are over ``(N, *spatial)``
+    per channel; more than one value per channel is required (``ValueError``).
     """
     xa, rm, rv = _check_common(x, running_mean, running_var)
     if rm is None:

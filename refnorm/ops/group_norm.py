@@ -40,7 +40,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     The C channels are split into ``num_groups`` contiguous groups of C/G;
     each (sample, group) is normalized over its channels and spatial
     positions (biased variance, ``eps`` inside the square root), then a
-    per-channel affine is applied.  G = 1 is LayerNorm over (C, *spatial)
+    per-channel affine is applied.  G = 1 is LayerNorm over ``(C, *spatial)``
     with a per-channel affine; G = C is InstanceNorm.
 
     Parameters
@@ -50,7 +50,9 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     weight, bias : array of shape ``(C,)`` or None
     eps : float
 
-    Returns a float64 array shaped like ``x``.
+    Returns
+    -------
+    y : float64 array shaped like ``x``
     """
     return group_norm_stats(x, num_groups, weight, bias, eps)[0]
 
@@ -61,6 +63,10 @@ def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5):
     Per (sample, group), with ``g = weight[c] * dy``:
     ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``;
     ``dweight[c] = sum_{n, spatial} dy * xhat``; ``dbias[c] = sum_{n, spatial} dy``.
+
+    Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
+    ``dbias`` ``(C,)`` (per channel, not per group), returned only when
+    ``weight`` / ``bias`` is given.  All float64.
     """
     shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)

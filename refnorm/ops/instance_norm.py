@@ -82,7 +82,9 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     momentum : float (does not affect ``y``)
     eps : float
 
-    Returns a float64 array shaped like ``x``.
+    Returns
+    -------
+    y : float64 array shaped like ``x``
     """
     return instance_norm_stats(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)[0]
 
@@ -95,6 +97,9 @@ def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=No
     ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``.  Running statistics
     are constants: ``dx = rstd * g``.  ``dweight[c]``, ``dbias[c]`` sum over
     ``(N, *spatial)``.
+
+    Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
+    ``dbias`` ``(C,)``, returned only when ``weight`` / ``bias`` is given.  All float64.
     """
     shape, N, C, HW, x3, w, b, stats = _prepare(x, running_mean, running_var, weight, bias,
                                                 use_input_stats, momentum, eps)
@@ -119,6 +124,10 @@ def instance_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, c
     with the unbiased variance over the spatial positions.  Only the torch
     convention exists: neither ONNX nor Flax defines running statistics for
     instance normalization.
+
+    Shapes: ``x`` ``(N, C, *spatial)`` with more than one spatial element;
+    ``running_mean``, ``running_var`` and the two returned arrays ``(C,)``.  An
+    empty batch (N = 0) leaves the statistics unchanged.
     """
     xa, rm, rv = _check_common(x, running_mean, running_var)
     if rm is None:

@@ -51,7 +51,16 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
     epsilon for float64 input and the float32 one for every other dtype
     (float16/bfloat16 included), see :func:`default_eps`.
 
-    Returns a float64 array shaped like ``x``.
+    Parameters
+    ----------
+    x : array, shape ``(*, *normalized_shape)``, float16/bfloat16/float32/float64
+    normalized_shape : int or sequence of int, the trailing dimensions of ``x``
+    weight : array of shape ``normalized_shape`` or None (per element; no bias)
+    eps : float or None, added to the mean square inside the square root
+
+    Returns
+    -------
+    y : float64 array shaped like ``x``
     """
     return rms_norm_stats(x, normalized_shape, weight, eps)[0]
 
@@ -61,6 +70,9 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
 
     With ``r = rstd``, ``xhat = x * r`` and ``g = weight * dy`` per row:
     ``dx = r * (g - xhat * mean(g * xhat))``; ``dweight = sum_rows dy * xhat``.
+
+    Shapes: ``dy`` and ``dx`` like ``x`` (``(*, *normalized_shape)``); ``dweight``
+    ``normalized_shape``, returned only when ``weight`` is given.  All float64.
     """
     shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)

@@ -17,24 +17,57 @@ arguments>) -> (y, {"mean": ..., "rstd": ...})`` exposing the saved statistics
 (shaped like the reduction sets; RMSNorm saves only ``rstd``).  Inputs of dtype float16, bfloat16
 (ml_dtypes), float32 or float64 are upcast exactly; every result is float64;
 no input is ever modified.
+
+The four seed layers (SPEC 3-6), each with ``<op>_backward`` and, where it
+saves statistics, ``<op>_stats``::
+
+    proxy_norm(x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps=0.03, num_points=200)
+    gn_plus(x, num_groups, weight, bias, mix, eps=1e-5, variant="gn_first", batch_stats="position")
+    weight_standardization(weight, gain=None, eps=None, style="deepmind", *, estimator=None,
+                           eps_mode=None, fan_in_scaling=None)
+    batch_layer_norm(x, weight, bias, batch_size=None, eps=1e-3, *, training=True, moving_stats=None,
+                     flags=(True, True, False, False), feature_axis=-1, batch_stats="position",
+                     weight_offset=1e-4, sqrt_d_scale=True)
+
+plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
+``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
+``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
+epoch) and ``batch_layer_norm_moving_stats`` (the per-epoch update of the
+authors' Keras callback).  The backward of ``weight_standardization`` returns
+``{"weight", "gain"}``: its standardized argument is the weight.
 """
 
 from ._registry import OpSpec, registry
 from ._version import __version__
+from .ops.batch_layer_norm import (batch_layer_norm, batch_layer_norm_backward, batch_layer_norm_batch_stats,
+                                   batch_layer_norm_moving_stats, batch_layer_norm_stats)
 from .ops.batch_norm import batch_norm, batch_norm_backward, batch_norm_running_stats, batch_norm_stats
+from .ops.gains import analytic_gain, nonlinearity_gain
+from .ops.gn_plus import gn_plus, gn_plus_backward
 from .ops.group_norm import group_norm, group_norm_backward, group_norm_stats
 from .ops.instance_norm import (instance_norm, instance_norm_backward, instance_norm_running_stats,
                                 instance_norm_stats)
 from .ops.layer_norm import layer_norm, layer_norm_backward, layer_norm_stats
+from .ops.proxy_norm import proxy_norm, proxy_norm_backward, proxy_norm_stats, proxy_quantiles
 from .ops.rms_norm import rms_norm, rms_norm_backward, rms_norm_stats
+from .ops.weight_standardization import (weight_standardization, weight_standardization_backward,
+                                         weight_standardization_stats)
 
 __all__ = [
     "OpSpec",
     "__version__",
+    "analytic_gain",
+    "batch_layer_norm",
+    "batch_layer_norm_backward",
+    "batch_layer_norm_batch_stats",
+    "batch_layer_norm_moving_stats",
+    "batch_layer_norm_stats",
     "batch_norm",
     "batch_norm_backward",
     "batch_norm_running_stats",
     "batch_norm_stats",
+    "gn_plus",
+    "gn_plus_backward",
     "group_norm",
     "group_norm_backward",
     "group_norm_stats",
@@ -45,8 +78,16 @@ __all__ = [
     "layer_norm",
     "layer_norm_backward",
     "layer_norm_stats",
+    "nonlinearity_gain",
+    "proxy_norm",
+    "proxy_norm_backward",
+    "proxy_norm_stats",
+    "proxy_quantiles",
     "registry",
     "rms_norm",
     "rms_norm_backward",
     "rms_norm_stats",
+    "weight_standardization",
+    "weight_standardization_backward",
+    "weight_standardization_stats",
 ]

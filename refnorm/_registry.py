@@ -24,17 +24,24 @@ class OpSpec:
     backward : ``(dy, *forward_args) -> dict`` of gradients.
     reference : the autograd.numpy definition, same signature as ``forward``
         (validated float64 arrays only; ``eps`` already resolved).
-    forward_with_stats : ``(*forward_args) -> (y, {"mean": ..., "rstd": ...})``.
+    forward_with_stats : ``(*forward_args) -> (y, {name: statistic})``, the
+        statistics the op saves: ``{"mean", "rstd"}`` for the standard ops
+        (RMSNorm: ``rstd``), PN's proxy ``{"mean", "var", "rstd"}``, WS's
+        ``{"mean", "scale"}``, BLN's ``{"batch_mean", "batch_rstd",
+        "feature_mean", "feature_rstd"}``; None for an op that exposes none (GN+).
     differentiable : names of the arguments the backward returns gradients for
-        (when given).
-    running_stats : the running-statistics update, or None.
+        (when given); the first is the normalized input (``"x"``, or
+        ``"weight"`` for weight standardization).
+    running_stats : the op's running/moving-statistics update (its own
+        signature: BN/IN ``(x, running_mean, running_var, momentum, ...)``, BLN
+        ``(sums, steps, batch_size, ...)``), or None.
     """
 
     name: str
     forward: Callable
     backward: Callable
     reference: Callable
-    forward_with_stats: Callable
+    forward_with_stats: Callable | None
     differentiable: tuple[str, ...]
     running_stats: Callable | None = None
 
@@ -46,11 +53,19 @@ class OpSpec:
 
 def _build() -> dict[str, OpSpec]:
     from . import reference as ref
+    from .ops import batch_layer_norm as bln
     from .ops import batch_norm as bn
+    from .ops import gn_plus as gnp
     from .ops import group_norm as gn
     from .ops import instance_norm as inn
     from .ops import layer_norm as ln
+    from .ops import proxy_norm as pn
     from .ops import rms_norm as rms
+    from .ops import weight_standardization as ws
+    from .reference import batch_layer_norm as ref_bln
+    from .reference import gn_plus as ref_gnp
+    from .reference import proxy_norm as ref_pn
+    from .reference import weight_standardization as ref_ws
 
     specs = [
         OpSpec("batch_norm", bn.batch_norm, bn.batch_norm_backward, ref.batch_norm.batch_norm,
@@ -64,6 +79,14 @@ def _build() -> dict[str, OpSpec]:
                gn.group_norm_stats, ("x", "weight", "bias")),
         OpSpec("rms_norm", rms.rms_norm, rms.rms_norm_backward, ref.rms_norm.rms_norm,
                rms.rms_norm_stats, ("x", "weight")),
+        # the seed layers (SPEC 3-6)
+        OpSpec("proxy_norm", pn.proxy_norm, pn.proxy_norm_backward, ref_pn.proxy_norm, pn.proxy_norm_stats,
+               ("x", "weight", "bias", "proxy_shift", "proxy_scale")),
+        OpSpec("gn_plus", gnp.gn_plus, gnp.gn_plus_backward, ref_gnp.gn_plus, None, ("x", "weight", "bias", "mix")),
+        OpSpec("weight_standardization", ws.weight_standardization, ws.weight_standardization_backward,
+               ref_ws.weight_standardization, ws.weight_standardization_stats, ("weight", "gain")),
+        OpSpec("batch_layer_norm", bln.batch_layer_norm, bln.batch_layer_norm_backward, ref_bln.batch_layer_norm,
+               bln.batch_layer_norm_stats, ("x", "weight", "bias"), bln.batch_layer_norm_moving_stats),
     ]
     return {s.name: s for s in specs}
 

@@ -25,9 +25,13 @@ CASES = [(op, cid, kw) for op in OPS for cid, kw in op_cases(op)]
 IDS = [f"{op}-{cid}" for op, cid, _ in CASES]
 
 
+STANDARD_OPS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")
+SEED_OPS = ("proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm")
+
+
 def test_registry_is_explicit_and_complete():
     reg = refnorm.registry()
-    assert list(reg) == ["batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm"]
+    assert list(reg) == list(STANDARD_OPS + SEED_OPS)
     for name, spec in reg.items():
         assert spec.forward is getattr(refnorm, name)
         assert spec.backward is getattr(refnorm, f"{name}_backward")
@@ -36,7 +40,14 @@ def test_registry_is_explicit_and_complete():
         ref = list(inspect.signature(spec.reference).parameters)
         assert bwd == ["dy"] + fwd, f"{name}_backward must take (dy, <forward args>)"
         assert ref == fwd, f"reference.{name} must have the forward's signature"
-        assert spec.differentiable[0] == "x"
+        # the first differentiable argument is the normalized input: the forward's
+        # first parameter (x; weight standardization standardizes its weight)
+        assert spec.differentiable[0] == fwd[0] == ("weight" if name == "weight_standardization" else "x")
+        assert set(spec.differentiable) <= set(fwd)
+        if spec.forward_with_stats is not None:
+            assert list(inspect.signature(spec.forward_with_stats).parameters) == fwd
+        else:
+            assert name == "gn_plus", f"{name} saves statistics: register its <op>_stats"
 
 
 def _differentiable_given(spec, kw):
@@ -69,7 +80,7 @@ def test_backward_matches_autograd(op, cid, kw):
         want = grad(loss)(np.asarray(rkw[name], dtype=np.float64))
         assert got[name].shape == np.shape(kw[name])
         assert_close(got[name], want, "backward_vs_autograd", op=op, case=cid, array=f"d{name}",
-                     repro=f"refnorm.{op}_backward(dy, **kw)[{name!r}]", scale=gradient_scale(spec, kw, dy))
+                     repro=f"refnorm.{op}_backward(dy, **kw)[{name!r}]", scale=gradient_scale(spec, kw, dy, name))
 
 
 @pytest.mark.parametrize("op,cid,kw", CASES, ids=IDS)
@@ -90,7 +101,7 @@ def test_backward_matches_finite_differences(op, cid, kw):
             fm = spec.forward(**{**kw, name: minus})
             fd[i] = np.sum((fp - fm) * dy) / (2 * h)
         assert_close(got[name], fd, "backward_vs_fd", op=op, case=cid, array=f"d{name}",
-                     scale=gradient_scale(spec, kw, dy))
+                     scale=gradient_scale(spec, kw, dy, name))
 
 
 @pytest.mark.parametrize("op,cid,kw", CASES, ids=IDS)
@@ -102,6 +113,15 @@ def test_inputs_are_not_modified(op, cid, kw):
     if spec.running_stats is not None and kw.get("running_mean") is not None:
         if op == "batch_norm" and kw["training"]:
             spec.running_stats(kw["x"], kw["running_mean"], kw["running_var"], 0.1)
+    if op == "batch_layer_norm":  # the moving-statistics update, from one batch's statistics as the sums
+        sums = refnorm.batch_layer_norm_batch_stats(kw["x"], feature_axis=kw.get("feature_axis", -1),
+                                                    batch_stats=kw.get("batch_stats", "position"))
+        frozen = copy.deepcopy(sums)
+        spec.running_stats(sums, 1, 2)
+        assert all(np.array_equal(sums[k], frozen[k]) for k in sums), f"{op}[{cid}]: sums were modified"
     for k, v in kw.items():
-        if isinstance(v, np.ndarray):
-            assert np.array_equal(v, before[k]) and v.dtype == before[k].dtype, f"{op}[{cid}]: {k} was modified"
+        arrays = v.items() if isinstance(v, dict) else [(None, v)]  # BLN's moving_stats is a dict of arrays
+        for sub, a in arrays:
+            if isinstance(a, np.ndarray):
+                b = before[k] if sub is None else before[k][sub]
+                assert np.array_equal(a, b) and a.dtype == b.dtype, f"{op}[{cid}]: {k}{'' if sub is None else [sub]} was modified"

@@ -18,6 +18,16 @@ Expected outputs of a value/NaN case (all float64):
 ``new_running_mean_onnx`` / ``_var_onnx``, ``..._flax``
                                    BN only: ONNX-14 (momentum 0.9 on the old value,
                                    biased variance) and Flax (0.99)
+
+The seed layers (:data:`SEED_OPS`) store ``y``, the statistics of
+:data:`STAT_OUTPUTS` (PN's proxy ``mean``/``rstd``; WS's ``mean``/``scale``; BLN's
+``batch_mean``/``batch_rstd``/``feature_mean``/``feature_rstd``; GN+ saves none)
+and, with ``dy``, the gradient ``d<name>`` of every differentiable argument
+given (``dx``, ``dweight``, ``dbias``, ``dproxy_shift``, ``dproxy_scale``, ``dmix``,
+``dgain``; weight standardization's standardized argument is ``weight``, so its
+input gradient is ``dweight``).  BLN inference reads its moving statistics from
+the inputs ``moving_batch_mean``, ``moving_batch_var``, ``moving_feature_mean``,
+``moving_feature_var`` (the ``moving_stats`` dict, keys without ``moving_``).
 """
 
 from __future__ import annotations
@@ -34,7 +44,14 @@ from . import recipes as R
 
 TIERS = ("exact", "statistical", "adversarial")
 DTYPE_NAMES = ("float64", "float32", "float16", "bfloat16")
-INPUT_ORDER = ("x", "weight", "bias", "running_mean", "running_var", "dy")
+INPUT_ORDER = ("x", "weight", "gain", "bias", "proxy_shift", "proxy_scale", "mix", "running_mean", "running_var",
+               "moving_batch_mean", "moving_batch_var", "moving_feature_mean", "moving_feature_var", "dy")
+STANDARD_OPS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")
+SEED_OPS = ("proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm")
+#: the saved statistics each seed layer's golden cases store (names as its ``<op>_stats`` returns them)
+STAT_OUTPUTS = {"proxy_norm": ("mean", "rstd"), "gn_plus": (), "weight_standardization": ("mean", "scale"),
+                "batch_layer_norm": ("batch_mean", "batch_rstd", "feature_mean", "feature_rstd")}
+MOVING_PREFIX = "moving_"
 ONNX_MOMENTUM = 0.9
 FLAX_MOMENTUM = 0.99
 
@@ -149,7 +166,8 @@ def catalogue(*, include_large: bool = False) -> list[CaseSpec]:
 def build_inputs(spec: CaseSpec) -> dict[str, np.ndarray]:
     built: dict[str, np.ndarray] = {}
     # bias may depend on x and weight (cancel_bias): build in dependency order
-    for name in ("x", "weight", "running_mean", "running_var", "bias", "dy"):
+    for name in ("x", "weight", "running_mean", "running_var", "bias", "dy") + tuple(
+            n for n in INPUT_ORDER if n not in ("x", "weight", "running_mean", "running_var", "bias", "dy")):
         if name in spec.shapes:
             built[name] = R.make_tensor(name, spec.shapes[name], spec.recipe[name], spec.dtype, spec.seed,
                                         spec.op, spec.attrs, built)
@@ -172,7 +190,42 @@ def forward_args(spec, inputs: dict) -> tuple:
         return (inputs["x"], a["num_groups"], g("weight"), g("bias"), a["eps"])
     if op == "rms_norm":
         return (inputs["x"], a["normalized_shape"], g("weight"), a["eps"])
+    if op == "proxy_norm":
+        return (inputs["x"], g("weight"), g("bias"), g("proxy_shift"), g("proxy_scale"), a["activation"], a["eps"],
+                a["num_points"])
+    if op == "gn_plus":
+        return (inputs["x"], a["num_groups"], g("weight"), g("bias"), g("mix"), a["eps"], a["variant"],
+                a["batch_stats"])
+    if op == "weight_standardization":
+        return (inputs["weight"], g("gain"), a["eps"], a["style"])
+    if op == "batch_layer_norm":
+        return (inputs["x"], g("weight"), g("bias"), a["batch_size"], a["eps"])
     raise ValueError(f"unknown op {op!r}")
+
+
+#: keyword-only arguments a case may state in its attrs
+_KEYWORD_ATTRS = {
+    "weight_standardization": ("estimator", "eps_mode", "fan_in_scaling"),
+    "batch_layer_norm": ("training", "flags", "feature_axis", "batch_stats", "weight_offset", "sqrt_d_scale"),
+}
+
+
+def forward_kwargs(spec, inputs: dict) -> dict:
+    """The keyword-only arguments of ``refnorm.<op>`` for this case (empty for
+    the standard ops): the attrs among them, and BLN's ``moving_stats`` dict
+    assembled from the ``moving_*`` inputs (None when there are none)."""
+    kw = {k: spec.attrs[k] for k in _KEYWORD_ATTRS.get(spec.op, ()) if k in spec.attrs}
+    if spec.op == "batch_layer_norm":
+        if "flags" in kw:
+            kw["flags"] = tuple(kw["flags"])
+        moving = {k[len(MOVING_PREFIX):]: v for k, v in inputs.items() if k.startswith(MOVING_PREFIX)}
+        kw["moving_stats"] = moving or None
+    return kw
+
+
+def primary_input(spec) -> str:
+    """The name of the normalized input: ``x``, or ``weight`` for weight standardization."""
+    return "weight" if spec.op == "weight_standardization" else "x"
 
 
 def resolved_eps(spec, inputs) -> float:
@@ -208,6 +261,8 @@ def expected_from_inputs(spec, inputs: dict) -> dict[str, np.ndarray]:
 
     if spec.expect.get("kind") == "error":
         return {}
+    if spec.op in SEED_OPS:
+        return _seed_expected(spec, inputs)
     op = refnorm.registry()[spec.op]
     args = forward_args(spec, inputs)
     with np.errstate(all="ignore"):
@@ -241,6 +296,30 @@ def expected_from_inputs(spec, inputs: dict) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in out.items()}
 
 
+def _seed_expected(spec, inputs: dict) -> dict[str, np.ndarray]:
+    """A seed layer's expected outputs: ``y``, its :data:`STAT_OUTPUTS`, and the
+    gradient ``d<name>`` of every differentiable argument the backward returns."""
+    import refnorm
+
+    op = refnorm.registry()[spec.op]
+    args, kwargs = forward_args(spec, inputs), forward_kwargs(spec, inputs)
+    with np.errstate(all="ignore"):
+        if op.forward_with_stats is None:
+            y, stats = op.forward(*args, **kwargs), {}
+        else:
+            y, stats = op.forward_with_stats(*args, **kwargs)
+        out = {"y": y}
+        for k in STAT_OUTPUTS[spec.op]:
+            out[k] = stats[k]
+        if "dy" in inputs:
+            g = op.backward(inputs["dy"], *args, **kwargs)
+            for name in op.differentiable:
+                if name in g:
+                    out["d" + name] = g[name]
+    # np.array, not ascontiguousarray: that one turns GN+'s 0-d mix gradient into shape (1,)
+    return {k: np.array(v, dtype=np.float64, order="C") for k, v in out.items()}
+
+
 def build_case(spec: CaseSpec) -> BuiltCase:
     """Inputs (in ``spec.dtype``), float64 expected outputs, tolerances, scales."""
     from .tolerance import tolerances
@@ -258,6 +337,8 @@ def output_shapes(spec) -> dict[str, list[int]]:
     """The shape of every expected output, from the spec alone (no building)."""
     if spec.expect.get("kind") == "error":
         return {}
+    if spec.op in SEED_OPS:
+        return _seed_output_shapes(spec)
     sh, a = spec.shapes, spec.attrs
     x = sh["x"]
     out = {"y": list(x)}
@@ -282,6 +363,29 @@ def output_shapes(spec) -> dict[str, list[int]]:
         for conv in running_factors(spec):
             out[f"new_running_mean_{conv}"] = [x[1]]
             out[f"new_running_var_{conv}"] = [x[1]]
+    return out
+
+
+def _seed_output_shapes(spec) -> dict[str, list[int]]:
+    sh, a = spec.shapes, spec.attrs
+    x = list(sh[primary_input(spec)])
+    out = {"y": x}
+    if spec.op == "proxy_norm":
+        out["mean"] = out["rstd"] = [x[1]]
+    elif spec.op == "weight_standardization":
+        out["mean"] = out["scale"] = [x[0]]
+    elif spec.op == "batch_layer_norm":
+        fa = a.get("feature_axis", -1) % len(x)
+        out["feature_mean"] = out["feature_rstd"] = [1 if i == fa else s for i, s in enumerate(x)]
+        if a.get("batch_stats", "position") == "position":
+            out["batch_mean"] = out["batch_rstd"] = [1] + x[1:]
+        else:
+            out["batch_mean"] = out["batch_rstd"] = [s if i == fa else 1 for i, s in enumerate(x)]
+    if "dy" in sh:
+        import refnorm
+        for name in refnorm.registry()[spec.op].differentiable:
+            if name in sh:
+                out["d" + name] = list(sh[name])
     return out
 
 

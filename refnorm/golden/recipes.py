@@ -51,7 +51,10 @@ import numpy as np
 
 GENERATOR = "pcg64-seedsequence([seed,stream])-raw; uniform=(r>>11)*2^-53; normal=irwin-hall-12 (r>>32); v1"
 
-STREAMS = {"x": 0, "weight": 1, "bias": 2, "running_mean": 3, "running_var": 4, "dy": 5}
+STREAMS = {"x": 0, "weight": 1, "bias": 2, "running_mean": 3, "running_var": 4, "dy": 5,
+           # the seed layers' own inputs (new streams: the ones above never change)
+           "proxy_shift": 6, "proxy_scale": 7, "mix": 8, "gain": 9, "moving_batch_mean": 10,
+           "moving_batch_var": 11, "moving_feature_mean": 12, "moving_feature_var": 13}
 
 DTYPES = {
     "float64": np.dtype(np.float64),

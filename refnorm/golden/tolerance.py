@@ -76,6 +76,17 @@ d; they are compared bitwise (``atol = rtol = 0, ulp = 0``); y and dx, whose
 exact value needs one final rounding, within 1 ulp of d (``ulp = 1``).
 ``ulp = k`` admits ``|a - e| <= k * spacing_d(e)`` (spacing_d(e): the distance
 from |e| to the next larger magnitude in d).
+
+Seed layers (PN, GN+, WS, BLN).  The same backend model (accumulation in
+u_acc, one rounding of each output to d, saved statistics possibly rounded to
+d, refnorm's own error added), but the bound of each element is derived
+mechanically, by running error analysis of the layer's staged formula
+(:mod:`refnorm.golden.error_bounds`): every output gets the scale tensor
+``s_i = e_i(u_acc + 2^-53) + u_out |e_i|`` (an absolute first-order bound) and
+``atol = 0, rtol = c``.  Calibrated by tests/golden/test_tolerance.py (a'): a
+float32 PyTorch transcription of each layer passes every case at <= ~0.5 of
+its tolerance, and small convention errors (eps moved by 1e-5, a biased std)
+fail most cases.
 """
 
 from __future__ import annotations
@@ -187,6 +198,9 @@ def scale_tensor_outputs(spec) -> list[str]:
     """Outputs whose tolerance uses a stored scale tensor ``<name>.scale``."""
     if spec.tier == "exact" or spec.expect.get("kind") == "error":
         return []
+    from .catalogue import SEED_OPS, output_shapes
+    if spec.op in SEED_OPS:  # every output: the scale is its running error bound
+        return list(output_shapes(spec))
     out = []
     if "bias" in spec.shapes:
         out.append("y")
@@ -219,6 +233,9 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     """(output -> tolerance dict, output -> float64 scale tensor) for a built case."""
     if not expected:
         return {}, {}
+    from .catalogue import SEED_OPS
+    if spec.op in SEED_OPS:
+        return _seed_tolerances(spec, inputs, expected)
     dt = spec.dtype
     if spec.tier == "exact":
         tols = {}
@@ -364,6 +381,63 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     for k in list(scales):
         if tols[k]["scale"] != "tensor":
             del scales[k]
+    return tols, scales
+
+
+# ----------------------------------------------------------------------------- the seed layers
+
+_SEED_FORMULAS = {
+    "proxy_norm": "u = w x + b, z = phi(u); proxy Y = beta~ + (1 + gamma~) q, P = phi(w Y + b); m = mean P, "
+                  "v = mean (P - m)^2, s = 1/sqrt(v + eps); y = (z - m) s; backward of SPEC 3.5",
+    "gn_plus": "GN and BN0 as (t - mean)/(std_unbiased + eps) chained by the variant, z = lam a + (1 - lam) b, "
+               "lam = 1/(1 + exp(-mix)), y = z w + b; backward of ops/gn_plus.py (N^T maps)",
+    "weight_standardization": "mean, wc = W - mean, var = sum wc^2/(n - delta), scale r by the eps mode, "
+                              "W_hat = gain wc r; backward dW = r (gd - mean gd) + c3 wc, dgain = r sum dy wc",
+    "batch_layer_norm": "two-pass batch and feature statistics (or the moving ones), xhat_B, xhat_F, "
+                        "w_F = 1/B - o, w_B = 1 - (1/B + o), y = gamma (w_F xhat_F + w_B xhat_B)/sqrt(d) + beta; "
+                        "backward as two normalization backwards (SPEC 6.5)",
+}
+
+
+def _seed_tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
+    """Seed layers: per-element first-order running error bounds
+    (:mod:`refnorm.golden.error_bounds`): ``scale = e(u_acc + 2^-53) +
+    u_out |expected|`` and ``rtol = c``."""
+    from . import error_bounds as EB
+
+    if spec.tier == "exact":
+        raise ValueError(f"{spec.id}: the seed layers have no exact tier")
+    dt = spec.dtype
+    uo, ua = unit_roundoff(dt), acc_roundoff(dt)
+    b = EB.bounds(spec, inputs, ua + 2.0 ** -53, uo)
+    tols, scales = {}, {}
+    for name, exp in expected.items():
+        if name not in b:
+            raise ValueError(f"{spec.id}: no error bound for output {name!r}")
+        bd = b[name]
+        v = np.broadcast_to(bd.v, exp.shape)
+        e = np.broadcast_to(bd.e, exp.shape)
+        fin = np.isfinite(exp)
+        # self-check: refnorm's value lies within the bound of a plain float64
+        # evaluation of the same formula (else the bound is for another function)
+        with np.errstate(all="ignore"):
+            off = fin & ~(np.abs(v - exp) <= e)
+        if np.any(off) or np.any(fin & ~np.isfinite(e)):
+            i = np.unravel_index(int(np.argmax(off | (fin & ~np.isfinite(e)))), exp.shape)
+            raise ValueError(f"{spec.id}: error bound of {name!r} inconsistent at {i}: refnorm {exp[i]!r}, "
+                             f"float64 formula {v[i]!r}, bound {e[i]!r}")
+        with np.errstate(all="ignore"):
+            sc = np.where(fin, e + uo * np.abs(exp), 0.0)
+        scales[name] = np.array(sc, dtype=np.float64, order="C")  # keeps a 0-d shape
+        with np.errstate(all="ignore"):
+            rel = float(np.max(sc[fin] / np.maximum(np.abs(exp[fin]), np.finfo(float).tiny))) if fin.any() else 0.0
+        tols[name] = _tol(0.0, SAFETY, None, "tensor",
+                          f"scale = per-element first-order running error bound (Wilkinson; "
+                          f"refnorm/golden/error_bounds.py) of {_SEED_FORMULAS[spec.op]}, evaluated with "
+                          f"u = u_acc + 2^-53 (u_acc={'2^-53' if dt == 'float64' else '2^-24 (float32 accumulation)'}"
+                          f"; + 2^-53: refnorm's float64 evaluation), sums f(K)=6*sqrt(K)+1, library functions "
+                          f"{EB.LIB_ULPS:g} ulp, saved statistics rounded to {dt}; plus u_out=2^-{R.PRECISION[dt]} "
+                          f"|e| (output rounding); rtol = c = {SAFETY:g}; max scale/|e| = {_g(rel)}")
     return tols, scales
 
 

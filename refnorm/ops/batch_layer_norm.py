@@ -154,6 +154,8 @@ def _feature_axis(feature_axis, ndim):
 
 
 def _batch_stats_mode(batch_stats):
+    if not isinstance(batch_stats, str):
+        raise TypeError(f"batch_stats must be 'position' or 'channel', got {type(batch_stats).__name__}")
     if batch_stats not in ("position", "channel"):
         raise ValueError(f"batch_stats must be 'position' or 'channel', got {batch_stats!r}")
     return batch_stats

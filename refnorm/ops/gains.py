@@ -149,8 +149,9 @@ def _variance(name: str) -> float:
 
 
 def analytic_gain(name: str) -> float:
-    """``Var_{z~N(0,1)}[phi(z)]^(-1/2)`` by quadrature (see the module docstring)."""
-    return 1.0 / math.sqrt(_variance(name))
+    """``Var_{z~N(0,1)}[phi(z)]^(-1/2)`` by quadrature (see the module docstring);
+    ``nonlinearity_gain(name, source="analytic")``, with the same argument checks."""
+    return nonlinearity_gain(name, source="analytic")
 
 
 def nonlinearity_gain(name, source="deepmind"):
@@ -177,7 +178,7 @@ def nonlinearity_gain(name, source="deepmind"):
         if key not in ANALYTIC_FUNCTIONS:
             raise ValueError(f"name must be one of {sorted(set(ANALYTIC_FUNCTIONS) | set(_ALIASES))} for "
                              f"source='analytic', got {name!r}")
-        return analytic_gain(key)
+        return 1.0 / math.sqrt(_variance(key))
     raise ValueError(f"source must be 'deepmind' or 'analytic', got {source!r}")
 
 

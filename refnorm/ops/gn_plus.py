@@ -307,9 +307,9 @@ def gn_plus(x, num_groups, weight, bias, mix, eps=1e-5, variant="gn_first", batc
     * ``variant="bn_first"``: ``b = BN0(x)``, ``a = GN(b)``;
     * ``variant="parallel"``: ``a = GN(x)``, ``b = BN0(x)``.
 
-    BN0 reduces over the batch axis only at each (c, *spatial) position
+    BN0 reduces over the batch axis only at each ``(c, *spatial)`` position
     (``batch_stats="position"``, the authors' code) or per channel over
-    (N, *spatial) (``"channel"``).  No running statistics.
+    ``(N, *spatial)`` (``"channel"``).  No running statistics.
 
     Parameters
     ----------
@@ -319,7 +319,9 @@ def gn_plus(x, num_groups, weight, bias, mix, eps=1e-5, variant="gn_first", batc
     mix : array of shape ``(1,)`` or ``()``: the raw lambda (init 1.0).
     eps : float >= 0, added to the std (default 1e-5).
 
-    Returns a float64 array shaped like ``x``.
+    Returns
+    -------
+    y : float64 array shaped like ``x``
     """
     shape, G, x3, w, bvec, _, mixv, eps = _prepare(x, num_groups, weight, bias, mix, eps, variant, batch_stats)
     a, b, _, _ = _forward_branches(x3, G, eps, variant, batch_stats)
@@ -330,7 +332,11 @@ def gn_plus(x, num_groups, weight, bias, mix, eps=1e-5, variant="gn_first", batc
 
 def gn_plus_backward(dy, x, num_groups, weight, bias, mix, eps=1e-5, variant="gn_first", batch_stats="position"):
     """Gradients of :func:`gn_plus`: ``{"x", "weight", "bias", "mix"}`` (``mix``
-    shaped like the given ``mix``); derivation in the module docstring."""
+    shaped like the given ``mix``); derivation in the module docstring.
+
+    Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``weight`` and
+    ``bias`` gradients ``(C,)``; ``mix`` ``(1,)`` or ``()``.  All float64.
+    Gradients flow through every statistic of both branches (no stop-gradient)."""
     shape, G, x3, w, bvec, mshape, mixv, eps = _prepare(x, num_groups, weight, bias, mix, eps, variant,
                                                         batch_stats)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)

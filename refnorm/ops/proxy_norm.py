@@ -271,7 +271,9 @@ def proxy_norm(x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps
     eps : float >= 0, inside the square root (default 0.03).
     num_points : int >= 1, the number K of proxy quantiles (default 200).
 
-    Returns a float64 array shaped like ``x``.
+    Returns
+    -------
+    y : float64 array shaped like ``x``
     """
     return proxy_norm_stats(x, weight, bias, proxy_shift, proxy_scale, activation, eps, num_points)[0]
 
@@ -279,7 +281,11 @@ def proxy_norm(x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps
 def proxy_norm_backward(dy, x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps=0.03,
                         num_points=200):
     """Gradients of :func:`proxy_norm` through the proxy statistics (SPEC 3.5):
-    ``{"x", "weight", "bias", "proxy_shift", "proxy_scale"}``."""
+    ``{"x", "weight", "bias", "proxy_shift", "proxy_scale"}``.
+
+    Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); the four parameter
+    gradients ``(C,)``.  All float64.  Gradients flow through the proxy mean ``m``
+    and scale ``s`` (no stop-gradient); derivation in the module docstring."""
     shape, x3, params, code, eps, nk = _prepare(x, weight, bias, proxy_shift, proxy_scale, activation, eps,
                                                 num_points)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)

@@ -131,6 +131,10 @@ def _prepare(weight, gain, eps, style, estimator, eps_mode, fan_in_scaling):
         raise TypeError(f"style must be a str, got {type(style).__name__} {style!r}")
     if style not in STYLES:
         raise ValueError(f"style must be one of {sorted(STYLES)}, got {style!r}")
+    if estimator is not None and not isinstance(estimator, str):
+        raise TypeError(f"estimator must be None, 'biased' or 'unbiased', got {type(estimator).__name__}")
+    if eps_mode is not None and not isinstance(eps_mode, str):
+        raise TypeError(f"eps_mode must be None, 'floor', 'variance' or 'std', got {type(eps_mode).__name__}")
     if estimator is not None and estimator not in _ESTIMATORS:
         raise ValueError(f"estimator must be None, 'biased' or 'unbiased', got {estimator!r}")
     if eps_mode is not None and eps_mode not in _MODES:
@@ -163,7 +167,11 @@ def _stats(w3, opts):
 
 def weight_standardization_stats(weight, gain=None, eps=None, style="deepmind", *, estimator=None,
                                  eps_mode=None, fan_in_scaling=None):
-    """``W_hat`` and the per-output-channel ``mean`` and ``scale`` (``r``, without the gain)."""
+    """``W_hat`` and the per-output-channel ``mean`` and ``scale`` (``r``, without the gain).
+
+    Arguments as :func:`weight_standardization`.  Returns ``(W_hat, {"mean": mean,
+    "scale": r})``: ``W_hat`` float64 shaped like ``weight``
+    (``(C_out, C_in/groups, *kernel)``), ``mean`` and ``scale`` of shape ``(C_out,)``."""
     shape, w3, g, opts = _prepare(weight, gain, eps, style, estimator, eps_mode, fan_in_scaling)
     C, n = w3.shape[1], w3.shape[2]
     mean, mean_lo, r, r_lo, _ = _stats(w3, opts)
@@ -205,6 +213,9 @@ def weight_standardization_backward(dy, weight, gain=None, eps=None, style="deep
     gradient w.r.t. the variance while the floor is active; at an exact tie
     ``N var == eps`` half of it (``jnp.maximum`` convention).  ``eps_mode="std"``
     on a constant channel: the std term is taken as 0 (as PyTorch's std backward).
+
+    Shapes: ``dy`` and ``dW`` like ``weight`` (``(C_out, C_in/groups, *kernel)``);
+    ``dgain`` ``(C_out,)``.
     """
     shape, w3, g, opts = _prepare(weight, gain, eps, style, estimator, eps_mode, fan_in_scaling)
     C, n = w3.shape[1], w3.shape[2]

@@ -1,7 +1,8 @@
 """Independent implementations used to calibrate the tolerance model
 (tests/golden/test_tolerance.py): PyTorch CPU in the case dtype, a plain
 two-pass float32 NumPy implementation and a one-pass (E[x^2] - E[x]^2)
-float32 one.  Each returns ``{output name: float64 array}`` for the outputs
+float32 one; for the seed layers, PyTorch transcriptions of the authors'
+formulas in float32 (:func:`run_torch_seed`).  Each returns ``{output name: float64 array}`` for the outputs
 it can produce, or raises ``Unsupported``."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from refnorm.golden import recipes as R
-from refnorm.golden.catalogue import forward_args, has_running_update, resolved_eps
+from refnorm.golden.catalogue import forward_args, forward_kwargs, has_running_update, resolved_eps
 
 
 class Unsupported(Exception):
@@ -198,4 +199,133 @@ def _lead(spec):
     return (x[1],)
 
 
-__all__ = ["Unsupported", "run_torch", "run_numpy32", "TORCH_NO_STATS", "forward_args"]
+# ----------------------------------------------------------------------------- the seed layers, PyTorch
+
+
+def _round_out(t, dtype):
+    """A torch result rounded once to the case dtype (the backend model), as float64."""
+    import torch
+
+    return R.round_to(t.detach().to(torch.float64).numpy(), dtype).astype(np.float64)
+
+
+def run_torch_seed(spec, inputs) -> dict:
+    """Straight PyTorch transcriptions of the seed layers, independent of
+    refnorm's kernels: the authors' formulas (PN: ``get_rand`` quantiles with
+    ``torch.erfinv`` and ``proxy_fw``; GN+: ``Tensor.std`` + eps; DeepMind WS:
+    ``W*scale - mean*scale``; BLN: ``tf.nn.moments``), computed in float64 for
+    float64 cases and in float32 otherwise, backward by torch autograd, every
+    output rounded once to the case dtype."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    dt = spec.dtype
+    f = torch.float64 if dt == "float64" else torch.float32
+    T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
+    a = spec.attrs
+    grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain") if k in T]
+    for k in grads:
+        T[k].requires_grad_(True)
+    out = {}
+    if spec.op == "proxy_norm":
+        act = {"relu": torch.relu, "silu": F.silu, "swish": F.silu, "gelu": F.gelu}[a["activation"]]
+        x, w, b, ps, psc = T["x"], T["weight"], T["bias"], T["proxy_shift"], T["proxy_scale"]
+        C = x.shape[1]
+        sh = (1, C) + (1,) * (x.ndim - 2)
+        K = a["num_points"]
+        q = math.sqrt(2) * torch.erfinv(2 * (torch.arange(K, dtype=f) + 0.5) / K - 1)  # get_rand
+        P = act(w[:, None] * (ps[:, None] + (1 + psc)[:, None] * q[None, :]) + b[:, None])
+        m = P.mean(1)
+        s = 1 / torch.sqrt(((P - m[:, None]) ** 2).mean(1) + a["eps"])
+        y = (act(w.reshape(sh) * x + b.reshape(sh)) - m.reshape(sh)) * s.reshape(sh)
+        out["mean"], out["rstd"] = m, s
+    elif spec.op == "gn_plus":
+        x = T["x"]
+        N, C = x.shape[:2]
+        G, eps = a["num_groups"], a["eps"]
+
+        def gn(t):
+            tg = t.reshape(N, G, -1)
+            return ((tg - tg.mean(2, keepdim=True)) / (tg.std(2, keepdim=True) + eps)).reshape(t.shape)
+
+        def bn0(t):
+            ax = (0,) if a["batch_stats"] == "position" else (0,) + tuple(range(2, t.ndim))
+            return (t - t.mean(ax, keepdim=True)) / (t.std(ax, keepdim=True) + eps)
+
+        if a["variant"] == "gn_first":
+            A = gn(x)
+            B = bn0(A)
+        elif a["variant"] == "bn_first":
+            B = bn0(x)
+            A = gn(B)
+        else:
+            A, B = gn(x), bn0(x)
+        lam = torch.sigmoid(T["mix"].reshape(()))
+        sh = (1, C) + (1,) * (x.ndim - 2)
+        y = (lam * A + (1 - lam) * B) * T["weight"].reshape(sh) + T["bias"].reshape(sh)
+    elif spec.op == "weight_standardization":
+        from refnorm.reference.weight_standardization import resolve_options
+
+        W = T["weight"]
+        C = W.shape[0]
+        w2 = W.reshape(C, -1)
+        n = w2.shape[1]
+        est, mode, eps, fan = resolve_options(a["style"], a.get("estimator"), a.get("eps_mode"), a["eps"],
+                                              a.get("fan_in_scaling"))
+        mean = w2.mean(1, keepdim=True)
+        var = w2.var(1, keepdim=True, unbiased=(est == "unbiased"))
+        s = float(n) if fan else 1.0
+        if mode == "floor":  # DeepMind WSConv2D.standardize_weight
+            scale = torch.rsqrt(torch.clamp(var * s, min=eps))
+            y2 = w2 * scale - mean * scale
+        elif mode == "variance":
+            scale = 1 / torch.sqrt(s * (var + eps))
+            y2 = (w2 - mean) * scale
+        else:
+            scale = 1 / (math.sqrt(s) * (torch.sqrt(var) + eps))
+            y2 = (w2 - mean) * scale
+        if "gain" in T:
+            y2 = y2 * T["gain"][:, None]
+        y = y2.reshape(W.shape)
+        out["mean"], out["scale"] = mean[:, 0], scale[:, 0]
+    elif spec.op == "batch_layer_norm":
+        x = T["x"]
+        kw = forward_kwargs(spec, inputs)
+        fa = kw.get("feature_axis", -1) % x.ndim
+        d = x.shape[fa]
+        eps = a["eps"]
+        flags = kw.get("flags", (True, True, False, False)) if not kw.get("training", True) else (False,) * 4
+        bax = (0,) if kw.get("batch_stats", "position") == "position" else tuple(i for i in range(x.ndim) if i != fa)
+        mB = x.mean(bax, keepdim=True)
+        vB = ((x - mB) ** 2).mean(bax, keepdim=True)
+        mF = x.mean(fa, keepdim=True)
+        vF = ((x - mF) ** 2).mean(fa, keepdim=True)
+        mv = {k[len("moving_"):]: T[k] for k in T if k.startswith("moving_")}
+        mB = mv["batch_mean"] if flags[0] else mB
+        vB = mv["batch_var"] if flags[1] else vB
+        mF = mv["feature_mean"] if flags[2] else mF
+        vF = mv["feature_var"] if flags[3] else vF
+        rB, rF = 1 / torch.sqrt(vB + eps), 1 / torch.sqrt(vF + eps)
+        Bc = x.shape[0] if a["batch_size"] is None else a["batch_size"]
+        off = kw.get("weight_offset", 1e-4)
+        z = (1.0 / Bc - off) * (x - mF) * rF + (1.0 - (1.0 / Bc + off)) * (x - mB) * rB
+        pshape = tuple(d if i == fa else 1 for i in range(x.ndim))
+        if "weight" in T:
+            z = z * T["weight"].reshape(pshape)
+        y = z / math.sqrt(d) if kw.get("sqrt_d_scale", True) else z
+        if "bias" in T:
+            y = y + T["bias"].reshape(pshape)
+        out.update(batch_mean=mB, batch_rstd=rB, feature_mean=mF, feature_rstd=rF)
+    else:
+        raise Unsupported(spec.op)
+    out["y"] = y
+    if "dy" in T:
+        y.backward(T["dy"])
+        for k in grads:
+            out["d" + k] = T[k].grad if T[k].grad is not None else torch.zeros_like(T[k])
+    return {k: _round_out(v, dt) for k, v in out.items()}
+
+
+__all__ = ["Unsupported", "run_torch", "run_torch_seed", "run_numpy32", "TORCH_NO_STATS", "forward_args"]

@@ -54,19 +54,34 @@ def test_large_cases_are_excluded_by_default():
     assert any(s.large for s in C.catalogue(include_large=True))
 
 
+def _tiers(op):
+    # the seed layers have no exact tier: their activations, unbiased stds with eps on the
+    # std, fan-in and 1/sqrt(d) factors give no exactly representable results
+    return C.TIERS if op in C.STANDARD_OPS else ("statistical", "adversarial")
+
+
 def test_every_op_in_every_tier_and_dtype():
+    assert set(refnorm.registry()) == set(C.STANDARD_OPS + C.SEED_OPS)
     have = {(s.op, s.tier, s.dtype) for s in committed() if s.expect["kind"] != "error"}
-    missing = [(op, t, d) for op in refnorm.registry() for t in C.TIERS for d in C.DTYPE_NAMES
+    missing = [(op, t, d) for op in refnorm.registry() for t in _tiers(op) for d in C.DTYPE_NAMES
                if (op, t, d) not in have]
     assert not missing, f"no value case for {missing}"
+    assert not [s.id for s in committed() if s.op in C.SEED_OPS and s.tier == "exact"]
+
+
+# the optional affine parameters of each op (PN and GN+ require theirs; WS's is the gain)
+OPTIONAL_PARAMS = {"batch_norm": ("weight", "bias"), "layer_norm": ("weight", "bias"),
+                   "instance_norm": ("weight", "bias"), "group_norm": ("weight", "bias"), "rms_norm": ("weight",),
+                   "proxy_norm": (), "gn_plus": (), "weight_standardization": ("gain",),
+                   "batch_layer_norm": ("weight", "bias")}
 
 
 def test_weight_and_bias_present_and_absent():
+    assert set(OPTIONAL_PARAMS) == set(refnorm.registry())
     for op in refnorm.registry():
         specs = [s for s in committed() if s.op == op and s.expect["kind"] == "value"]
-        assert any("weight" in s.shapes for s in specs) and any("weight" not in s.shapes for s in specs), op
-        if op != "rms_norm":  # RMSNorm has no bias
-            assert any("bias" in s.shapes for s in specs) and any("bias" not in s.shapes for s in specs), op
+        for p in OPTIONAL_PARAMS[op]:
+            assert any(p in s.shapes for s in specs) and any(p not in s.shapes for s in specs), (op, p)
 
 
 def test_catalogue_covers_required_variants():
@@ -83,7 +98,7 @@ def test_catalogue_covers_required_variants():
     assert kinds == {"G1", "GC", "other"}
     lengths = set()
     for s in fams.values():
-        if s.tier == "statistical":
+        if s.tier == "statistical" and s.op in C.STANDARD_OPS:
             x = s.shapes["x"]
             K = (math.prod(s.attrs["normalized_shape"]) if "normalized_shape" in s.attrs else
                  x[0] * math.prod(x[2:]) if s.op == "batch_norm" else math.prod(x[2:]) *
@@ -93,6 +108,30 @@ def test_catalogue_covers_required_variants():
     entries = {m for s in fams.values() for m in re.findall(r"\bE(\d+)\b", s.description)}
     for e in (1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 19, 21, 22, 23, 28):
         assert str(e) in entries, f"E{e} not in the catalogue"
+
+
+def test_catalogue_covers_the_seed_layer_options():
+    """Every option the issue names, for each seed layer, has a value case."""
+    fams = [s for s in C.catalogue(include_large=True) if s.expect["kind"] != "error"]
+
+    def of(op):
+        return [s for s in fams if s.op == op]
+
+    assert {s.attrs["activation"] for s in of("proxy_norm")} >= {"relu", "silu", "swish", "gelu"}
+    assert {s.attrs["num_points"] for s in of("proxy_norm")} >= {1, 7, 200}
+    assert {(s.attrs["variant"], s.attrs["batch_stats"]) for s in of("gn_plus")} == {
+        (v, b) for v in ("gn_first", "bn_first", "parallel") for b in ("position", "channel")}
+    assert {s.shapes["mix"] == [] for s in of("gn_plus")} == {True, False}
+    assert {(s.attrs["style"], "gain" in s.shapes) for s in of("weight_standardization")} >= {
+        (st, g) for st in ("deepmind", "timm", "qiao") for g in (True, False)}
+    bln = of("batch_layer_norm")
+    assert {s.attrs["training"] for s in bln} == {True, False}
+    assert {tuple(s.attrs["flags"]) for s in bln if not s.attrs["training"]} >= {
+        (True, True, False, False), (True, True, True, True)}
+    assert {s.attrs["feature_axis"] for s in bln} == {-1, 1} and {s.attrs["batch_stats"] for s in bln} == {
+        "position", "channel"}
+    errors = {s.op for s in C.catalogue() if s.expect["kind"] == "error"}
+    assert set(C.SEED_OPS) <= errors
 
 
 # ----------------------------------------------------------------------------- reproducibility
@@ -172,12 +211,12 @@ def test_error_cases_raise_the_declared_error(spec):
     b = C.build_case(spec)
     assert b.expected == {} and b.tolerances == {}
     exc = {"ValueError": ValueError, "TypeError": TypeError}[spec.expect["type"]]
-    args = C.forward_args(spec, b.inputs)
+    args, kwargs = C.forward_args(spec, b.inputs), C.forward_kwargs(spec, b.inputs)
     with pytest.raises(exc, match=re.escape(spec.expect["match"])):
-        getattr(refnorm, spec.op)(*args)
-    dy = np.zeros(b.inputs["x"].shape)
+        getattr(refnorm, spec.op)(*args, **kwargs)
+    dy = np.zeros(b.inputs[C.primary_input(spec)].shape)
     with pytest.raises(exc, match=re.escape(spec.expect["match"])):
-        getattr(refnorm, spec.op + "_backward")(dy, *args)
+        getattr(refnorm, spec.op + "_backward")(dy, *args, **kwargs)
 
 
 def test_constant_and_single_element_sets_give_bias_exactly():

@@ -272,6 +272,8 @@ ERRORS = [
      "feature_axis must be an int"),
     ("batch-stats", lambda: batch_layer_norm(X, C5, C5, batch_stats="per-channel"), ValueError,
      "batch_stats must be 'position' or 'channel'"),
+    ("batch-stats-array", lambda: batch_layer_norm(X, C5, C5, batch_stats=np.ones(2)), TypeError,
+     "batch_stats must be 'position' or 'channel'"),
     ("batch-size-0", lambda: batch_layer_norm(X, C5, C5, 0), ValueError, "batch_size must be >= 1"),
     ("batch-size-float", lambda: batch_layer_norm(X, C5, C5, 4.0), TypeError, "batch_size must be an int"),
     ("eps-str", lambda: batch_layer_norm(X, C5, C5, eps="1e-3"), TypeError, "eps must be a real number"),

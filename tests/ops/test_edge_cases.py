@@ -176,13 +176,19 @@ def test_low_precision_input_is_upcast_exactly(op, dtype):
     rng = np.random.default_rng(5)
     x = noncentred(rng, (3, 4, 5)).astype(dtype)
     dy = rng.standard_normal(x.shape).astype(dtype)
+    p4 = [(c + 0.3 * rng.standard_normal(4)).astype(dtype) for c in (1.0, 0.0, 0.0, 0.0)]
     args = {"batch_norm": (None, None, None, None, True), "layer_norm": ((5,),), "instance_norm": (),
-            "group_norm": (2,), "rms_norm": ((5,), None, 1e-6)}[op]
+            "group_norm": (2,), "rms_norm": ((5,), None, 1e-6),
+            # the seed layers, with low-precision parameters too (x of weight
+            # standardization is the weight itself, (C_out, C_in, k))
+            "proxy_norm": (*p4, "gelu"), "gn_plus": (2, p4[0], p4[1], np.array([0.5], dtype)),
+            "weight_standardization": (p4[0][:3], None, "qiao"), "batch_layer_norm": (None, p4[1][:1].repeat(5))}[op]
     spec = refnorm.registry()[op]
     y_low, y64 = spec.forward(x, *args), spec.forward(x.astype(np.float64), *args)
     assert y_low.dtype == np.float64 and np.array_equal(y_low, y64)
-    g_low = spec.backward(dy, x, *args)["x"]
-    g64 = spec.backward(dy.astype(np.float64), x.astype(np.float64), *args)["x"]
+    first = spec.differentiable[0]  # "x", or "weight" for weight standardization
+    g_low = spec.backward(dy, x, *args)[first]
+    g64 = spec.backward(dy.astype(np.float64), x.astype(np.float64), *args)[first]
     assert np.array_equal(g_low, g64)
 
 

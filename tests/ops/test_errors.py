@@ -7,6 +7,10 @@ import numpy as np
 import pytest
 
 import refnorm
+import refnorm.ops.batch_layer_norm as _bln
+import refnorm.ops.gn_plus as _gnp
+import refnorm.ops.proxy_norm as _pn
+import refnorm.ops.weight_standardization as _ws
 from refnorm.ops import _kernels
 
 X4 = np.random.default_rng(0).standard_normal((2, 6, 3, 3))
@@ -21,6 +25,19 @@ def kernels_must_not_run(monkeypatch):
 
     for name in ("moments", "forward", "backward_input", "backward_affine", "rstd_of_var", "divide_m2"):
         monkeypatch.setattr(_kernels, name, tripwire)
+    # the seed layers' own kernels
+    for mod, names in ((_pn, ("_proxy_points", "_forward", "_backward")),
+                       (_gnp, ("_std_eps", "_normalize", "_norm_backward", "_mix_forward", "_mix_backward")),
+                       (_ws, ("_scale", "_backward")), (_bln, ("_forward", "_branch_dx", "_affine"))):
+        for name in names:
+            monkeypatch.setattr(mod, name, tripwire)
+
+
+C3 = np.ones(3)
+X3 = np.random.default_rng(2).standard_normal((2, 3, 4))
+W4 = np.random.default_rng(3).standard_normal((4, 3, 3, 3))
+BS = {"batch_mean": np.zeros((1, 5)), "batch_var": np.ones((1, 5)), "feature_mean": np.zeros((4, 1)),
+      "feature_var": np.ones((4, 1))}
 
 
 CASES = [
@@ -86,6 +103,72 @@ CASES = [
      "dy must have a real floating dtype"),
     ("dy-broadcastable", lambda: refnorm.batch_norm_backward(np.ones((1, 6, 3, 3)), X4, C6, C6), ValueError,
      "dy must have the shape"),
+    # --- the <op>_stats variants validate exactly as their forwards ---
+    ("bn-stats-eval-no-running", lambda: refnorm.batch_norm_stats(X4, None, None), ValueError,
+     "running_mean and running_var are required when training=False"),
+    ("gn-stats-groups", lambda: refnorm.group_norm_stats(X4, 4), ValueError, "num_groups must divide"),
+    ("in-stats-hw1", lambda: refnorm.instance_norm_stats(np.ones((2, 3, 1))), ValueError,
+     "more than 1 spatial element"),
+    ("ln-stats-shape", lambda: refnorm.layer_norm_stats(X2, (4,)), ValueError, "trailing dimensions of x"),
+    ("rms-stats-eps", lambda: refnorm.rms_norm_stats(X2, 5, eps="1e-6"), TypeError, "eps must be a real number"),
+    # --- the seed layers (their own test files hold the full lists) ---
+    ("pn-activation", lambda: refnorm.proxy_norm(X3, C3, C3, C3, C3, "tanh"), ValueError,
+     "activation must be one of"),
+    ("pn-shift-shape", lambda: refnorm.proxy_norm(X3, C3, C3, np.ones(2), C3), ValueError,
+     "proxy_shift must have shape (3,)"),
+    ("pn-scale-none", lambda: refnorm.proxy_norm(X3, C3, C3, C3, None), TypeError, "proxy_scale must be an array"),
+    ("pn-eps-negative", lambda: refnorm.proxy_norm(X3, C3, C3, C3, C3, eps=-1.0), ValueError, "eps must be >= 0"),
+    ("pn-bwd-dy", lambda: refnorm.proxy_norm_backward(np.ones((2, 3)), X3, C3, C3, C3, C3), ValueError,
+     "dy must have the shape"),
+    ("pn-stats-k0", lambda: refnorm.proxy_norm_stats(X3, C3, C3, C3, C3, num_points=0), ValueError,
+     "num_points must be >= 1"),
+    ("pn-quantiles-float", lambda: refnorm.proxy_quantiles(2.5), TypeError, "num_points must be an int"),
+    ("gnp-batch-of-one", lambda: refnorm.gn_plus(X4[:1], 2, C6, C6, np.ones(1)), ValueError,
+     "needs a batch of N >= 2"),
+    ("gnp-groups", lambda: refnorm.gn_plus(X4, 4, C6, C6, np.ones(1)), ValueError, "num_groups must divide"),
+    ("gnp-variant", lambda: refnorm.gn_plus(X4, 2, C6, C6, np.ones(1), variant="bn"), ValueError,
+     "variant must be one of"),
+    ("gnp-batch-stats", lambda: refnorm.gn_plus(X4, 2, C6, C6, np.ones(1), batch_stats=0), TypeError,
+     "batch_stats must be a str"),
+    ("gnp-weight-none", lambda: refnorm.gn_plus(X4, 2, None, C6, np.ones(1)), TypeError, "weight must be an array"),
+    ("gnp-bwd-mix-shape", lambda: refnorm.gn_plus_backward(np.ones(X4.shape), X4, 2, C6, C6, np.ones(2)),
+     ValueError, "mix must have shape (1,) or ()"),
+    ("ws-1d", lambda: refnorm.weight_standardization(np.ones(5)), ValueError,
+     "weight must have at least 2 dimensions"),
+    ("ws-style", lambda: refnorm.weight_standardization(W4, style="bit"), ValueError, "style must be one of"),
+    ("ws-eps-negative", lambda: refnorm.weight_standardization(W4, eps=-1e-4), ValueError, "eps must be >= 0"),
+    ("ws-unbiased-fan-in-1", lambda: refnorm.weight_standardization(np.ones((3, 1)), style="qiao"), ValueError,
+     "needs fan_in"),
+    ("ws-bwd-gain-shape", lambda: refnorm.weight_standardization_backward(np.ones(W4.shape), W4, np.ones(3)),
+     ValueError, "gain must have shape (4,)"),
+    ("ws-stats-estimator", lambda: refnorm.weight_standardization_stats(W4, estimator="welford"), ValueError,
+     "estimator must be"),
+    ("gain-unknown", lambda: refnorm.nonlinearity_gain("rellu"), ValueError, "name must be one of"),
+    ("gain-source", lambda: refnorm.nonlinearity_gain("relu", "timm"), ValueError, "source must be"),
+    ("gain-analytic-log-softmax", lambda: refnorm.analytic_gain("log_softmax"), ValueError, "no analytic gain"),
+    ("bln-feature-axis-0", lambda: refnorm.batch_layer_norm(X2, None, None, feature_axis=0), ValueError,
+     "feature_axis must not be the batch axis 0"),
+    ("bln-infer-no-moving", lambda: refnorm.batch_layer_norm(X2, None, None, training=False), ValueError,
+     "moving_stats is required"),
+    ("bln-moving-shape", lambda: refnorm.batch_layer_norm(X2, None, None, training=False,
+                                                          moving_stats={**BS, "batch_mean": np.zeros(5)}),
+     ValueError, "moving_stats['batch_mean'] must have shape (1, 5)"),
+    ("bln-flags", lambda: refnorm.batch_layer_norm(X2, None, None, flags=(True, True)), TypeError,
+     "flags must be a tuple of 4 bools"),
+    ("bln-weight-shape", lambda: refnorm.batch_layer_norm(X2, np.ones(4), None), ValueError,
+     "weight must have shape (5,)"),
+    ("bln-bwd-dy", lambda: refnorm.batch_layer_norm_backward(np.ones((5, 4)), X2, None, None), ValueError,
+     "dy must have the shape"),
+    ("bln-stats-batch-size", lambda: refnorm.batch_layer_norm_stats(X2, None, None, batch_size=0), ValueError,
+     "batch_size must be >= 1"),
+    ("bln-batch-stats-mode", lambda: refnorm.batch_layer_norm_batch_stats(X2, batch_stats="instance"), ValueError,
+     "batch_stats must be 'position' or 'channel'"),
+    ("bln-moving-steps", lambda: refnorm.batch_layer_norm_moving_stats(BS, 0, 8), ValueError,
+     "steps must be >= 1"),
+    ("bln-moving-batch-size", lambda: refnorm.batch_layer_norm_moving_stats(BS, 3, 1), ValueError,
+     "batch_size must be >= 2"),
+    ("bln-moving-keys", lambda: refnorm.batch_layer_norm_moving_stats({"batch_mean": 0.0}, 3, 8), ValueError,
+     "sums must have exactly the keys"),
 ]
 
 

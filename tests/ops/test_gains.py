@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from refnorm.ops.gains import ANALYTIC_FUNCTIONS, DEEPMIND_GAINS, nonlinearity_gain
+from refnorm.ops.gains import ANALYTIC_FUNCTIONS, DEEPMIND_GAINS, analytic_gain, nonlinearity_gain
 
 mpmath = pytest.importorskip("mpmath")
 
@@ -96,6 +96,9 @@ def test_analytic_vs_mpmath(name):
     (lambda: nonlinearity_gain("relu", "timm"), ValueError, "source must be 'deepmind' or 'analytic'"),
     (lambda: nonlinearity_gain(1), TypeError, "name must be a str"),
     (lambda: nonlinearity_gain("relu", None), TypeError, "source must be a str"),
+    (lambda: analytic_gain("rellu"), ValueError, "name must be one of"),
+    (lambda: analytic_gain("log_softmax"), ValueError, "no analytic gain"),
+    (lambda: analytic_gain(None), TypeError, "name must be a str"),
 ])
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):

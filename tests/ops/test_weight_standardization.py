@@ -258,6 +258,8 @@ ERRORS = [
     ("style-type", lambda: weight_standardization(W4, style=1), TypeError, "style must be a str"),
     ("estimator", lambda: weight_standardization(W4, estimator="ddof1"), ValueError, "estimator must be"),
     ("eps-mode", lambda: weight_standardization(W4, eps_mode="inside"), ValueError, "eps_mode must be"),
+    ("estimator-array", lambda: weight_standardization(W4, estimator=np.ones(2)), TypeError, "estimator must be"),
+    ("eps-mode-dict", lambda: weight_standardization(W4, eps_mode={}), TypeError, "eps_mode must be"),
     ("fan-in-type", lambda: weight_standardization(W4, fan_in_scaling=1), TypeError, "fan_in_scaling must be a bool"),
     ("eps-negative", lambda: weight_standardization(W4, eps=-1e-4), ValueError, "eps must be >= 0"),
     ("eps-str", lambda: weight_standardization(W4, eps="1e-4"), TypeError, "eps must be a real number"),

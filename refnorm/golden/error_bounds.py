@@ -1,0 +1,504 @@
+r"""First-order running error bounds: the tolerance model of the seed layers.
+
+The standard normalizers' tolerances (:mod:`refnorm.golden.tolerance`) are
+written out by hand from one error analysis shared by all five.  The seed
+layers (PN-Act, GN+, weight standardization, BLN) are compositions -- an
+activation inside a normalization, two normalizations in a row, an
+eps-on-the-std normalization of a weight, a mix of a batch and a feature
+normalization -- so their bounds are obtained mechanically by *running error
+analysis* (Wilkinson 1965; Higham, *Accuracy and Stability of Numerical
+Algorithms*, 2nd ed., section 3.3): the op's formula (the same staged formula
+as the refnorm kernel, SPEC 3-6) is evaluated once in float64 on the stored
+inputs, and every intermediate carries, next to its value ``v``, a bound ``e``
+of the error of the same quantity computed by a backend whose every operation
+rounds with unit roundoff ``u``:
+
+=======================  ==================================================================
+operation                error bound of the result (first order)
+=======================  ==================================================================
+input, exact constant    ``0`` (inputs are stored exactly; 1, 2, K, n are exact)
+rounded constant c       ``u |c|`` (eps, the BLN offset: not representable in binary)
+``a +- b``               ``e_a + e_b + u |a +- b|``
+``a * b``                ``|b| e_a + |a| e_b + u |a b|``
+``a / b``                ``(e_a + |a/b| e_b) / |b| + u |a/b|``
+``sqrt(a)``              ``min(e_a / (2 sqrt a), sqrt(e_a)) + u sqrt(a)`` (exact at a = 0)
+``max(a, c)``            ``max(e_a, e_c)`` (1-Lipschitz)
+sum of K terms t_i       ``sum e_i + f(K) u sum|t_i|``, ``f(K) = 6 sqrt(K) + 1`` (the
+                         probabilistic bound of Higham & Mary used by the standard model)
+mean                     the sum, then a division by the exact integer K
+saved statistic s        ``+ u_out |s|`` (a backend may round a saved mean/rstd to the
+                         case dtype before normalizing with it, as the standard model
+                         allows; the variance is taken about the unrounded mean)
+=======================  ==================================================================
+
+Elementwise library functions (exp, tanh, erf, erfc, erfinv) are assumed within
+``LIB_ULPS = 4`` ulp (the largest maximum error the CUDA math library documents
+for these single-precision functions, ``erfcf``; glibc and SLEEF are within
+1-2 ulp).  The activations are bounded for every common formulation at once:
+
+* ReLU: exact; ``relu(u)`` is 1-Lipschitz (error ``e_u`` if u can be positive,
+  else 0); its derivative may flip between 0 and 1 when ``|u| <= e_u`` (error 1).
+* sigmoid: ``(L + 2) u sigma + (L/2 + 1) u`` -- relative for ``1/(1 + exp(-u))``,
+  absolute for ``(1 + tanh(u/2))/2`` (refnorm's own form); likewise
+  ``Phi(u)`` for ``erfc(-u/sqrt 2)/2`` and ``(1 + erf(u/sqrt 2))/2``.
+* SiLU ``u sigma``, SiLU' ``sigma (1 + u (1 - sigma))``, GELU ``u Phi``, GELU'
+  ``Phi + u pdf``: propagated ``|phi'| e_u`` (``|phi''| e_u``) plus the
+  evaluation errors of sigma/Phi/pdf and the products.
+* PN's proxy quantiles ``q_k = sqrt(2) erfinv(p_k)``, ``p_k = 2(k - 1/2)/K - 1``
+  as the authors' ``get_rand`` computes them: ``p_k`` within ``3u``, so
+  ``e_q = sqrt(pi/2) exp(q^2/2) 3u + (L + 2) u |q|`` (erfinv is ill-conditioned
+  near +-1: 64 ulp at the outermost of K = 200 points).
+
+A golden tolerance of a seed layer is then ``scale = e(u_acc + 2^-53) +
+u_out |expected|`` per element and ``rtol = c = 2`` (the standard model's
+safety factor): ``e`` is linear in u, so evaluating it at ``u_acc + 2^-53`` adds
+the bound of the backend's evaluation (``u_acc``: 2^-53 for float64, 2^-24 --
+float32 accumulation -- otherwise) to that of a plain float64 evaluation, which
+bounds refnorm's own error (its kernels are compensated and double-double, more
+accurate than plain float64); ``u_out |expected|`` is the final rounding of the
+output to the case dtype.  A bound is first order: it is meaningless where an
+error is as large as the quantity it perturbs (a division by a std that
+rounding can make 0), and the catalogue avoids such data (no constant sets
+for GN+ or for WS's eps-on-the-std form, whose std derivative is singular there).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+LIB_ULPS = 4.0
+_SQRT2PI = math.sqrt(2.0 * math.pi)
+
+
+def _f(K: int) -> float:
+    from .tolerance import growth
+    return growth(K)
+
+
+class Bound:
+    """A float64 value ``v`` and the first-order error bound ``e >= 0`` of the
+    same quantity computed with unit roundoff ``u`` (see the module docstring)."""
+
+    __array_priority__ = 1000  # numpy scalars/arrays on the left defer to Bound
+
+    def __init__(self, v, e, u: float):
+        self.v = np.asarray(v, dtype=np.float64)
+        self.e = np.broadcast_to(np.asarray(e, dtype=np.float64), self.v.shape).copy()
+        self.u = u
+
+    # -- construction
+    def lift(self, o) -> "Bound":
+        return o if isinstance(o, Bound) else Bound(o, 0.0, self.u)
+
+    # -- arithmetic
+    def __add__(self, o):
+        o = self.lift(o)
+        v = self.v + o.v
+        return Bound(v, self.e + o.e + self.u * np.abs(v), self.u)
+
+    __radd__ = __add__
+
+    def __sub__(self, o):
+        o = self.lift(o)
+        v = self.v - o.v
+        return Bound(v, self.e + o.e + self.u * np.abs(v), self.u)
+
+    def __rsub__(self, o):
+        return self.lift(o) - self
+
+    def __neg__(self):
+        return Bound(-self.v, self.e, self.u)
+
+    def __mul__(self, o):
+        o = self.lift(o)
+        v = self.v * o.v
+        return Bound(v, np.abs(o.v) * self.e + np.abs(self.v) * o.e + self.u * np.abs(v), self.u)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, o):
+        o = self.lift(o)
+        v = self.v / o.v
+        return Bound(v, (self.e + np.abs(v) * o.e) / np.abs(o.v) + self.u * np.abs(v), self.u)
+
+    def __rtruediv__(self, o):
+        return self.lift(o) / self
+
+    def sqrt(self):
+        v = np.sqrt(self.v)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lin = np.where(v > 0, self.e / (2.0 * np.where(v > 0, v, 1.0)), np.inf)
+        return Bound(v, np.minimum(lin, np.sqrt(self.e)) + self.u * v, self.u)
+
+    def maximum(self, o):
+        o = self.lift(o)
+        return Bound(np.maximum(self.v, o.v), np.maximum(self.e, o.e), self.u)
+
+    # -- reductions
+    def sum(self, axis, keepdims=False):
+        axis = axis if isinstance(axis, tuple) else (axis,)
+        K = math.prod(self.v.shape[a] for a in axis)
+        v = self.v.sum(axis=axis, keepdims=keepdims)
+        e = self.e.sum(axis=axis, keepdims=keepdims) + _f(K) * self.u * np.abs(self.v).sum(axis=axis,
+                                                                                           keepdims=keepdims)
+        return Bound(v, e, self.u)
+
+    def mean(self, axis, keepdims=False):
+        axis = axis if isinstance(axis, tuple) else (axis,)
+        K = math.prod(self.v.shape[a] for a in axis)
+        return self.sum(axis, keepdims) / float(K)
+
+    # -- shape
+    def reshape(self, *shape):
+        return Bound(self.v.reshape(*shape), self.e.reshape(*shape), self.u)
+
+    def __getitem__(self, idx):
+        return Bound(self.v[idx], self.e[idx], self.u)
+
+    @property
+    def shape(self):
+        return self.v.shape
+
+
+def where(cond, a: Bound, b: Bound) -> Bound:
+    return Bound(np.where(cond, a.v, b.v), np.where(cond, a.e, b.e), a.u)
+
+
+def saved(s: Bound, u_out: float) -> Bound:
+    """A saved statistic that a backend may round to the case dtype before use."""
+    return Bound(s.v, s.e + u_out * np.abs(s.v), s.u)
+
+
+def const(c: float, u: float) -> Bound:
+    """A constant rounded once to the working precision (exact if it is a dyadic
+    number with few bits, e.g. 1.0, 0.5, an integer)."""
+    c = float(c)
+    m, _ = math.frexp(c)
+    exact = c == 0.0 or (m * 2 ** 24).is_integer()
+    return Bound(c, 0.0 if exact else u * abs(c), u)
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def _sigmoid(v):
+    e = np.exp(-np.abs(v))
+    return np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _normal_cdf(v):
+    erfc = np.vectorize(math.erfc, otypes=[np.float64])
+    return 0.5 * erfc(-v / math.sqrt(2.0)) if v.size else np.zeros_like(v)
+
+
+def activation(name: str, x: Bound) -> tuple[Bound, Bound]:
+    """``(phi(x), phi'(x))`` as Bounds, for PN's activations (module docstring)."""
+    u, L = x.u, LIB_ULPS
+    v = x.v
+    with np.errstate(all="ignore"):
+        if name == "relu":
+            phi = Bound(np.where(v <= 0, 0.0, v), np.where(v + x.e > 0, x.e, 0.0), u)
+            flip = (np.abs(v) <= x.e) & (x.e > 0)
+            dphi = Bound(np.where(v > 0, 1.0, 0.0), np.where(flip, 1.0, 0.0), u)
+            return phi, dphi
+        if name in ("silu", "swish"):
+            sg = _sigmoid(v)
+            e_sg = (L + 2) * u * sg + (L / 2 + 1) * u
+            p = v * sg
+            d1 = sg * (1.0 + v * (1.0 - sg))
+            d2 = sg * (1.0 - sg) * (2.0 + v * (1.0 - 2.0 * sg))
+            phi = Bound(p, np.abs(d1) * x.e + np.abs(v) * e_sg + u * np.abs(p), u)
+            dphi = Bound(d1, np.abs(d2) * x.e + (1.0 + np.abs(v)) * e_sg + 4 * u * (sg + np.abs(v) * sg * (1 - sg)), u)
+            return phi, dphi
+        if name == "gelu":
+            cdf = _normal_cdf(v)
+            pdf = np.exp(-0.5 * v * v) / _SQRT2PI
+            e_cdf = (L + 2) * u * cdf + (L / 2 + 1) * u
+            p = v * cdf
+            d1 = cdf + v * pdf
+            d2 = pdf * (2.0 - v * v)
+            phi = Bound(p, np.abs(d1) * x.e + np.abs(v) * e_cdf + u * np.abs(p), u)
+            dphi = Bound(d1, np.abs(d2) * x.e + e_cdf + (L + 3) * u * np.abs(v) * pdf
+                         + 3 * u * (cdf + np.abs(v) * pdf), u)
+            return phi, dphi
+    raise ValueError(f"no error model for activation {name!r}")
+
+
+def quantiles(K: int, u: float) -> Bound:
+    """PN's proxy points ``q_k = sqrt(2) erfinv(2(k - 1/2)/K - 1)`` with the error of
+    computing them in working precision (module docstring)."""
+    from ..reference.proxy_norm import proxy_quantiles
+
+    q = proxy_quantiles(K)
+    e = math.sqrt(math.pi / 2.0) * np.exp(0.5 * q * q) * 3.0 * u + (LIB_ULPS + 2) * u * np.abs(q)
+    return Bound(q, e, u)
+
+
+# ----------------------------------------------------------------------------- the seed layers
+
+
+def _x(inputs, name="x"):
+    return np.asarray(inputs[name], dtype=np.float64)
+
+
+def proxy_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
+    """PN-Act (SPEC 3.2, 3.5), as :mod:`refnorm.ops.proxy_norm` computes it."""
+    a = spec.attrs
+    x0 = _x(inputs)
+    N, C = x0.shape[0], x0.shape[1]
+    x = Bound(x0.reshape(N, C, -1), 0.0, u)
+    w, b, ps, pss = (_x(inputs, k) for k in ("weight", "bias", "proxy_shift", "proxy_scale"))
+    K = int(a["num_points"])
+    eps = const(a["eps"], u)
+
+    def col(p):
+        return p.reshape(1, C, 1)
+
+    uu = x * col(w) + col(b)  # (1)
+    z, d = activation(a["activation"], uu)  # (2)
+    q = quantiles(K, u).reshape(1, K)  # (3)
+    Y = (Bound(pss.reshape(C, 1), 0.0, u) + 1.0) * q + ps.reshape(C, 1)  # (4) (C, K)
+    uk = Y * w.reshape(C, 1) + b.reshape(C, 1)
+    P, dk = activation(a["activation"], uk)  # (5)
+    m_acc = P.mean(1)  # (6) (C,)
+    Pa = P - m_acc.reshape(C, 1)  # (7)
+    v = (Pa * Pa).mean(1)  # (8) biased
+    s = saved(1.0 / (v + eps).sqrt(), u_out)  # (9)
+    m = saved(m_acc, u_out)
+    Pc = P - m.reshape(C, 1)
+    y = (z - m.reshape(1, C, 1)) * s.reshape(1, C, 1)  # (10)
+    out = {"y": y.reshape(x0.shape), "mean": m, "rstd": s}
+    if "dy" in inputs:
+        G = Bound(_x(inputs, "dy").reshape(x.shape), 0.0, u)
+        s3 = s.reshape(1, C, 1)
+        out["dx"] = (((G * s3) * d) * col(w)).reshape(x0.shape)  # term x
+        ax = (0, 2)
+        sg = G.sum(ax)
+        sgz = (G * (z - m.reshape(1, C, 1))).sum(ax)
+        sgd = (G * d).sum(ax)
+        sgdx = ((G * d) * x).sum(ax)
+        dLdm = -(s * sg)  # mean path
+        dLdv = (sgz * -0.5) * (s * s * s)  # scale path, dL/ds * ds/dv
+        t1, t1y, t1q = dk.sum(1), (dk * Y).sum(1), (dk * q).sum(1)
+        pd = Pc * dk
+        t2, t2y, t2q = pd.sum(1), (pd * Y).sum(1), (pd * q).sum(1)
+        c1 = dLdm / float(K)
+        c2 = (dLdv * 2.0) / float(K)
+        chain_1 = c1 * t1 + c2 * t2
+        chain_y = c1 * t1y + c2 * t2y
+        chain_q = c1 * t1q + c2 * t2q
+        out["dweight"] = s * sgdx + chain_y
+        out["dbias"] = s * sgd + chain_1
+        out["dproxy_shift"] = chain_1 * w
+        out["dproxy_scale"] = chain_q * w
+    return out
+
+
+def gn_plus(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
+    """GN+ (SPEC 4.2, 4.5), as :mod:`refnorm.ops.gn_plus` computes it."""
+    a = spec.attrs
+    x0 = _x(inputs)
+    N, C = x0.shape[0], x0.shape[1]
+    x = Bound(x0.reshape(N, C, -1), 0.0, u)
+    S = x.shape[2]
+    G = int(a["num_groups"])
+    eps = const(a["eps"], u)
+
+    def gn_view(t):
+        return t.reshape(N, G, (C // G) * S), (2,)
+
+    def bn_view(t):
+        return t, ((0,) if a["batch_stats"] == "position" else (0, 2))
+
+    class Norm:
+        def __init__(self, view, t):
+            self.view = view
+            tv, self.axis = view(t)
+            self.n = math.prod(tv.shape[i] for i in self.axis)
+            mean = tv.mean(self.axis, keepdims=True)
+            ta = tv - mean
+            std = ((ta * ta).sum(self.axis, keepdims=True) / float(self.n - 1)).sqrt()
+            self.std = saved(std, u_out)
+            self.tc = tv - saved(mean, u_out)
+            self.den = self.std + eps
+            self.out = (self.tc / self.den).reshape(N, C, S)
+
+        def T(self, g):
+            """N^T(g): the backward map (ops/gn_plus.py docstring)."""
+            gv, _ = self.view(g)
+            c1 = gv.mean(self.axis, keepdims=True)  # term 1
+            c2 = (gv * self.tc).sum(self.axis, keepdims=True) / ((self.std * float(self.n - 1)) * (self.den * self.den))
+            return ((gv - c1) / self.den - c2 * self.tc).reshape(N, C, S)  # term 2
+
+    if a["variant"] == "gn_first":
+        ngn = Norm(gn_view, x)
+        nbn = Norm(bn_view, ngn.out)
+    elif a["variant"] == "bn_first":
+        nbn = Norm(bn_view, x)
+        ngn = Norm(gn_view, nbn.out)
+    else:
+        ngn, nbn = Norm(gn_view, x), Norm(bn_view, x)
+    A, Bb = ngn.out, nbn.out
+    mix = float(np.reshape(_x(inputs, "mix"), ()))
+    lam_v = 1.0 / (1.0 + math.exp(-mix))
+    lam = Bound(lam_v, (LIB_ULPS + 2) * u * lam_v, u)  # 1/(1 + exp(-mix))
+    oml = 1.0 - lam
+    w, b = _x(inputs, "weight").reshape(1, C, 1), _x(inputs, "bias").reshape(1, C, 1)
+    zz = lam * A + oml * Bb  # (4)
+    y = zz * w + b  # (5)
+    out = {"y": y.reshape(x0.shape)}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy").reshape(x.shape), 0.0, u)
+        h = dy * w
+        h_a, h_b = lam * h, oml * h
+        out["dweight"] = (dy * zz).sum((0, 2))
+        out["dbias"] = dy.sum((0, 2))
+        dmix = (lam * oml) * (h * (A - Bb)).sum((0, 1, 2))
+        out["dmix"] = dmix.reshape(np.shape(inputs["mix"]))
+        if a["variant"] == "parallel":
+            dx = ngn.T(h_a) + nbn.T(h_b)
+        elif a["variant"] == "gn_first":
+            dx = ngn.T(h_a + nbn.T(h_b))
+        else:
+            dx = nbn.T(h_b + ngn.T(h_a))
+        out["dx"] = dx.reshape(x0.shape)
+    return out
+
+
+def weight_standardization(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
+    """Weight standardization (SPEC 5.2, 5.6, 5.7), as :mod:`refnorm.ops.weight_standardization`."""
+    from ..reference.weight_standardization import resolve_options
+
+    a = spec.attrs
+    W0 = _x(inputs, "weight")
+    C = W0.shape[0]
+    W = Bound(W0.reshape(C, -1), 0.0, u)
+    n = W.shape[1]
+    est, mode, eps_v, fan = resolve_options(a["style"], a.get("estimator"), a.get("eps_mode"), a["eps"],
+                                            a.get("fan_in_scaling"))
+    nd = n - 1 if est == "unbiased" else n
+    eps = const(eps_v, u)
+    sc = float(n) if fan else 1.0
+    mean_acc = W.mean(1, keepdims=True)  # (2)
+    wa = W - mean_acc  # (3)
+    var = (wa * wa).sum(1, keepdims=True) / float(nd)  # (4)-(5)
+    mean = saved(mean_acc, u_out)
+    wc = W - mean
+    if mode == "floor":
+        sv = var * sc
+        r = 1.0 / sv.maximum(eps).sqrt()  # (7) rsqrt(max(s v, eps))
+    elif mode == "variance":
+        r = 1.0 / ((var + eps) * sc).sqrt()
+    else:
+        std = var.sqrt()
+        r = 1.0 / ((std + eps) * Bound(sc, 0.0, u).sqrt())
+    r = saved(r, u_out)
+    gain = inputs.get("gain")
+    g = None if gain is None else _x(inputs, "gain").reshape(C, 1)
+    y = wc * r  # (8)
+    if g is not None:
+        y = y * g  # (9)
+    out = {"y": y.reshape(W0.shape), "mean": mean.reshape(C), "scale": r.reshape(C)}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy").reshape(C, n), 0.0, u)
+        gd = dy if g is None else dy * g
+        c1 = gd.mean(1, keepdims=True)
+        c2 = (gd * wc).sum(1, keepdims=True)
+        c4 = (dy * wc).sum(1, keepdims=True)
+        if mode == "std":
+            kv = ((r * r) * -0.5) * Bound(sc, 0.0, u).sqrt() / std
+        else:
+            kv = ((r * r) * r) * (-0.5 * sc)
+            if mode == "floor":
+                active = sv.v < eps.v
+                ambiguous = np.abs(sv.v - eps.v) <= sv.e + eps.e
+                zero = Bound(np.zeros_like(kv.v), np.where(ambiguous, np.abs(kv.v) + kv.e, 0.0), u)
+                kv = where(active, zero, Bound(kv.v, np.where(ambiguous, np.abs(kv.v) + kv.e, kv.e), u))
+        c3 = (kv * 2.0) * c2 / float(nd)
+        out["dweight"] = (r * (gd - c1) + c3 * wc).reshape(W0.shape)
+        if g is not None:
+            out["dgain"] = (r * c4).reshape(C)
+    return out
+
+
+def batch_layer_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
+    """Batch Layer Normalization (SPEC 6.2-6.5), as :mod:`refnorm.ops.batch_layer_norm`."""
+    a = spec.attrs
+    x0 = _x(inputs)
+    x = Bound(x0, 0.0, u)
+    nd = x0.ndim
+    fa = a.get("feature_axis", -1) % nd
+    d = x0.shape[fa]
+    pshape = tuple(d if i == fa else 1 for i in range(nd))
+    eps = const(a["eps"], u)
+    training = a.get("training", True)
+    flags = tuple(a.get("flags", (True, True, False, False))) if not training else (False,) * 4
+    f_axes = (fa,)
+    b_axes = (0,) if a.get("batch_stats", "position") == "position" else tuple(i for i in range(nd) if i != fa)
+
+    def branch(axes, use_mean, use_var, key):
+        K = math.prod(x0.shape[i] for i in axes)
+        mean_acc = x.mean(axes, keepdims=True)
+        xa = x - mean_acc
+        rstd = saved(1.0 / ((xa * xa).mean(axes, keepdims=True) + eps).sqrt(), u_out)
+        mean = saved(mean_acc, u_out)
+        m_use = Bound(_x(inputs, f"moving_{key}_mean"), 0.0, u) if use_mean else mean
+        r_use = (1.0 / (Bound(_x(inputs, f"moving_{key}_var"), 0.0, u) + eps).sqrt()) if use_var else rstd
+        return dict(K=K, axes=axes, mean=mean, m_use=m_use, r_use=r_use, xc_use=x - m_use, const_mean=use_mean,
+                    const_var=use_var)
+
+    F = branch(f_axes, flags[2], flags[3], "feature")
+    Bs = branch(b_axes, flags[0], flags[1], "batch")
+    xh_F = F["xc_use"] * F["r_use"]  # (7)
+    xh_B = Bs["xc_use"] * Bs["r_use"]  # (6)
+    Bc = x0.shape[0] if a.get("batch_size") is None else int(a["batch_size"])
+    off = const(a.get("weight_offset", 1e-4), u)
+    inv_b = Bound(1.0, 0.0, u) / float(Bc)
+    w_F = inv_b - off  # (8)
+    w_B = 1.0 - (inv_b + off)  # (9)
+    sqrt_d = Bound(float(d), 0.0, u).sqrt() if a.get("sqrt_d_scale", True) else Bound(1.0, 0.0, u)
+    z = w_F * xh_F + w_B * xh_B  # (10)
+    weight, bias = inputs.get("weight"), inputs.get("bias")
+    gam = None if weight is None else _x(inputs, "weight").reshape(pshape)
+    num = z if gam is None else z * gam  # (11)
+    y = num / sqrt_d  # (12)
+    if bias is not None:
+        y = y + _x(inputs, "bias").reshape(pshape)  # (13)
+    out = {"y": y, "batch_mean": Bs["m_use"], "batch_rstd": Bs["r_use"], "feature_mean": F["m_use"],
+           "feature_rstd": F["r_use"]}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy"), 0.0, u)
+        gdy = dy if gam is None else dy * gam
+        dx = None
+        for br, wt in ((F, w_F), (Bs, w_B)):
+            g = (wt / sqrt_d) * gdy
+            c1 = g.mean(br["axes"], keepdims=True) if not br["const_mean"] else Bound(0.0, 0.0, u)
+            if br["const_var"]:
+                c3 = Bound(0.0, 0.0, u)
+            else:
+                r = br["r_use"]
+                c3 = ((r * r) * r) * (g * br["xc_use"]).mean(br["axes"], keepdims=True)
+            term = br["r_use"] * (g - c1) - c3 * (x - br["mean"])  # terms 1-3
+            dx = term if dx is None else dx + term
+        out["dx"] = dx
+        p_axes = tuple(i for i in range(nd) if i != fa)
+        if weight is not None:
+            out["dweight"] = (dy * z).sum(p_axes) / sqrt_d
+        if bias is not None:
+            out["dbias"] = dy.sum(p_axes)
+    return out
+
+
+PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardization": weight_standardization,
+            "batch_layer_norm": batch_layer_norm}
+
+
+def bounds(spec, inputs: dict, u: float, u_out: float) -> dict[str, Bound]:
+    """Every output of a seed-layer case as a :class:`Bound` at unit roundoff ``u``."""
+    with np.errstate(all="ignore"):
+        return PROGRAMS[spec.op](spec, inputs, u, u_out)
+
+
+__all__ = ["Bound", "LIB_ULPS", "PROGRAMS", "activation", "bounds", "quantiles"]

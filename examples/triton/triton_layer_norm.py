@@ -11,7 +11,8 @@ set below if the environment does not set it); on a GPU machine, run it with
 ``TRITON_INTERPRET=0`` and the same file compiles the kernels for the device.
 
 Kernels
-    ``_ln_fwd_kernel``      one program per row: mean and rstd (saved), then
+    ``_ln_fwd_kernel``      one program per row: max|x| (for the overflow
+                            scaling), mean and rstd (saved), then
                             ``y = (x - mean) * rstd * w + b``.
     ``_ln_bwd_kernel``      a fixed grid of ``G`` programs, each owning a
                             contiguous block of rows: ``dx`` per row, and the
@@ -37,16 +38,26 @@ Numerics
       small when |mean| >> std.  Division and square root are the correctly
       rounded ``div_rn``/``sqrt_rn`` in float32 (Triton's default ``/`` and
       ``sqrt`` are approximate on NVIDIA GPUs); float64 ``/`` and ``sqrt`` are IEEE.
+    * Overflow (E7): a row whose max|x| exceeds ``2^40`` (``2^400`` in float64)
+      is computed on the exactly scaled ``xs = x * 2^-k``, ``2^k <= max|x| <
+      2^(k+1)``, so the sums and squares of rows of ~1e30, or of values near the
+      float32 maximum, cannot overflow; ``mean = mean_s * 2^k`` and
+      ``rstd = rstd_s * 2^-k`` are exact rescalings.  ``2^-k`` is applied as two
+      factors of at most ``2^64`` each (``_pow2_factors``): ``2^-127`` is subnormal,
+      and compiled code may flush float32 subnormals to zero.  The max|x| is one
+      extra pass over the row in the same program; other rows run exactly as
+      without scaling.  (The saved rstd of a row near the float32 maximum, ~1/max|x|,
+      is itself subnormal -- that is its value; the interpreter keeps it with ~22
+      significant bits, enough for the backward's xhat.)
     * Backward recomputes ``xhat = (x - mean) * rstd`` from x and the saved
-      statistics (never from y, which is not invertible where weight == 0):
-      ``dx = rstd * (w*dy - mean(w*dy) - xhat * mean(w*dy*xhat))``.
+      statistics (never from y, which is not invertible where weight == 0), on
+      the row scaled the same way (``x - mean`` itself can overflow near the
+      float32 maximum): ``dx = rstd * (w*dy - mean(w*dy) - xhat * mean(w*dy*xhat))``.
     * Rows are processed in chunks of ``BLOCK_N`` columns (at most
       ``MAX_BLOCK_N``), so any row length works.
     * Outputs are rounded to nearest even.  For bfloat16 this is written out
       (``_round_to_bf16``): Triton 3.9's CPU interpreter truncates on
       float32 -> bfloat16 casts, where the GPU rounds to nearest even.
-    * Known limitation (``xfails.txt``): rows whose variance exceeds the float32
-      range (|x - mean| > ~1.8e19) overflow; nothing rescales them.
 
 Interpreter vs GPU: the interpreter evaluates every operation in NumPy with one
 rounding each and ``tl.sum`` as NumPy's pairwise sum; compiled for a GPU, Triton
@@ -117,6 +128,39 @@ def _div(a, b, IS_FP64: tl.constexpr):
 
 
 @triton.jit
+def _pow2_factors(amax, IS_FP64: tl.constexpr):
+    """Exact power-of-two scale factors of a row whose largest magnitude is ``amax``.
+
+    Returns ``(f1, f2, g1, g2)`` with ``f1 * f2 = 2^-k`` and ``g1 * g2 = 2^k``, where
+    ``2^k <= amax < 2^(k+1)`` for a large finite ``amax`` (beyond ``2^40`` in float32,
+    ``2^400`` in float64), so the scaled row ``(x * f1) * f2`` has magnitudes below 2 and its
+    sums and squares cannot overflow; ``k = 0`` (all four factors 1) for any other row, which
+    is then computed exactly as without scaling.  Each factor is a power of two between
+    ``2^-64`` and ``2^64`` (``2^-512`` and ``2^512`` in float64), built from its bits:
+    ``2^-k`` itself (``2^-127`` near the float32 maximum) is never formed, since it is
+    subnormal and compiled code may flush float32 subnormals to zero."""
+    if IS_FP64:
+        e = ((amax.to(tl.uint64, bitcast=True) >> 52) & 0x7FF).to(tl.int32) - 1023
+        k = tl.where((e >= 400) & (e <= 1023), e, 0)  # e = 1024: amax is inf or NaN
+        ka = k // 2
+        kb = k - ka
+        f1 = ((1023 - ka).to(tl.uint64) << 52).to(tl.float64, bitcast=True)
+        f2 = ((1023 - kb).to(tl.uint64) << 52).to(tl.float64, bitcast=True)
+        g1 = ((1023 + ka).to(tl.uint64) << 52).to(tl.float64, bitcast=True)
+        g2 = ((1023 + kb).to(tl.uint64) << 52).to(tl.float64, bitcast=True)
+    else:
+        e = ((amax.to(tl.uint32, bitcast=True) >> 23) & 0xFF).to(tl.int32) - 127
+        k = tl.where((e >= 40) & (e <= 127), e, 0)  # e = 128: amax is inf or NaN
+        ka = k // 2
+        kb = k - ka
+        f1 = ((127 - ka).to(tl.uint32) << 23).to(tl.float32, bitcast=True)
+        f2 = ((127 - kb).to(tl.uint32) << 23).to(tl.float32, bitcast=True)
+        g1 = ((127 + ka).to(tl.uint32) << 23).to(tl.float32, bitcast=True)
+        g2 = ((127 + kb).to(tl.uint32) << 23).to(tl.float32, bitcast=True)
+    return f1, f2, g1, g2
+
+
+@triton.jit
 def _round_to_bf16(v):
     """float32 -> bfloat16, round to nearest even (what ``cvt.rn.bf16.f32`` does on the GPU).
 
@@ -147,33 +191,52 @@ def _ln_fwd_kernel(X, Y, W, B, Mean, Rstd, N, eps: tl.float64,
     Y += row * N
     cols0 = tl.arange(0, BLOCK_N)
     nf = tl.zeros([], dtype=CDT) + N
-    # shifted mean: mean = x0 + sum(x - x0) / N
-    x0 = tl.load(X).to(CDT)
-    acc = tl.zeros([BLOCK_N], dtype=CDT)
+    # max|x| of the row: rows beyond 2^40 (2^400 in float64) are computed on the exactly
+    # scaled xs = (x * f1) * f2, |xs| < 2, whose sums and squares cannot overflow (E7)
+    amax = tl.zeros([BLOCK_N], dtype=CDT)
     for off in range(0, N, BLOCK_N):
         cols = off + cols0
         mask = cols < N
         x = tl.load(X + cols, mask=mask, other=0.0).to(CDT)
+        amax = tl.maximum(amax, tl.abs(x))
+    f1, f2, g1, g2 = _pow2_factors(tl.max(amax, axis=0), IS_FP64)
+    # shifted mean: mean = x0 + sum(x - x0) / N (of the scaled row)
+    x0 = (tl.load(X).to(CDT) * f1) * f2
+    acc = tl.zeros([BLOCK_N], dtype=CDT)
+    for off in range(0, N, BLOCK_N):
+        cols = off + cols0
+        mask = cols < N
+        x = (tl.load(X + cols, mask=mask, other=0.0).to(CDT) * f1) * f2
         acc += tl.where(mask, x - x0, 0.0)
-    mean = x0 + _div(tl.sum(acc, axis=0), nf, IS_FP64)
+    mean_s = x0 + _div(tl.sum(acc, axis=0), nf, IS_FP64)
     # biased variance of the deviations from that mean
     acc = tl.zeros([BLOCK_N], dtype=CDT)
     for off in range(0, N, BLOCK_N):
         cols = off + cols0
         mask = cols < N
-        x = tl.load(X + cols, mask=mask, other=0.0).to(CDT)
-        xc = tl.where(mask, x - mean, 0.0)
+        x = (tl.load(X + cols, mask=mask, other=0.0).to(CDT) * f1) * f2
+        xc = tl.where(mask, x - mean_s, 0.0)
         acc += xc * xc
-    var = _div(tl.sum(acc, axis=0), nf, IS_FP64)
-    rstd = _recip_sqrt(var + (tl.zeros([], dtype=tl.float64) + eps).to(CDT), IS_FP64)
-    tl.store(Mean + row, mean)
+    var_s = _div(tl.sum(acc, axis=0), nf, IS_FP64)
+    # rstd_s = 1 / sqrt(var_s + eps * 2^-2k) multiplies the scaled deviations; the saved
+    # rstd = rstd_s * 2^-k and mean = mean_s * 2^k are exact rescalings (no overflow:
+    # |mean| <= max|x|).  eps * 2^-2k may underflow (to a subnormal, or to 0 where subnormals
+    # are flushed); next to a nonzero var_s it is then negligible.  A scaled constant row
+    # (var_s exactly 0; eps > 0) takes rstd = 1 / sqrt(eps) instead, and rstd_s = 1 multiplies
+    # its exact-zero deviations.  Unscaled rows (f1 == 1) are computed as without scaling.
+    eps_c = (tl.zeros([], dtype=tl.float64) + eps).to(CDT)
+    degenerate = (f1 < 1.0) & (var_s == 0) & (eps_c > 0)
+    denom = var_s + (((eps_c * f1) * f1) * f2) * f2
+    rstd_s = _recip_sqrt(tl.where(degenerate, 1.0, denom), IS_FP64)
+    rstd = tl.where(degenerate, _recip_sqrt(eps_c, IS_FP64), (rstd_s * f1) * f2)
+    tl.store(Mean + row, (mean_s * g1) * g2)
     tl.store(Rstd + row, rstd)
     # normalize and apply the affine
     for off in range(0, N, BLOCK_N):
         cols = off + cols0
         mask = cols < N
-        x = tl.load(X + cols, mask=mask, other=0.0).to(CDT)
-        y = (x - mean) * rstd
+        x = (tl.load(X + cols, mask=mask, other=0.0).to(CDT) * f1) * f2
+        y = (x - mean_s) * rstd_s
         if HAS_W:
             y = y * tl.load(W + cols, mask=mask, other=0.0).to(CDT)
         if HAS_B:
@@ -205,7 +268,11 @@ def _ln_bwd_kernel(DY, X, W, Mean, Rstd, DX, DWp, DBp, M, N, rows_per_program,
             dy = tl.load(DY + off + cols0, mask=mask, other=0.0).to(CDT)
             mean = tl.load(Mean + row)
             rstd = tl.load(Rstd + row)
-            xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+            # xhat from the scaled row, as in the forward: x - mean can overflow near the
+            # float32 maximum (E7); ((xs - mean_s) * g1) * rstd * g2 keeps every factor finite
+            f1, f2, g1, g2 = _pow2_factors(tl.max(tl.abs(x), axis=0), IS_FP64)
+            xc = (x * f1) * f2 - (mean * f1) * f2
+            xhat = tl.where(mask, ((xc * g1) * rstd) * g2, 0.0)
             if HAS_W:
                 wdy = dy * w
             else:
@@ -229,6 +296,14 @@ def _ln_bwd_kernel(DY, X, W, Mean, Rstd, DX, DWp, DBp, M, N, rows_per_program,
             off = tl.cast(row, tl.int64) * N
             mean = tl.load(Mean + row)
             rstd = tl.load(Rstd + row)
+            # max|x| of the row, for xhat from the scaled row (see the single-block path)
+            amax = tl.zeros([BLOCK_N], dtype=CDT)
+            for c in range(0, N, BLOCK_N):
+                cols = c + cols0
+                x = tl.load(X + off + cols, mask=cols < N, other=0.0).to(CDT)
+                amax = tl.maximum(amax, tl.abs(x))
+            f1, f2, g1, g2 = _pow2_factors(tl.max(amax, axis=0), IS_FP64)
+            mean_s = (mean * f1) * f2
             acc1 = tl.zeros([BLOCK_N], dtype=CDT)
             acc2 = tl.zeros([BLOCK_N], dtype=CDT)
             for c in range(0, N, BLOCK_N):
@@ -236,7 +311,7 @@ def _ln_bwd_kernel(DY, X, W, Mean, Rstd, DX, DWp, DBp, M, N, rows_per_program,
                 mask = cols < N
                 x = tl.load(X + off + cols, mask=mask, other=0.0).to(CDT)
                 dy = tl.load(DY + off + cols, mask=mask, other=0.0).to(CDT)
-                xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+                xhat = tl.where(mask, ((((x * f1) * f2 - mean_s) * g1) * rstd) * g2, 0.0)
                 if HAS_W:
                     wdy = dy * tl.load(W + cols, mask=mask, other=0.0).to(CDT)
                 else:
@@ -250,7 +325,7 @@ def _ln_bwd_kernel(DY, X, W, Mean, Rstd, DX, DWp, DBp, M, N, rows_per_program,
                 mask = cols < N
                 x = tl.load(X + off + cols, mask=mask, other=0.0).to(CDT)
                 dy = tl.load(DY + off + cols, mask=mask, other=0.0).to(CDT)
-                xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+                xhat = tl.where(mask, ((((x * f1) * f2 - mean_s) * g1) * rstd) * g2, 0.0)
                 if HAS_W:
                     wdy = dy * tl.load(W + cols, mask=mask, other=0.0).to(CDT)
                 else:

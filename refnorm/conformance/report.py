@@ -30,14 +30,15 @@ def table(report) -> str:
         if o.worst_ratio is not None and o.status in ("passed", "xpassed"):
             c["worst"] = o.worst_ratio if c["worst"] is None else max(c["worst"], o.worst_ratio)
     ops = sorted({k[0] for k in cells})
-    header = f"{'op':15s} {'dtype':9s} {'passed':>7s} {'failed':>7s} {'xfailed':>8s} {'xpassed':>8s} {'not impl':>9s} {'pass worst/tol':>15s}"
+    w = max([15] + [len(op) for op in ops])
+    header = f"{'op':{w}s} {'dtype':9s} {'passed':>7s} {'failed':>7s} {'xfailed':>8s} {'xpassed':>8s} {'not impl':>9s} {'pass worst/tol':>15s}"
     lines = [header, "-" * len(header)]
     for op in ops:
         for dt in DTYPE_ORDER:
             if (op, dt) not in cells:
                 continue
             c = cells[(op, dt)]
-            lines.append(f"{op:15s} {dt:9s} {c['passed']:7d} {c['failed']:7d} {c['xfailed']:8d} {c['xpassed']:8d} "
+            lines.append(f"{op:{w}s} {dt:9s} {c['passed']:7d} {c['failed']:7d} {c['xfailed']:8d} {c['xpassed']:8d} "
                          f"{c['not_implemented']:9d} {_ratio(c['worst']):>15s}")
     counts = report.counts()
     lines.append("-" * len(header))

@@ -78,10 +78,9 @@ def _code_has(func, *snippets):
 """
 doctest_test_doctest_blocks = "default"
 
-# The paper plots (examples/papers/*.py): while False, missing modules give a note on the
-# page; set True (or REFNORM_DOCS_PAPERS_REQUIRED=1) once they are part of the repository,
-# and a missing module then fails the build with a clear message.
-# The paper experiments (examples/papers) exist: a missing one fails the build.
+# The paper plots (examples/papers/*.py) are part of the repository: a missing module
+# fails the build with a clear message (REFNORM_DOCS_PAPERS_REQUIRED=0 turns that into
+# a note on the page, for a partial checkout).
 refnorm_papers_required = os.environ.get("REFNORM_DOCS_PAPERS_REQUIRED", "1") == "1"
 
 html_theme = "alabaster"

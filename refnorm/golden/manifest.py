@@ -15,7 +15,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from .._version import __version__
-from .safetensors import NAME_RE, GoldenFormatError, atomic_write_bytes
+from .safetensors import NAME_RE, GoldenFormatError, _no_duplicates, _reject_constant, atomic_write_bytes
 
 __all__ = [
     "ACCURACY",
@@ -282,19 +282,6 @@ def validate_manifest(manifest, source="manifest.json") -> None:
             raise ManifestError(source, f"cases {seen_files[c['file']]!r} and {c['id']!r} share the file "
                                         f"{c['file']!r}")
         seen_files[c["file"]] = c["id"]
-
-
-def _no_duplicates(pairs):
-    d = {}
-    for k, v in pairs:
-        if k in d:
-            raise ValueError(f"duplicate key {k!r}")
-        d[k] = v
-    return d
-
-
-def _reject_constant(c):
-    raise ValueError(f"non-standard JSON constant {c}")
 
 
 def load_manifest(root) -> dict:

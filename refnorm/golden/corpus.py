@@ -207,6 +207,21 @@ class GenerateStats:
         return (f"{self.cases} cases, {self.bytes / 2**20:.2f} MiB, in {self.seconds:.1f} s -> {self.out_dir}")
 
 
+def canonical_nan(a: np.ndarray) -> np.ndarray:
+    """``a`` (float64) with every NaN replaced by the canonical quiet NaN
+    0x7FF8000000000000.  IEEE 754 gives a NaN's sign and payload no meaning, and
+    they depend on instruction selection (``inf - inf`` is a negative NaN on
+    x86, an operand's NaN passes through), so expected and scale tensors store
+    one NaN pattern and are compared with it."""
+    a = np.asarray(a, dtype=np.float64)
+    nan = np.isnan(a)
+    if not nan.any():
+        return a
+    out = a.copy()
+    out[nan] = np.float64(np.nan)  # numpy's nan is the canonical 0x7FF8000000000000
+    return out
+
+
 def _case_tensors(built) -> tuple[dict, dict]:
     """(name -> array to store, name -> {"dtype", "shape", "role"}) for a built case."""
     spec = built.spec
@@ -227,11 +242,11 @@ def _case_tensors(built) -> tuple[dict, dict]:
         a = np.asarray(a)
         if a.dtype != np.float64:
             raise TypeError(f"case {spec.id}: expected {name!r} is {a.dtype}, must be float64")
-        add(name, a, "expected")
+        add(name, canonical_nan(a), "expected")
     for name, a in (getattr(built, "scales", None) or {}).items():
         if name not in expected:
             raise ValueError(f"case {spec.id}: scale given for {name!r}, which is not an expected output")
-        add(name + SCALE_SUFFIX, np.asarray(a, dtype=np.float64), "scale")
+        add(name + SCALE_SUFFIX, canonical_nan(a), "scale")
     meta = {}
     for name, a in arrays.items():
         code = next((c for c, dt in DTYPES.items() if a.dtype == dt), None)
@@ -397,7 +412,7 @@ def _recheck_values(entry: dict, inputs: dict, expected: dict, scales: dict) -> 
     if set(again) != set(expected):
         reasons.append(f"recomputed outputs {sorted(again)} differ from stored {sorted(expected)}")
     for name in sorted(set(again) & set(expected)):
-        why = _bits_differ(expected[name], np.asarray(again[name]))
+        why = _bits_differ(expected[name], canonical_nan(again[name]))
         if why:
             reasons.append(f"expected {name!r} is not reproduced bit for bit: {why}")
     if reasons:
@@ -415,7 +430,7 @@ def _recheck_values(entry: dict, inputs: dict, expected: dict, scales: dict) -> 
     if set(scales_again) != set(scales):
         reasons.append(f"scale tensors for {sorted(scales_again)} recomputed vs {sorted(scales)} stored")
     for name in sorted(set(scales_again) & set(scales)):
-        why = _bits_differ(scales[name], np.asarray(scales_again[name], dtype=np.float64))
+        why = _bits_differ(scales[name], canonical_nan(scales_again[name]))
         if why:
             reasons.append(f"scale of {name!r} is not reproduced bit for bit: {why}")
     return reasons

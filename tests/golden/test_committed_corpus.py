@@ -45,6 +45,25 @@ def test_committed_corpus_holds_every_catalogue_case():
     assert sum(1 for _ in load_cases(root=COMMITTED)) == len(ids)
 
 
+def test_stored_nans_are_canonical():
+    """Every NaN of an expected or scale tensor is the canonical quiet NaN (its
+    sign and payload carry no meaning and vary with instruction selection)."""
+    import numpy as np
+
+    from refnorm.golden.safetensors import load_file
+
+    manifest = load_manifest(COMMITTED)
+    seen = 0
+    for c in manifest["cases"]:
+        tensors, _ = load_file(COMMITTED / c["file"])
+        for name, meta in c["tensors"].items():
+            if meta["role"] in ("expected", "scale"):
+                bits = tensors[name].view(np.uint64)[np.isnan(tensors[name])]
+                seen += bits.size
+                assert np.all(bits == np.uint64(0x7FF8000000000000)), f"{c['file']}: {name} holds a non-canonical NaN"
+    assert seen > 0  # the corpus does carry NaN expectations (E2, E23)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_regeneration_is_byte_identical(tmp_path, threads):
     out = tmp_path / "golden"

@@ -2,14 +2,25 @@
 
 An op module reshapes its validated float64 input to the canonical view
 ``(A, B, S)``, builds its affine vectors (length ``P * Q``) and calls these
-helpers.  Nothing here validates arguments: that is the op module's job, done
-before any of this runs.
+helpers.  Nothing here validates the op's arguments: that is the op module's
+job, done before any of this runs.  The one exception is :func:`check_out`,
+the shared validation of a caller's preallocated output array (``out=``),
+which the op modules call before any kernel.
+
+The helpers choose the kernels: with batch statistics, :func:`normalize` and
+:func:`normalize_backward` compute the statistics *inside* the forward or
+backward kernel, block by block (one read of ``x`` from memory instead of
+two); :func:`batch_stats`, :func:`forward` and :func:`backward` are the
+unfused steps (running statistics, ``running_stats`` updates, and callers
+that want the statistics alone).  Fused or not, the results are the same bits.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from . import _kernels as K
@@ -46,12 +57,21 @@ class Stats:
         return out
 
 
-def batch_stats(x3: np.ndarray, eps: float, *, center: bool = True) -> Stats:
-    """Statistics of each reduction set ``x3[:, b, :]``."""
+def _empty_stats(x3) -> Stats:
     B = x3.shape[1]
     mean, mean_lo, m2, m2_lo, rstd, rstd_lo = (np.empty(B) for _ in range(6))
-    K.moments(x3, center, float(eps), mean, mean_lo, m2, m2_lo, rstd, rstd_lo)
     return Stats(mean, mean_lo, rstd, rstd_lo, m2, m2_lo, x3.shape[0] * x3.shape[2])
+
+
+def _stats_args(st: Stats):
+    return st.mean, st.mean_lo, st.m2, st.m2_lo, st.rstd, st.rstd_lo
+
+
+def batch_stats(x3: np.ndarray, eps: float, *, center: bool = True) -> Stats:
+    """Statistics of each reduction set ``x3[:, b, :]``."""
+    st = _empty_stats(x3)
+    K.moments(x3, center, float(eps), *_stats_args(st))
+    return st
 
 
 def const_stats(mean: np.ndarray, var: np.ndarray, eps: float) -> Stats:
@@ -78,33 +98,137 @@ def _inner(x3, Q: int) -> int:
     return S // Q if Q > 0 else 0
 
 
-def forward(x3, stats: Stats, weight, bias, P: int, Q: int) -> np.ndarray:
+def _last_level_cache_bytes() -> int:
+    try:
+        size = os.sysconf("SC_LEVEL3_CACHE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        size = 0
+    return size if size > 0 else 32 * 2**20
+
+
+#: Outputs at least this large are written with non-temporal stores (they
+#: would not stay in the cache anyway; the store then skips reading the line).
+STREAM_BYTES = _last_level_cache_bytes()
+
+
+def _stream(arr) -> bool:
+    return arr.nbytes >= STREAM_BYTES
+
+
+def _target(x3, out):
+    """The array receiving an elementwise result: ``out`` viewed like ``x3``
+    (already validated by :func:`check_out`), or a new one."""
+    return np.empty_like(x3) if out is None else out.reshape(x3.shape)
+
+
+def forward(x3, stats: Stats, weight, bias, P: int, Q: int, *, out=None) -> np.ndarray:
     """``y = weight * xhat + bias`` on the canonical view; affine of length P * Q."""
     T = _inner(x3, Q)
     w, b = affine_vectors(weight, bias, P * Q)
-    y3 = np.empty_like(x3)
-    K.forward(x3, stats.mean, stats.mean_lo, stats.rstd, stats.rstd_lo, stats.period, w, b, P, Q, T, y3)
+    y3 = _target(x3, out)
+    K.forward(x3, stats.mean, stats.mean_lo, stats.rstd, stats.rstd_lo, stats.period, w, b, P, Q, T, y3,
+              _stream(y3))
     return y3
 
 
-def backward(dy3, x3, stats: Stats, weight, P: int, Q: int, *, rms: bool = False, affine: bool = True):
-    """Input gradient and (if ``affine``) the raw ``dweight``/``dbias`` vectors
-    (length P * Q; zeros where a parameter touches no element)."""
+def normalize(x3, eps: float, weight, bias, P: int, Q: int, *, center: bool = True, out=None):
+    """:func:`batch_stats` and :func:`forward` in one kernel: ``(y3, stats)``."""
+    T = _inner(x3, Q)
+    w, b = affine_vectors(weight, bias, P * Q)
+    y3 = _target(x3, out)
+    st = _empty_stats(x3)
+    K.normalize(x3, center, float(eps), w, b, P, Q, T, y3, *_stats_args(st), _stream(y3))
+    return y3, st
+
+
+def _mode(stats_const: bool, rms: bool) -> int:
+    if stats_const:
+        return K.MODE_CONST_STATS
+    return K.MODE_RMS if rms else K.MODE_BATCH_STATS
+
+
+def _fuse_affine(x3, P: int, T: int) -> bool:
+    """Whether the affine gradients are summed inside the input-gradient
+    kernel (blocks of parameter groups p; see ``K.backward_sets``) rather than
+    by ``K.backward_affine``: only with enough groups to fill the lanes, and
+    when the two give the same summation order."""
+    A, B, _ = x3.shape
+    return P >= K.LANES // 2 and (A == 1 or B == P) and not (T == 1 and P == 1)
+
+
+def _backward(dy3, x3, stats: Stats, fresh: bool, eps: float, weight, P: int, Q: int, rms: bool, affine: bool,
+              out):
     T = _inner(x3, Q)
     w, _ = affine_vectors(weight, None, P * Q)
-    if stats.const:
-        mode = K.MODE_CONST_STATS
-    elif rms:
-        mode = K.MODE_RMS
-    else:
-        mode = K.MODE_BATCH_STATS
-    dx3 = np.empty_like(x3)
-    K.backward_input(dy3, x3, stats.mean, stats.mean_lo, stats.rstd, stats.rstd_lo, stats.period,
-                     w, P, Q, T, mode, dx3)
+    mode = _mode(stats.const, rms)
+    dx3 = _target(x3, out)
+    fuse = affine and _fuse_affine(x3, P, T)
+    dweight = np.zeros(P * Q if fuse else 0)
+    dbias = np.zeros(P * Q if fuse else 0)
+    m2 = stats.m2 if fresh else np.empty(0)
+    m2_lo = stats.m2_lo if fresh else np.empty(0)
+    K.backward_sets(dy3, x3, fresh, not rms, float(eps), stats.mean, stats.mean_lo, m2, m2_lo, stats.rstd,
+                    stats.rstd_lo, w, P, Q, T, mode, dx3, dweight, dbias, _stream(dx3))
     if not affine:
         return dx3, None, None
-    dweight = np.empty(P * Q)
-    dbias = np.empty(P * Q)
-    K.backward_affine(dy3, x3, stats.mean, stats.mean_lo, stats.rstd, stats.rstd_lo, stats.period,
-                      P, Q, T, dweight, dbias)
+    if not fuse:
+        dweight = np.empty(P * Q)
+        dbias = np.empty(P * Q)
+        K.backward_affine(dy3, x3, stats.mean, stats.mean_lo, stats.rstd, stats.rstd_lo, stats.period,
+                          P, Q, T, dweight, dbias, K.affine_block(Q, T, numba.get_num_threads()))
     return dx3, dweight, dbias
+
+
+def backward(dy3, x3, stats: Stats, weight, P: int, Q: int, *, rms: bool = False, affine: bool = True, out=None):
+    """Input gradient and (if ``affine``) the raw ``dweight``/``dbias`` vectors
+    (length P * Q; zeros where a parameter touches no element), for given
+    statistics."""
+    return _backward(dy3, x3, stats, False, 0.0, weight, P, Q, rms, affine, out)
+
+
+def normalize_backward(dy3, x3, eps: float, weight, P: int, Q: int, *, rms: bool = False, affine: bool = True,
+                       out=None):
+    """:func:`backward` with the batch statistics computed inside the kernel
+    (as :func:`batch_stats` would): ``(dx3, dweight, dbias)``."""
+    st = _empty_stats(x3)
+    return _backward(dy3, x3, st, True, eps, weight, P, Q, rms, affine, out)
+
+
+# ----------------------------------------------------------------------------- out=
+
+
+def check_out(out, shape, *inputs, name: str = "out") -> np.ndarray:
+    """Validate a preallocated output array and return it.
+
+    ``out`` must be a writeable, C-contiguous ``numpy.ndarray`` of dtype
+    float64 and exactly ``shape`` (the shape of the result), and must not share
+    memory with any of ``inputs`` (refnorm never writes into its inputs, and a
+    kernel reading ``x`` while writing an overlapping ``out`` would compute
+    garbage).  Raises ``TypeError`` for a wrong kind or dtype, ``ValueError``
+    for a wrong shape, layout or an overlap.
+    """
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of dtype float64, got {type(out).__name__}")
+    if out.dtype != np.float64:
+        raise TypeError(f"{name} must have dtype float64 (refnorm computes in float64), got dtype {out.dtype}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{name} must have the shape of the result {tuple(shape)}, got shape {tuple(out.shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} must be writeable")
+    for arg_name, arr in inputs:
+        if isinstance(arr, np.ndarray) and _overlaps(out, arr):
+            raise ValueError(f"{name} must not share memory with the input {arg_name}")
+    return out
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays share memory (bounds first; an exact test that is
+    too hard to decide counts as sharing)."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=10**6))
+    except np.exceptions.TooHardError:
+        return True

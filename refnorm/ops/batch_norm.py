@@ -44,8 +44,40 @@ def _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps
                          f"got x of shape {tuple(xa.shape)}")
     HW = V.prod(xa.shape[2:])
     x3 = V.to_f64(xa).reshape(N, C, HW)
-    stats = (lambda: nz.batch_stats(x3, eps)) if training else (lambda: nz.const_stats(rm, rv, eps))
-    return xa.shape, C, HW, x3, w, b, stats
+    return xa.shape, C, x3, w, b, eps, (None if training else (rm, rv))
+
+
+def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out):
+    shape, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    if out is not None:
+        nz.check_out(out, shape, ("x", x), ("running_mean", running_mean), ("running_var", running_var),
+                     ("weight", weight), ("bias", bias))
+    if running is None:  # training: batch statistics
+        y3, st = nz.normalize(x3, eps, w, b, P=C, Q=1, out=out)
+    else:
+        st = nz.const_stats(*running, eps)
+        y3 = nz.forward(x3, st, w, b, P=C, Q=1, out=out)
+    y = out if out is not None else y3.reshape(shape)
+    return y, {"mean": st.mean.copy(), "rstd": st.rstd.copy()}
+
+
+def _batch_norm_backward(dy, x, running_mean, running_var, weight, bias, training, momentum, eps, out):
+    shape, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    if out is not None:
+        nz.check_out(out, shape, ("dy", dy), ("x", x), ("running_mean", running_mean),
+                     ("running_var", running_var), ("weight", weight), ("bias", bias))
+    affine = w is not None or b is not None
+    if running is None:  # training: batch statistics
+        dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=C, Q=1, affine=affine, out=out)
+    else:
+        dx3, dw, db = nz.backward(dy3, x3, nz.const_stats(*running, eps), w, P=C, Q=1, affine=affine, out=out)
+    grads = {"x": out if out is not None else dx3.reshape(shape)}
+    if w is not None:
+        grads["weight"] = dw
+    if b is not None:
+        grads["bias"] = db
+    return grads
 
 
 def batch_norm_stats(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -57,10 +89,7 @@ def batch_norm_stats(x, running_mean, running_var, weight=None, bias=None, train
     ``y`` float64 shaped like ``x`` (``(N, C, *spatial)``); ``mean`` and ``rstd``
     of shape ``(C,)``, ``rstd = 1/sqrt(var + eps)`` with the biased batch
     variance in training, ``running_mean`` and ``1/sqrt(running_var + eps)`` in eval."""
-    shape, C, HW, x3, w, b, stats = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    st = stats()
-    y = nz.forward(x3, st, w, b, P=C, Q=1).reshape(shape)
-    return y, {"mean": st.mean.copy(), "rstd": st.rstd.copy()}
+    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, None)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
@@ -104,16 +133,23 @@ def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None
     Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
     ``dbias`` ``(C,)``, returned only when ``weight`` / ``bias`` is given.  All float64.
     """
-    shape, C, HW, x3, w, b, stats = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
-    st = stats()
-    dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, Q=1, affine=w is not None or b is not None)
-    out = {"x": dx3.reshape(shape)}
-    if w is not None:
-        out["weight"] = dw
-    if b is not None:
-        out["bias"] = db
-    return out
+    return _batch_norm_backward(dy, x, running_mean, running_var, weight, bias, training, momentum, eps, None)
+
+
+def batch_norm_out(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+                   *, out):
+    """:func:`batch_norm` writing ``y`` into the preallocated ``out`` (float64,
+    C-contiguous, shaped like ``x``, not overlapping any input), which is
+    returned; the values are bit for bit those of :func:`batch_norm`."""
+    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out)[0]
+
+
+def batch_norm_backward_out(dy, x, running_mean, running_var, weight=None, bias=None, training=False,
+                            momentum=0.1, eps=1e-5, *, out):
+    """:func:`batch_norm_backward` writing ``dx`` into the preallocated
+    ``out`` (as :func:`batch_norm_out`); returns the same dict, with
+    ``"x": out``."""
+    return _batch_norm_backward(dy, x, running_mean, running_var, weight, bias, training, momentum, eps, out)
 
 
 def batch_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, num_batches_tracked=None,

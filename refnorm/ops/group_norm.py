@@ -26,12 +26,33 @@ def _prepare(x, num_groups, weight, bias, eps):
     return xa.shape, G, HW, x3, w, b, eps
 
 
+def _group_norm(x, num_groups, weight, bias, eps, out):
+    shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
+    if out is not None:
+        nz.check_out(out, shape, ("x", x), ("weight", weight), ("bias", bias))
+    y3, st = nz.normalize(x3, eps, w, b, P=G, Q=shape[1] // G, out=out)
+    y = out if out is not None else y3.reshape(shape)
+    return y, {"mean": st.mean.reshape(shape[0], G), "rstd": st.rstd.reshape(shape[0], G)}
+
+
+def _group_norm_backward(dy, x, num_groups, weight, bias, eps, out):
+    shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    if out is not None:
+        nz.check_out(out, shape, ("dy", dy), ("x", x), ("weight", weight), ("bias", bias))
+    dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=G, Q=shape[1] // G,
+                                        affine=w is not None or b is not None, out=out)
+    grads = {"x": out if out is not None else dx3.reshape(shape)}
+    if w is not None:
+        grads["weight"] = dw
+    if b is not None:
+        grads["bias"] = db
+    return grads
+
+
 def group_norm_stats(x, num_groups, weight=None, bias=None, eps=1e-5):
     """``y`` and the saved ``mean``, ``rstd`` of shape ``(N, num_groups)``."""
-    shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
-    st = nz.batch_stats(x3, eps)
-    y = nz.forward(x3, st, w, b, P=G, Q=shape[1] // G).reshape(shape)
-    return y, {"mean": st.mean.reshape(shape[0], G), "rstd": st.rstd.reshape(shape[0], G)}
+    return _group_norm(x, num_groups, weight, bias, eps, None)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
@@ -68,13 +89,18 @@ def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5):
     ``dbias`` ``(C,)`` (per channel, not per group), returned only when
     ``weight`` / ``bias`` is given.  All float64.
     """
-    shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
-    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
-    st = nz.batch_stats(x3, eps)
-    dx3, dw, db = nz.backward(dy3, x3, st, w, P=G, Q=shape[1] // G, affine=w is not None or b is not None)
-    out = {"x": dx3.reshape(shape)}
-    if w is not None:
-        out["weight"] = dw
-    if b is not None:
-        out["bias"] = db
-    return out
+    return _group_norm_backward(dy, x, num_groups, weight, bias, eps, None)
+
+
+def group_norm_out(x, num_groups, weight=None, bias=None, eps=1e-5, *, out):
+    """:func:`group_norm` writing ``y`` into the preallocated ``out`` (float64,
+    C-contiguous, shaped like ``x``, not overlapping any input), which is
+    returned; the values are bit for bit those of :func:`group_norm`."""
+    return _group_norm(x, num_groups, weight, bias, eps, out)[0]
+
+
+def group_norm_backward_out(dy, x, num_groups, weight=None, bias=None, eps=1e-5, *, out):
+    """:func:`group_norm_backward` writing ``dx`` into the preallocated
+    ``out`` (as :func:`group_norm_out`); returns the same dict, with
+    ``"x": out``."""
+    return _group_norm_backward(dy, x, num_groups, weight, bias, eps, out)

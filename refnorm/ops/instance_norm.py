@@ -46,20 +46,50 @@ def _prepare(x, running_mean, running_var, weight, bias, use_input_stats, moment
         raise ValueError("running_mean and running_var are required when use_input_stats=False")
     HW = V.prod(xa.shape[2:])
     x3 = V.to_f64(xa).reshape(1, N * C, HW)
-    stats = (lambda: nz.batch_stats(x3, eps)) if use_input_stats else (lambda: nz.const_stats(rm, rv, eps))
-    return xa.shape, N, C, HW, x3, w, b, stats
+    return xa.shape, N, C, x3, w, b, eps, (None if use_input_stats else (rm, rv))
+
+
+def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, out):
+    shape, N, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias,
+                                                   use_input_stats, momentum, eps)
+    if out is not None:
+        nz.check_out(out, shape, ("x", x), ("running_mean", running_mean), ("running_var", running_var),
+                     ("weight", weight), ("bias", bias))
+    if running is None:  # input statistics
+        y3, st = nz.normalize(x3, eps, w, b, P=C, Q=1, out=out)
+    else:
+        st = nz.const_stats(*running, eps)
+        y3 = nz.forward(x3, st, w, b, P=C, Q=1, out=out)
+    y = out if out is not None else y3.reshape(shape)
+    lead = (N, C) if not st.const else (C,)
+    return y, {"mean": st.mean.reshape(lead), "rstd": st.rstd.reshape(lead)}
+
+
+def _instance_norm_backward(dy, x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, out):
+    shape, N, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias,
+                                                   use_input_stats, momentum, eps)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    if out is not None:
+        nz.check_out(out, shape, ("dy", dy), ("x", x), ("running_mean", running_mean),
+                     ("running_var", running_var), ("weight", weight), ("bias", bias))
+    affine = w is not None or b is not None
+    if running is None:  # input statistics
+        dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=C, Q=1, affine=affine, out=out)
+    else:
+        dx3, dw, db = nz.backward(dy3, x3, nz.const_stats(*running, eps), w, P=C, Q=1, affine=affine, out=out)
+    grads = {"x": out if out is not None else dx3.reshape(shape)}
+    if w is not None:
+        grads["weight"] = dw
+    if b is not None:
+        grads["bias"] = db
+    return grads
 
 
 def instance_norm_stats(x, running_mean=None, running_var=None, weight=None, bias=None,
                         use_input_stats=True, momentum=0.1, eps=1e-5):
     """``y`` and the ``mean``, ``rstd`` used to normalize: shape ``(N, C)`` for
     input statistics, ``(C,)`` for running ones."""
-    shape, N, C, HW, x3, w, b, stats = _prepare(x, running_mean, running_var, weight, bias,
-                                                use_input_stats, momentum, eps)
-    st = stats()
-    y = nz.forward(x3, st, w, b, P=C, Q=1).reshape(shape)
-    lead = (N, C) if not st.const else (C,)
-    return y, {"mean": st.mean.reshape(lead), "rstd": st.rstd.reshape(lead)}
+    return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, None)
 
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
@@ -101,17 +131,26 @@ def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=No
     Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
     ``dbias`` ``(C,)``, returned only when ``weight`` / ``bias`` is given.  All float64.
     """
-    shape, N, C, HW, x3, w, b, stats = _prepare(x, running_mean, running_var, weight, bias,
-                                                use_input_stats, momentum, eps)
-    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
-    st = stats()
-    dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, Q=1, affine=w is not None or b is not None)
-    out = {"x": dx3.reshape(shape)}
-    if w is not None:
-        out["weight"] = dw
-    if b is not None:
-        out["bias"] = db
-    return out
+    return _instance_norm_backward(dy, x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
+                                   None)
+
+
+def instance_norm_out(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                      momentum=0.1, eps=1e-5, *, out):
+    """:func:`instance_norm` writing ``y`` into the preallocated ``out``
+    (float64, C-contiguous, shaped like ``x``, not overlapping any input),
+    which is returned; the values are bit for bit those of
+    :func:`instance_norm`."""
+    return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, out)[0]
+
+
+def instance_norm_backward_out(dy, x, running_mean=None, running_var=None, weight=None, bias=None,
+                               use_input_stats=True, momentum=0.1, eps=1e-5, *, out):
+    """:func:`instance_norm_backward` writing ``dx`` into the preallocated
+    ``out`` (as :func:`instance_norm_out`); returns the same dict, with
+    ``"x": out``."""
+    return _instance_norm_backward(dy, x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
+                                   out)
 
 
 def instance_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, convention="torch"):

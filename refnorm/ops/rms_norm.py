@@ -33,12 +33,31 @@ def _prepare(x, normalized_shape, weight, eps):
     return xa.shape, ns, V.to_f64(xa).reshape(1, rows, D), w, eps
 
 
+def _rms_norm(x, normalized_shape, weight, eps, out):
+    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps)
+    if out is not None:
+        nz.check_out(out, shape, ("x", x), ("weight", weight))
+    y3, st = nz.normalize(x3, eps, w, None, P=1, Q=x3.shape[2], center=False, out=out)
+    y = out if out is not None else y3.reshape(shape)
+    return y, {"rstd": st.rstd.reshape(shape[: len(shape) - len(ns)])}
+
+
+def _rms_norm_backward(dy, x, normalized_shape, weight, eps, out):
+    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    if out is not None:
+        nz.check_out(out, shape, ("dy", dy), ("x", x), ("weight", weight))
+    dx3, dw, _ = nz.normalize_backward(dy3, x3, eps, w, P=1, Q=x3.shape[2], rms=True, affine=w is not None,
+                                       out=out)
+    grads = {"x": out if out is not None else dx3.reshape(shape)}
+    if w is not None:
+        grads["weight"] = dw.reshape(ns)
+    return grads
+
+
 def rms_norm_stats(x, normalized_shape, weight=None, eps=None):
     """``y`` and the saved statistic ``rstd`` (shape ``x.shape[:-len(normalized_shape)]``)."""
-    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps)
-    st = nz.batch_stats(x3, eps, center=False)
-    y = nz.forward(x3, st, w, None, P=1, Q=x3.shape[2]).reshape(shape)
-    return y, {"rstd": st.rstd.reshape(shape[: len(shape) - len(ns)])}
+    return _rms_norm(x, normalized_shape, weight, eps, None)
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None):
@@ -74,11 +93,17 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
     Shapes: ``dy`` and ``dx`` like ``x`` (``(*, *normalized_shape)``); ``dweight``
     ``normalized_shape``, returned only when ``weight`` is given.  All float64.
     """
-    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps)
-    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
-    st = nz.batch_stats(x3, eps, center=False)
-    dx3, dw, _ = nz.backward(dy3, x3, st, w, P=1, Q=x3.shape[2], rms=True, affine=w is not None)
-    out = {"x": dx3.reshape(shape)}
-    if w is not None:
-        out["weight"] = dw.reshape(ns)
-    return out
+    return _rms_norm_backward(dy, x, normalized_shape, weight, eps, None)
+
+
+def rms_norm_out(x, normalized_shape, weight=None, eps=None, *, out):
+    """:func:`rms_norm` writing ``y`` into the preallocated ``out`` (float64,
+    C-contiguous, shaped like ``x``, not overlapping any input), which is
+    returned; the values are bit for bit those of :func:`rms_norm`."""
+    return _rms_norm(x, normalized_shape, weight, eps, out)[0]
+
+
+def rms_norm_backward_out(dy, x, normalized_shape, weight=None, eps=None, *, out):
+    """:func:`rms_norm_backward` writing ``dx`` into the preallocated ``out``
+    (as :func:`rms_norm_out`); returns the same dict, with ``"x": out``."""
+    return _rms_norm_backward(dy, x, normalized_shape, weight, eps, out)

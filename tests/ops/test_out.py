@@ -1,0 +1,376 @@
+"""Preallocated outputs and the fast kernels behind them.
+
+1. ``refnorm.ops.<op>.<op>_out(..., out=)`` and ``<op>_backward_out(..., out=)``
+   write the very bits of ``<op>`` / ``<op>_backward`` into the caller's array,
+   return it, and refuse a wrong ``out`` (kind, dtype, shape, layout,
+   read-only, overlapping an input) with a TypeError / ValueError raised
+   before any kernel runs.
+2. The lane kernels of ``refnorm/ops/_kernels.py`` (eight reduction sets per
+   vector, transposed tiles, fused passes, streaming stores) give the bits of
+   the one-set-at-a-time kernels they replaced, which stay in the module as
+   the readable form (``_moments_sets``, ``backward_input``) -- and the
+   per-position affine sums equal a plain Python Sum2 in row order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import refnorm
+from refnorm.ops import _kernels
+from refnorm.ops import batch_norm as bn
+from refnorm.ops import group_norm as gn
+from refnorm.ops import instance_norm as inn
+from refnorm.ops import layer_norm as ln
+from refnorm.ops import rms_norm as rms
+
+from .._util import noncentred, random_affine, random_dy
+
+RNG = np.random.default_rng(7)
+
+
+def _cases():
+    """id -> (x, forward(x, out), reference forward(x), backward(dy, x, out), reference backward(dy, x))."""
+    x2 = noncentred(RNG, (37, 24))
+    w24, b24 = random_affine(RNG, (24,))
+    x3 = noncentred(RNG, (5, 6, 7))
+    w67, b67 = random_affine(RNG, (6, 7))
+    x4 = noncentred(RNG, (4, 12, 5, 3))
+    w12, b12 = random_affine(RNG, (12,))
+    rm, rv = RNG.standard_normal(12), 0.5 + np.abs(RNG.standard_normal(12))
+    return {
+        "layer_norm": (x2, lambda x, o: ln.layer_norm_out(x, 24, w24, b24, out=o),
+                       lambda x: refnorm.layer_norm(x, 24, w24, b24),
+                       lambda dy, x, o: ln.layer_norm_backward_out(dy, x, 24, w24, b24, out=o),
+                       lambda dy, x: refnorm.layer_norm_backward(dy, x, 24, w24, b24)),
+        "layer_norm-2d-no-affine": (x3, lambda x, o: ln.layer_norm_out(x, (6, 7), out=o),
+                                    lambda x: refnorm.layer_norm(x, (6, 7)),
+                                    lambda dy, x, o: ln.layer_norm_backward_out(dy, x, (6, 7), out=o),
+                                    lambda dy, x: refnorm.layer_norm_backward(dy, x, (6, 7))),
+        "layer_norm-2d": (x3, lambda x, o: ln.layer_norm_out(x, (6, 7), w67, b67, out=o),
+                          lambda x: refnorm.layer_norm(x, (6, 7), w67, b67),
+                          lambda dy, x, o: ln.layer_norm_backward_out(dy, x, (6, 7), w67, b67, out=o),
+                          lambda dy, x: refnorm.layer_norm_backward(dy, x, (6, 7), w67, b67)),
+        "rms_norm": (x2, lambda x, o: rms.rms_norm_out(x, 24, w24, out=o), lambda x: refnorm.rms_norm(x, 24, w24),
+                     lambda dy, x, o: rms.rms_norm_backward_out(dy, x, 24, w24, out=o),
+                     lambda dy, x: refnorm.rms_norm_backward(dy, x, 24, w24)),
+        "batch_norm-train": (x4, lambda x, o: bn.batch_norm_out(x, None, None, w12, b12, True, out=o),
+                             lambda x: refnorm.batch_norm(x, None, None, w12, b12, True),
+                             lambda dy, x, o: bn.batch_norm_backward_out(dy, x, None, None, w12, b12, True, out=o),
+                             lambda dy, x: refnorm.batch_norm_backward(dy, x, None, None, w12, b12, True)),
+        "batch_norm-eval": (x4, lambda x, o: bn.batch_norm_out(x, rm, rv, w12, b12, out=o),
+                            lambda x: refnorm.batch_norm(x, rm, rv, w12, b12),
+                            lambda dy, x, o: bn.batch_norm_backward_out(dy, x, rm, rv, w12, b12, out=o),
+                            lambda dy, x: refnorm.batch_norm_backward(dy, x, rm, rv, w12, b12)),
+        "group_norm": (x4, lambda x, o: gn.group_norm_out(x, 4, w12, b12, out=o),
+                       lambda x: refnorm.group_norm(x, 4, w12, b12),
+                       lambda dy, x, o: gn.group_norm_backward_out(dy, x, 4, w12, b12, out=o),
+                       lambda dy, x: refnorm.group_norm_backward(dy, x, 4, w12, b12)),
+        "instance_norm": (x4, lambda x, o: inn.instance_norm_out(x, None, None, w12, b12, out=o),
+                          lambda x: refnorm.instance_norm(x, None, None, w12, b12),
+                          lambda dy, x, o: inn.instance_norm_backward_out(dy, x, None, None, w12, b12, out=o),
+                          lambda dy, x: refnorm.instance_norm_backward(dy, x, None, None, w12, b12)),
+        "instance_norm-running": (x4, lambda x, o: inn.instance_norm_out(x, rm, rv, w12, b12, False, out=o),
+                                  lambda x: refnorm.instance_norm(x, rm, rv, w12, b12, False),
+                                  lambda dy, x, o: inn.instance_norm_backward_out(dy, x, rm, rv, w12, b12, False,
+                                                                                  out=o),
+                                  lambda dy, x: refnorm.instance_norm_backward(dy, x, rm, rv, w12, b12, False)),
+    }
+
+
+CASES = _cases()
+
+
+def _same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(np.uint64), b.view(np.uint64))
+
+
+@pytest.mark.parametrize("cid", list(CASES))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_forward_out_is_the_forward(cid, dtype):
+    x, fwd_out, fwd, _, _ = CASES[cid]
+    x = x.astype(dtype)
+    out = np.full(x.shape, np.nan)
+    y = fwd_out(x, out)
+    assert y is out, f"{cid}: the out= variant must return out itself"
+    assert _same_bits(out, fwd(x)), f"{cid}: out= changed the bits of y"
+
+
+@pytest.mark.parametrize("cid", list(CASES))
+def test_backward_out_is_the_backward(cid):
+    x, _, _, bwd_out, bwd = CASES[cid]
+    dy = random_dy(x.shape, seed=3)
+    out = np.full(x.shape, np.nan)
+    got = bwd_out(dy, x, out)
+    ref = bwd(dy, x)
+    assert got["x"] is out, f"{cid}: the returned dx must be out itself"
+    assert list(got) == list(ref)
+    for k in ref:
+        assert _same_bits(got[k], ref[k]), f"{cid}: out= changed the bits of d{k}"
+
+
+def test_out_is_reused_across_calls():
+    x, fwd_out, fwd, _, _ = CASES["layer_norm"]
+    out = np.empty_like(x)
+    for scale in (1.0, -3.0):
+        assert _same_bits(fwd_out(scale * x, out), fwd(scale * x))
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.fixture
+def no_kernels(monkeypatch):
+    """Every kernel entry point becomes a tripwire: validation must come first."""
+    def tripwire(*args, **kwargs):
+        raise AssertionError("a kernel ran before out= was validated")
+
+    for name in ("moments", "forward", "normalize", "backward_sets", "backward_input", "backward_affine",
+                 "rstd_of_var", "divide_m2"):
+        monkeypatch.setattr(_kernels, name, tripwire)
+
+
+X = CASES["layer_norm"][0]
+W, B = random_affine(np.random.default_rng(1), (24,))
+
+
+def _ln(out, x=X, w=W, b=B):
+    return ln.layer_norm_out(x, 24, w, b, out=out)
+
+
+def _ln_bwd(out, dy, x=X):
+    return ln.layer_norm_backward_out(dy, x, 24, W, B, out=out)
+
+
+BAD = [
+    ("list", lambda: _ln(np.zeros(X.shape).tolist()), TypeError, "out must be a numpy.ndarray"),
+    ("none-kind", lambda: _ln(3.0), TypeError, "out must be a numpy.ndarray"),
+    ("float32", lambda: _ln(np.zeros(X.shape, np.float32)), TypeError, "dtype float64"),
+    ("int", lambda: _ln(np.zeros(X.shape, np.int64)), TypeError, "dtype float64"),
+    ("shape", lambda: _ln(np.zeros((37, 25))), ValueError, r"shape of the result \(37, 24\)"),
+    ("shape-flat", lambda: _ln(np.zeros(37 * 24)), ValueError, "shape of the result"),
+    ("fortran", lambda: _ln(np.zeros(X.shape, order="F")), ValueError, "C-contiguous"),
+    ("strided", lambda: _ln(np.zeros((37, 48))[:, ::2]), ValueError, "C-contiguous"),
+    ("read-only", lambda: _ln(np.lib.stride_tricks.as_strided(np.zeros(X.shape), writeable=False)), ValueError,
+     "writeable"),
+    ("alias-x", lambda: _ln_alias_x(), ValueError, "share memory with the input x"),
+    ("alias-weight", lambda: _ln_alias_weight(), ValueError, "share memory with the input weight"),
+    ("alias-dy", lambda: _ln_bwd_alias_dy(), ValueError, "share memory with the input dy"),
+    ("alias-x-backward", lambda: _ln_bwd_alias_x(), ValueError, "share memory with the input x"),
+    ("alias-running-mean", lambda: _bn_alias_running_mean(), ValueError, "share memory with the input running_mean"),
+]
+
+
+def _ln_alias_x():
+    x = X.copy()
+    return _ln(x, x=x)  # in place: refused
+
+
+def _ln_alias_weight():
+    buf = np.zeros(37 * 24 + 24)
+    out = buf[: 37 * 24].reshape(37, 24)
+    return _ln(out, w=buf[37 * 24 - 1: 37 * 24 + 23])  # one element in common
+
+
+def _ln_bwd_alias_dy():
+    dy = random_dy(X.shape)
+    return _ln_bwd(dy, dy)
+
+
+def _ln_bwd_alias_x():
+    x = X.copy()
+    return ln.layer_norm_backward_out(random_dy(X.shape), x, 24, W, B, out=x)
+
+
+def _bn_alias_running_mean():
+    x = CASES["batch_norm-eval"][0]
+    buf = np.zeros(x.size + 12)
+    out = buf[: x.size].reshape(x.shape)
+    return bn.batch_norm_out(x, buf[x.size - 12: x.size], np.ones(12), out=out)
+
+
+@pytest.mark.parametrize("cid,call,exc,match", BAD, ids=[c[0] for c in BAD])
+def test_bad_out_is_refused_before_any_kernel(no_kernels, cid, call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_out_must_be_given():
+    with pytest.raises(TypeError):
+        ln.layer_norm_out(X, 24, W, B)  # out= is a required keyword
+    with pytest.raises(TypeError):
+        ln.layer_norm_out(X, 24, W, B, 1e-5, np.empty_like(X))  # and keyword-only
+
+
+def test_argument_errors_still_come_first():
+    """A bad argument of the op is reported as before, whatever out is."""
+    with pytest.raises(ValueError, match="trailing dimensions of x"):
+        ln.layer_norm_out(X, (23,), out=np.empty(3))
+    with pytest.raises(ValueError, match="num_groups must divide"):
+        gn.group_norm_out(CASES["group_norm"][0], 5, out=np.empty(3))
+
+
+def test_failed_validation_leaves_out_untouched(no_kernels):
+    out = np.full((37, 25), 7.0)
+    with pytest.raises(ValueError):
+        _ln(out)
+    assert (out == 7.0).all()
+
+
+@pytest.mark.parametrize("name", ["layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm"])
+def test_out_variants_take_the_forward_arguments_plus_keyword_only_out(name):
+    import inspect
+
+    mod = {"layer_norm": ln, "rms_norm": rms, "batch_norm": bn, "group_norm": gn, "instance_norm": inn}[name]
+    for base, variant in ((name, f"{name}_out"), (f"{name}_backward", f"{name}_backward_out")):
+        ref = list(inspect.signature(getattr(refnorm, base)).parameters)
+        sig = inspect.signature(getattr(mod, variant)).parameters
+        assert list(sig)[:-1] == ref
+        assert list(sig)[-1] == "out" and sig["out"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+# ----------------------------------------------------------------------------- lanes == one set at a time
+
+
+def _bits_equal(a, b):
+    """Same bits, all NaNs counted equal (IEEE 754 leaves the NaN returned by
+    an operation on two NaNs to the implementation)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    na, nb = np.isnan(a), np.isnan(b)
+    return a.shape == b.shape and np.array_equal(na, nb) and np.array_equal(a[~na].view(np.uint64),
+                                                                            b[~nb].view(np.uint64))
+
+
+def _view_data(rng, shape, kind):
+    x = -2.3 + 0.5 * rng.standard_normal(shape)
+    if kind == "offset":
+        x = 1e4 + 1e-2 * rng.standard_normal(shape)
+    elif kind == "nonfinite" and x.size > 3:
+        flat = x.reshape(-1)
+        flat[rng.integers(0, x.size, 3)] = [np.nan, np.inf, -np.inf]
+    return x
+
+
+# (A, B, S, P, Q): batch_norm-like, layer_norm-like, group_norm-like, instance_norm-like and odd sizes
+VIEWS = [(3, 8, 20, 8, 1), (1, 19, 37, 1, 37), (1, 24, 30, 4, 3), (1, 40, 9, 10, 1), (2, 9, 1, 9, 1),
+         (1, 8, 8200, 1, 8200), (5, 3, 70, 3, 1), (1, 17, 64, 17, 4), (1, 12, 6, 3, 6)]
+
+
+def _stats(x3):
+    """Empty (mean, mean_lo, m2, m2_lo, rstd, rstd_lo) for the sets of x3."""
+    return [np.empty(x3.shape[1]) for _ in range(6)]
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=[str(v) for v in VIEWS])
+@pytest.mark.parametrize("kind", ["plain", "offset", "nonfinite"])
+@pytest.mark.parametrize("center", [True, False])
+def test_lane_moments_equal_one_set_at_a_time(view, kind, center):
+    A, B, S, _, _ = view
+    x3 = _view_data(np.random.default_rng(abs(hash((view, kind))) % 2**32), (A, B, S), kind)
+    lanes, sets = _stats(x3), _stats(x3)
+    _kernels._moments_lanes(x3, center, 1e-5, *lanes)
+    _kernels._moments_sets(x3, center, 1e-5, *sets)
+    for name, a, b in zip(("mean", "mean_lo", "m2", "m2_lo", "rstd", "rstd_lo"), lanes, sets):
+        assert _bits_equal(a, b), f"moments {view} {kind}: {name} differs"
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=[str(v) for v in VIEWS])
+@pytest.mark.parametrize("kind", ["plain", "offset", "nonfinite"])
+@pytest.mark.parametrize("mode", [_kernels.MODE_BATCH_STATS, _kernels.MODE_RMS, _kernels.MODE_CONST_STATS])
+def test_lane_backward_equals_one_set_at_a_time(view, kind, mode):
+    A, B, S, P, Q = view
+    T = S // Q
+    rng = np.random.default_rng(abs(hash((view, kind, mode))) % 2**32)
+    x3 = _view_data(rng, (A, B, S), kind)
+    dy3 = rng.standard_normal(x3.shape)
+    w = 1.0 + 0.5 * rng.standard_normal(P * Q)
+    mean, mean_lo, m2, m2_lo, rstd, rstd_lo = _stats(x3)
+    _kernels._moments_sets(x3, mode != _kernels.MODE_RMS, 1e-5, mean, mean_lo, m2, m2_lo, rstd, rstd_lo)
+    ref = np.empty_like(x3)
+    _kernels.backward_input(dy3, x3, mean, mean_lo, rstd, rstd_lo, B, w, P, Q, T, mode, ref)
+    for stream in (False, True):
+        got = np.empty_like(x3)
+        none = np.empty(0)
+        _kernels.backward_sets(dy3, x3, False, True, 0.0, mean, mean_lo, none, none, rstd, rstd_lo, w, P, Q, T,
+                               mode, got, none, none, stream)
+        assert _bits_equal(got, ref), f"backward {view} {kind} mode {mode} stream {stream}: dx differs"
+    if mode == _kernels.MODE_CONST_STATS:
+        return
+    # statistics computed inside the kernel (fresh), with the affine sums fused where the ops fuse them
+    fused = P >= _kernels.LANES // 2 and (A == 1 or B == P) and not (T == 1 and P == 1)
+    stats_fresh = _stats(x3)
+    got = np.empty_like(x3)
+    dw = np.zeros(P * Q if fused else 0)
+    db = np.zeros(P * Q if fused else 0)
+    _kernels.backward_sets(dy3, x3, True, mode != _kernels.MODE_RMS, 1e-5, *stats_fresh, w, P, Q, T, mode, got,
+                           dw, db, False)
+    assert _bits_equal(got, ref), f"fresh backward {view} {kind}: dx differs"
+    for name, a, b in zip(("mean", "mean_lo", "m2", "m2_lo", "rstd", "rstd_lo"), stats_fresh,
+                          (mean, mean_lo, m2, m2_lo, rstd, rstd_lo)):
+        assert _bits_equal(a, b), f"fresh backward {view} {kind}: {name} differs"
+    if fused:
+        rdw, rdb = _affine_reference(dy3, x3, mean, mean_lo, rstd, rstd_lo, P, Q, T)
+        assert _bits_equal(dw, rdw) and _bits_equal(db, rdb), f"fused affine {view} {kind} differs"
+
+
+def _affine_reference(dy3, x3, mean, mean_lo, rstd, rstd_lo, P, Q, T):
+    """dweight, dbias as plain Python Sum2 in ascending (a, b, s), per parameter."""
+    A, B, S = x3.shape
+    two_sum = _kernels.two_sum
+    acc = np.zeros((P * Q, 4))
+    for a in range(A):
+        for b in range(B):
+            for s in range(S):
+                k = (b % P) * Q + s // T
+                g = dy3[a, b, s]
+                xhat = _kernels._xhat(x3[a, b, s], mean[b], mean_lo[b], rstd[b], rstd_lo[b])
+                acc[k, 0], e = two_sum(acc[k, 0], g * xhat)
+                acc[k, 1] += e
+                acc[k, 2], e = two_sum(acc[k, 2], g)
+                acc[k, 3] += e
+    return acc[:, 0] + acc[:, 1], acc[:, 2] + acc[:, 3]
+
+
+@pytest.mark.parametrize("view", [v for v in VIEWS if v[0] * v[1] * v[2] <= 2000], ids=str)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_affine_sums_are_python_sum2_in_row_order(view, threads):
+    A, B, S, P, Q = view
+    T = S // Q
+    rng = np.random.default_rng(5)
+    x3 = _view_data(rng, (A, B, S), "offset")
+    dy3 = rng.standard_normal(x3.shape)
+    mean, mean_lo, m2, m2_lo, rstd, rstd_lo = _stats(x3)
+    _kernels._moments_sets(x3, True, 1e-5, mean, mean_lo, m2, m2_lo, rstd, rstd_lo)
+    dw, db = np.empty(P * Q), np.empty(P * Q)
+    _kernels.backward_affine(dy3, x3, mean, mean_lo, rstd, rstd_lo, B, P, Q, T, dw, db,
+                             _kernels.affine_block(Q, T, threads))
+    rdw, rdb = _affine_reference(dy3, x3, mean, mean_lo, rstd, rstd_lo, P, Q, T)
+    assert _bits_equal(dw, rdw) and _bits_equal(db, rdb), f"backward_affine {view} differs from Python Sum2"
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=[str(v) for v in VIEWS])
+@pytest.mark.parametrize("stream", [False, True])
+def test_fused_forward_equals_moments_then_forward(view, stream):
+    A, B, S, P, Q = view
+    T = S // Q
+    rng = np.random.default_rng(11)
+    x3 = _view_data(rng, (A, B, S), "nonfinite")
+    w, b = 1.0 + 0.5 * rng.standard_normal(P * Q), 0.3 * rng.standard_normal(P * Q)
+    mean, mean_lo, m2, m2_lo, rstd, rstd_lo = _stats(x3)
+    _kernels._moments_sets(x3, True, 1e-5, mean, mean_lo, m2, m2_lo, rstd, rstd_lo)
+    ref = np.empty_like(x3)
+    for a in range(A):  # the scalar forward, element by element
+        for bb in range(B):
+            for s in range(S):
+                k = (bb % P) * Q + s // T
+                xhat = _kernels._xhat(x3[a, bb, s], mean[bb], mean_lo[bb], rstd[bb], rstd_lo[bb])
+                ref[a, bb, s] = w[k] * xhat + b[k]
+    got = np.empty_like(x3)
+    st = _stats(x3)
+    _kernels.normalize(x3, True, 1e-5, w, b, P, Q, T, got, *st, stream)
+    assert _bits_equal(got, ref)
+    got2 = np.empty_like(x3)
+    _kernels.forward(x3, mean, mean_lo, rstd, rstd_lo, B, w, b, P, Q, T, got2, stream)
+    assert _bits_equal(got2, ref)

@@ -232,3 +232,15 @@ def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
         return bool(np.shares_memory(a, b, max_work=10**6))
     except np.exceptions.TooHardError:
         return True
+
+
+def gradient_dict(dx3, shape, out, weight, bias, dweight, dbias, param_shape=None):
+    """The ``<op>_backward`` result: ``{"x": dx}`` plus ``"weight"`` / ``"bias"``
+    for the parameters that were given (``dx`` is ``out`` when one was passed;
+    the parameter gradients reshaped to ``param_shape`` when given)."""
+    grads = {"x": out if out is not None else dx3.reshape(shape)}
+    if weight is not None:
+        grads["weight"] = dweight if param_shape is None else dweight.reshape(param_shape)
+    if bias is not None:
+        grads["bias"] = dbias if param_shape is None else dbias.reshape(param_shape)
+    return grads

@@ -72,12 +72,7 @@ def _batch_norm_backward(dy, x, running_mean, running_var, weight, bias, trainin
         dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=C, Q=1, affine=affine, out=out)
     else:
         dx3, dw, db = nz.backward(dy3, x3, nz.const_stats(*running, eps), w, P=C, Q=1, affine=affine, out=out)
-    grads = {"x": out if out is not None else dx3.reshape(shape)}
-    if w is not None:
-        grads["weight"] = dw
-    if b is not None:
-        grads["bias"] = db
-    return grads
+    return nz.gradient_dict(dx3, shape, out, w, b, dw, db)
 
 
 def batch_norm_stats(x, running_mean, running_var, weight=None, bias=None, training=False,

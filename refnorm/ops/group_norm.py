@@ -42,12 +42,7 @@ def _group_norm_backward(dy, x, num_groups, weight, bias, eps, out):
         nz.check_out(out, shape, ("dy", dy), ("x", x), ("weight", weight), ("bias", bias))
     dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=G, Q=shape[1] // G,
                                         affine=w is not None or b is not None, out=out)
-    grads = {"x": out if out is not None else dx3.reshape(shape)}
-    if w is not None:
-        grads["weight"] = dw
-    if b is not None:
-        grads["bias"] = db
-    return grads
+    return nz.gradient_dict(dx3, shape, out, w, b, dw, db)
 
 
 def group_norm_stats(x, num_groups, weight=None, bias=None, eps=1e-5):

@@ -43,12 +43,7 @@ def _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, out):
         nz.check_out(out, shape, ("dy", dy), ("x", x), ("weight", weight), ("bias", bias))
     dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=1, Q=x3.shape[2], affine=w is not None or b is not None,
                                         out=out)
-    grads = {"x": out if out is not None else dx3.reshape(shape)}
-    if w is not None:
-        grads["weight"] = dw.reshape(ns)
-    if b is not None:
-        grads["bias"] = db.reshape(ns)
-    return grads
+    return nz.gradient_dict(dx3, shape, out, w, b, dw, db, param_shape=ns)
 
 
 def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5):

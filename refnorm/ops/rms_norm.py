@@ -49,10 +49,7 @@ def _rms_norm_backward(dy, x, normalized_shape, weight, eps, out):
         nz.check_out(out, shape, ("dy", dy), ("x", x), ("weight", weight))
     dx3, dw, _ = nz.normalize_backward(dy3, x3, eps, w, P=1, Q=x3.shape[2], rms=True, affine=w is not None,
                                        out=out)
-    grads = {"x": out if out is not None else dx3.reshape(shape)}
-    if w is not None:
-        grads["weight"] = dw.reshape(ns)
-    return grads
+    return nz.gradient_dict(dx3, shape, out, w, None, dw, None, param_shape=ns)
 
 
 def rms_norm_stats(x, normalized_shape, weight=None, eps=None):

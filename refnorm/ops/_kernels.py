@@ -179,6 +179,20 @@ def _transpose8(typingctx, src, i0, lds, dst, j0, ldd):
     return sig, codegen
 
 
+
+@jit
+def _rstd_of_m2(qh, ql, n, eps):
+    """``rstd = 1 / sqrt(m2 / n + eps)`` in double-double from the
+    double-double centred sum of squares ``m2 = qh + ql`` of ``n`` values
+    (NaN for an empty set)."""
+    if n > 0:
+        vh, vl = dd_div_int(qh, ql, n)
+    else:
+        vh, vl = np.nan, 0.0
+    th, tl = two_sum(vh, eps)
+    th, tl = renormalize(th, tl + vl)
+    return rsqrt_dd(th, tl)
+
 @jit
 def _gather(xf, base, S, nl, s0, kn, buf, o):
     """Transpose one tile: ``buf[o + k * LANES + l] = xf[base + l * S + s0 + k]``
@@ -497,13 +511,7 @@ def _block_stats(x, b0, nl, center, eps, xt, lane, mean, mean_lo, m2, m2_lo, rst
         m2[b] = qh
         m2_lo[b] = ql
         # (3) rstd = 1 / sqrt(var + eps), var = m2 / n
-        if n > 0:
-            vh, vl = dd_div_int(qh, ql, n)
-        else:
-            vh, vl = np.nan, 0.0
-        th, tl = two_sum(vh, eps)
-        th, tl = renormalize(th, tl + vl)
-        rh, rl = rsqrt_dd(th, tl)
+        rh, rl = _rstd_of_m2(qh, ql, n, eps)
         rstd[b] = rh
         rstd_lo[b] = rl
         lane[2, l] = rh
@@ -624,13 +632,7 @@ def _moments_sets(x, center, eps, mean, mean_lo, m2, m2_lo, rstd, rstd_lo):
         m2[b] = qh
         m2_lo[b] = ql
         # (3) rstd = 1 / sqrt(var + eps), var = m2 / n
-        if n > 0:
-            vh, vl = dd_div_int(qh, ql, n)
-        else:
-            vh, vl = np.nan, 0.0
-        th, tl = two_sum(vh, eps)
-        th, tl = renormalize(th, tl + vl)
-        rh, rl = rsqrt_dd(th, tl)
+        rh, rl = _rstd_of_m2(qh, ql, n, eps)
         rstd[b] = rh
         rstd_lo[b] = rl
 

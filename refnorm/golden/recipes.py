@@ -44,6 +44,7 @@ strings ``"nan"``, ``"inf"``, ``"-inf"``; applied after rounding) and
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import ml_dtypes
@@ -162,7 +163,26 @@ def reduction_view(op: str, shape, attrs: dict):
 def _solve_deviations(K: int, T: int, start: np.ndarray) -> np.ndarray:
     """Integers D (length K) with sum(D) == 0 and sum(D**2) == K*T, starting
     from ``start`` and repaired by moves (D_i += 1, D_j -= 1), which keep the
-    sum and change sum(D**2) by 2*(D_i - D_j + 1).  Deterministic."""
+    sum and change sum(D**2) by 2*(D_i - D_j + 1).  Deterministic.
+
+    Each move wants ``D_i - D_j == want = delta/2 - 1`` (``delta`` the
+    missing part of sum(D**2)) and takes, among the distinct values present:
+
+    * an exact pair ``(a, a - want)``, the one with the smallest ``a``
+      (``a == b`` needs two entries holding it);
+    * else a partial step in the direction of ``delta`` that does not
+      overshoot: the difference closest to ``want`` (``0 <= diff < want``
+      when growing, ``want < diff < -1`` when shrinking), smallest ``a``
+      among equals;
+    * else the extremes (largest and smallest value) pushed apart.
+
+    ``D_i`` is the first entry holding ``a``, ``D_j`` the first other entry
+    holding ``b``.  At most 5000 moves; the values are tracked incrementally
+    (entries per value, sum of squares), so a move costs O(distinct values).
+    The moves are a function of D alone, so a D seen before means they cycle
+    and can never reach the target: that is detected (Brent's method on an
+    exactly checked state) and reported as the 5000-move limit would be.
+    """
     D = [int(v) for v in start]
     s = sum(D)
     i = 0
@@ -172,40 +192,53 @@ def _solve_deviations(K: int, T: int, start: np.ndarray) -> np.ndarray:
         s += step
         i += 1
     target = K * T
+    pos: dict[int, list[int]] = {}  # value -> ascending indices holding it
+    for idx, d in enumerate(D):
+        pos.setdefault(d, []).append(idx)
+    sq = sum(d * d for d in D)
+    coef = [int(c) for c in np.random.default_rng(0).integers(1, 1 << 60, size=K, dtype=np.int64)]
+    h = sum(c * d for c, d in zip(coef, D))  # a hash of D, kept up to date by the moves
+    saved_h, saved, lam, power = h, list(D), 0, 1
     for _ in range(5000):
-        delta = target - int(np.dot(np.array(D, dtype=np.int64), np.array(D, dtype=np.int64)))
+        delta = target - sq
         if delta == 0:
             return np.array(D, dtype=np.int64)
         if delta % 2:
             raise ValueError("parity: K*T must be even when sum(D) == 0")
         want = delta // 2 - 1  # needed D_i - D_j
-        pos = {}
-        for idx, d in enumerate(D):
-            pos.setdefault(d, []).append(idx)
         vals = sorted(pos)
         best = None
-        for a in vals:
-            for b in vals:
-                if a == b and len(pos[a]) < 2:
-                    continue
-                diff = a - b
-                if diff == want:
-                    best = (a, b)
-                    break
-                # partial step: same direction as delta, not overshooting
-                ok = (delta > 0 and 0 <= diff < want) or (delta < 0 and want < diff < -1)
-                if ok and (best is None or abs(want - diff) < abs(want - (best[0] - best[1]))):
-                    best = (a, b)
-            if best is not None and best[0] - best[1] == want:
+        for a in vals:  # exact pair, smallest a
+            b = a - want
+            if b in pos and (a != b or len(pos[a]) >= 2):
+                best = (a, b)
                 break
+        if best is None:  # partial step: the admissible difference closest to want
+            diffs = [a - b for a in vals for b in vals if a != b or len(pos[a]) >= 2]
+            ok = [d for d in diffs if (0 <= d < want if delta > 0 else want < d < -1)]
+            if ok:
+                dbest = max(ok) if delta > 0 else min(ok)
+                a = next(a for a in vals if a - dbest in pos and (dbest != 0 or len(pos[a]) >= 2))
+                best = (a, a - dbest)
         if best is None:  # widen: push the extremes apart
             a, b = vals[-1], vals[0]
             best = (a, b) if delta > 0 else (b, a)
         a, b = best
         ia = pos[a][0]
         ib = next(j for j in pos[b] if j != ia)
-        D[ia] += 1
-        D[ib] -= 1
+        for idx, old, new in ((ia, a, a + 1), (ib, b, b - 1)):
+            D[idx] = new
+            sq += new * new - old * old
+            pos[old].remove(idx)
+            if not pos[old]:
+                del pos[old]
+            bisect.insort(pos.setdefault(new, []), idx)
+        h += coef[ia] - coef[ib]
+        if h == saved_h and D == saved:
+            break  # a cycle: the target is unreachable
+        lam += 1
+        if lam == power:
+            saved_h, saved, lam, power = h, list(D), 0, 2 * power
     raise ValueError(f"could not construct deviations for K={K}, T={T}")
 
 

@@ -13,7 +13,7 @@ forward and backward is timed as
 * ``refnorm``: the public function (``refnorm.layer_norm``, ...), result
   allocated by the default allocator;
 * ``out=``: the same computation writing into a preallocated array
-  (``refnorm.ops.<op>.<op>_out`` / ``<op>_backward_out``);
+  (``refnorm.<op>(..., out=y)`` / ``refnorm.<op>_backward(..., out=dx)``);
 * ``torch``: ``torch.nn.functional.<op>`` on float64 CPU tensors sharing the
   NumPy buffers, with ``torch.set_num_threads`` equal to Numba's thread count.
   The backward is ``torch.autograd.grad`` of a retained graph (what a training
@@ -54,11 +54,6 @@ import numba
 import numpy as np
 
 import refnorm
-from refnorm.ops import batch_norm as _bn
-from refnorm.ops import group_norm as _gn
-from refnorm.ops import instance_norm as _in
-from refnorm.ops import layer_norm as _ln
-from refnorm.ops import rms_norm as _rms
 
 TRANSFORMER = [(8192, 1024), (4096, 4096), (16384, 768)]
 CNN = [(32, 64, 56, 56), (8, 256, 28, 28)]
@@ -87,28 +82,28 @@ def refnorm_calls(op, x, dy, w, b, out):
     if op == "layer_norm":
         return (lambda: refnorm.layer_norm(x, D, w, b, EPS),
                 lambda: refnorm.layer_norm_backward(dy, x, D, w, b, EPS),
-                lambda: _ln.layer_norm_out(x, D, w, b, EPS, out=out),
-                lambda: _ln.layer_norm_backward_out(dy, x, D, w, b, EPS, out=out))
+                lambda: refnorm.layer_norm(x, D, w, b, EPS, out=out),
+                lambda: refnorm.layer_norm_backward(dy, x, D, w, b, EPS, out=out))
     if op == "rms_norm":
         return (lambda: refnorm.rms_norm(x, D, w, EPS),
                 lambda: refnorm.rms_norm_backward(dy, x, D, w, EPS),
-                lambda: _rms.rms_norm_out(x, D, w, EPS, out=out),
-                lambda: _rms.rms_norm_backward_out(dy, x, D, w, EPS, out=out))
+                lambda: refnorm.rms_norm(x, D, w, EPS, out=out),
+                lambda: refnorm.rms_norm_backward(dy, x, D, w, EPS, out=out))
     if op == "batch_norm":
         return (lambda: refnorm.batch_norm(x, None, None, w, b, True, 0.1, EPS),
                 lambda: refnorm.batch_norm_backward(dy, x, None, None, w, b, True, 0.1, EPS),
-                lambda: _bn.batch_norm_out(x, None, None, w, b, True, 0.1, EPS, out=out),
-                lambda: _bn.batch_norm_backward_out(dy, x, None, None, w, b, True, 0.1, EPS, out=out))
+                lambda: refnorm.batch_norm(x, None, None, w, b, True, 0.1, EPS, out=out),
+                lambda: refnorm.batch_norm_backward(dy, x, None, None, w, b, True, 0.1, EPS, out=out))
     if op == "group_norm":
         return (lambda: refnorm.group_norm(x, GROUPS, w, b, EPS),
                 lambda: refnorm.group_norm_backward(dy, x, GROUPS, w, b, EPS),
-                lambda: _gn.group_norm_out(x, GROUPS, w, b, EPS, out=out),
-                lambda: _gn.group_norm_backward_out(dy, x, GROUPS, w, b, EPS, out=out))
+                lambda: refnorm.group_norm(x, GROUPS, w, b, EPS, out=out),
+                lambda: refnorm.group_norm_backward(dy, x, GROUPS, w, b, EPS, out=out))
     if op == "instance_norm":
         return (lambda: refnorm.instance_norm(x, None, None, w, b, True, 0.1, EPS),
                 lambda: refnorm.instance_norm_backward(dy, x, None, None, w, b, True, 0.1, EPS),
-                lambda: _in.instance_norm_out(x, None, None, w, b, True, 0.1, EPS, out=out),
-                lambda: _in.instance_norm_backward_out(dy, x, None, None, w, b, True, 0.1, EPS, out=out))
+                lambda: refnorm.instance_norm(x, None, None, w, b, True, 0.1, EPS, out=out),
+                lambda: refnorm.instance_norm_backward(dy, x, None, None, w, b, True, 0.1, EPS, out=out))
     raise ValueError(op)
 
 

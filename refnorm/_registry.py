@@ -47,8 +47,17 @@ class OpSpec:
 
     @property
     def parameters(self) -> tuple[str, ...]:
-        """The forward's argument names, in order."""
-        return tuple(inspect.signature(self.forward).parameters)
+        """The forward's argument names, in order (the protocol: without ``out``)."""
+        return protocol_parameters(self.forward)
+
+
+def protocol_parameters(fn: Callable) -> tuple[str, ...]:
+    """The argument names of ``fn`` that every implementation of the op takes:
+    all of them but a keyword-only ``out``, refnorm's own preallocated output
+    (the five standard forwards and backwards), which a backend need not
+    offer and a reference does not have."""
+    return tuple(name for name, p in inspect.signature(fn).parameters.items()
+                 if not (name == "out" and p.kind is inspect.Parameter.KEYWORD_ONLY))
 
 
 def _build() -> dict[str, OpSpec]:

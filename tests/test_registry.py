@@ -17,6 +17,7 @@ import pytest
 from autograd import grad
 
 import refnorm
+from refnorm._registry import protocol_parameters
 
 from ._util import assert_close, gradient_scale, op_cases, random_dy, reference_kwargs
 
@@ -35,8 +36,17 @@ def test_registry_is_explicit_and_complete():
     for name, spec in reg.items():
         assert spec.forward is getattr(refnorm, name)
         assert spec.backward is getattr(refnorm, f"{name}_backward")
-        fwd = list(inspect.signature(spec.forward).parameters)
-        bwd = list(inspect.signature(spec.backward).parameters)
+        fwd = list(protocol_parameters(spec.forward))
+        bwd = list(protocol_parameters(spec.backward))
+        assert list(spec.parameters) == fwd
+        for fn in (spec.forward, spec.backward):  # refnorm's own extra: a keyword-only out=None, last
+            params = inspect.signature(fn).parameters
+            if name in STANDARD_OPS:
+                out = params["out"]
+                assert list(params)[-1] == "out" and out.kind is inspect.Parameter.KEYWORD_ONLY, fn.__name__
+                assert out.default is None, fn.__name__
+            else:
+                assert "out" not in params, fn.__name__
         ref = list(inspect.signature(spec.reference).parameters)
         assert bwd == ["dy"] + fwd, f"{name}_backward must take (dy, <forward args>)"
         assert ref == fwd, f"reference.{name} must have the forward's signature"

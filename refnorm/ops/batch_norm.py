@@ -87,7 +87,8 @@ def batch_norm_stats(x, running_mean, running_var, weight=None, bias=None, train
     return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, None)
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+               *, out=None):
     """Batch normalization, as ``torch.nn.functional.batch_norm``.
 
     Training (``training=True``): each channel is normalized with the mean and
@@ -107,16 +108,20 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     training : bool
     momentum : float or None
     eps : float
+    out : float64 array, optional (keyword only)
+        C-contiguous, writeable, shaped like ``x`` and overlapping no input:
+        ``y`` is written into it and it is returned (no new allocation;
+        the same bits).  A wrong ``out`` is refused before anything runs.
 
     Returns
     -------
     y : float64 array shaped like ``x``
     """
-    return batch_norm_stats(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
+    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out)[0]
 
 
 def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None, training=False,
-                        momentum=0.1, eps=1e-5):
+                        momentum=0.1, eps=1e-5, *, out=None):
     """Gradients of :func:`batch_norm`: ``{"x": dx[, "weight"][, "bias"]}``.
 
     Training differentiates through the batch statistics
@@ -127,23 +132,11 @@ def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None
 
     Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
     ``dbias`` ``(C,)``, returned only when ``weight`` / ``bias`` is given.  All float64.
+
+    ``out`` (keyword only): a float64, C-contiguous, writeable array shaped
+    like ``x`` and overlapping no input, into which ``dx`` is written; the
+    dict then holds ``"x": out`` (the same bits as without it).
     """
-    return _batch_norm_backward(dy, x, running_mean, running_var, weight, bias, training, momentum, eps, None)
-
-
-def batch_norm_out(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
-                   *, out):
-    """:func:`batch_norm` writing ``y`` into the preallocated ``out`` (float64,
-    C-contiguous, shaped like ``x``, not overlapping any input), which is
-    returned; the values are bit for bit those of :func:`batch_norm`."""
-    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out)[0]
-
-
-def batch_norm_backward_out(dy, x, running_mean, running_var, weight=None, bias=None, training=False,
-                            momentum=0.1, eps=1e-5, *, out):
-    """:func:`batch_norm_backward` writing ``dx`` into the preallocated
-    ``out`` (as :func:`batch_norm_out`); returns the same dict, with
-    ``"x": out``."""
     return _batch_norm_backward(dy, x, running_mean, running_var, weight, bias, training, momentum, eps, out)
 
 

@@ -50,7 +50,7 @@ def group_norm_stats(x, num_groups, weight=None, bias=None, eps=1e-5):
     return _group_norm(x, num_groups, weight, bias, eps, None)
 
 
-def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
     """Group normalization, as ``torch.nn.functional.group_norm``.
 
     The C channels are split into ``num_groups`` contiguous groups of C/G;
@@ -65,15 +65,19 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     num_groups : int dividing C
     weight, bias : array of shape ``(C,)`` or None
     eps : float
+    out : float64 array, optional (keyword only)
+        C-contiguous, writeable, shaped like ``x`` and overlapping no input:
+        ``y`` is written into it and it is returned (no new allocation;
+        the same bits).  A wrong ``out`` is refused before anything runs.
 
     Returns
     -------
     y : float64 array shaped like ``x``
     """
-    return group_norm_stats(x, num_groups, weight, bias, eps)[0]
+    return _group_norm(x, num_groups, weight, bias, eps, out)[0]
 
 
-def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5):
+def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
     """Gradients of :func:`group_norm`: ``{"x": dx[, "weight"][, "bias"]}``.
 
     Per (sample, group), with ``g = weight[c] * dy``:
@@ -83,19 +87,9 @@ def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5):
     Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
     ``dbias`` ``(C,)`` (per channel, not per group), returned only when
     ``weight`` / ``bias`` is given.  All float64.
+
+    ``out`` (keyword only): a float64, C-contiguous, writeable array shaped
+    like ``x`` and overlapping no input, into which ``dx`` is written; the
+    dict then holds ``"x": out`` (the same bits as without it).
     """
-    return _group_norm_backward(dy, x, num_groups, weight, bias, eps, None)
-
-
-def group_norm_out(x, num_groups, weight=None, bias=None, eps=1e-5, *, out):
-    """:func:`group_norm` writing ``y`` into the preallocated ``out`` (float64,
-    C-contiguous, shaped like ``x``, not overlapping any input), which is
-    returned; the values are bit for bit those of :func:`group_norm`."""
-    return _group_norm(x, num_groups, weight, bias, eps, out)[0]
-
-
-def group_norm_backward_out(dy, x, num_groups, weight=None, bias=None, eps=1e-5, *, out):
-    """:func:`group_norm_backward` writing ``dx`` into the preallocated
-    ``out`` (as :func:`group_norm_out`); returns the same dict, with
-    ``"x": out``."""
     return _group_norm_backward(dy, x, num_groups, weight, bias, eps, out)

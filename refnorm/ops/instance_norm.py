@@ -88,7 +88,7 @@ def instance_norm_stats(x, running_mean=None, running_var=None, weight=None, bia
 
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                  momentum=0.1, eps=1e-5):
+                  momentum=0.1, eps=1e-5, *, out=None):
     """Instance normalization, as ``torch.nn.functional.instance_norm``.
 
     With ``use_input_stats=True`` (default) each (sample, channel) is
@@ -106,16 +106,20 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     use_input_stats : bool
     momentum : float (does not affect ``y``)
     eps : float
+    out : float64 array, optional (keyword only)
+        C-contiguous, writeable, shaped like ``x`` and overlapping no input:
+        ``y`` is written into it and it is returned (no new allocation;
+        the same bits).  A wrong ``out`` is refused before anything runs.
 
     Returns
     -------
     y : float64 array shaped like ``x``
     """
-    return instance_norm_stats(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)[0]
+    return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, out)[0]
 
 
 def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=None, bias=None,
-                           use_input_stats=True, momentum=0.1, eps=1e-5):
+                           use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None):
     """Gradients of :func:`instance_norm`: ``{"x": dx[, "weight"][, "bias"]}``.
 
     Input statistics: per (sample, channel) with ``g = weight[c] * dy``,
@@ -125,25 +129,11 @@ def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=No
 
     Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
     ``dbias`` ``(C,)``, returned only when ``weight`` / ``bias`` is given.  All float64.
+
+    ``out`` (keyword only): a float64, C-contiguous, writeable array shaped
+    like ``x`` and overlapping no input, into which ``dx`` is written; the
+    dict then holds ``"x": out`` (the same bits as without it).
     """
-    return _instance_norm_backward(dy, x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
-                                   None)
-
-
-def instance_norm_out(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                      momentum=0.1, eps=1e-5, *, out):
-    """:func:`instance_norm` writing ``y`` into the preallocated ``out``
-    (float64, C-contiguous, shaped like ``x``, not overlapping any input),
-    which is returned; the values are bit for bit those of
-    :func:`instance_norm`."""
-    return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, out)[0]
-
-
-def instance_norm_backward_out(dy, x, running_mean=None, running_var=None, weight=None, bias=None,
-                               use_input_stats=True, momentum=0.1, eps=1e-5, *, out):
-    """:func:`instance_norm_backward` writing ``dx`` into the preallocated
-    ``out`` (as :func:`instance_norm_out`); returns the same dict, with
-    ``"x": out``."""
     return _instance_norm_backward(dy, x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
                                    out)
 

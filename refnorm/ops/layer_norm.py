@@ -52,7 +52,7 @@ def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _layer_norm(x, normalized_shape, weight, bias, eps, None)
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
     """Layer normalization, as ``torch.nn.functional.layer_norm``.
 
     .. math:: y = \\frac{x - \\mathrm{E}[x]}{\\sqrt{\\mathrm{Var}[x] + \\epsilon}} \\cdot \\gamma + \\beta
@@ -66,35 +66,28 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     normalized_shape : int or sequence of int, the trailing dimensions of ``x``
     weight, bias : array of shape ``normalized_shape`` or None (per element)
     eps : float, added to the variance inside the square root
+    out : float64 array, optional (keyword only)
+        C-contiguous, writeable, shaped like ``x`` and overlapping no input:
+        ``y`` is written into it and it is returned (no new allocation;
+        the same bits).  A wrong ``out`` is refused before anything runs.
 
     Returns
     -------
     y : float64 array shaped like ``x``.
     """
-    return layer_norm_stats(x, normalized_shape, weight, bias, eps)[0]
+    return _layer_norm(x, normalized_shape, weight, bias, eps, out)[0]
 
 
-def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
     """Gradients of :func:`layer_norm` for the cotangent ``dy``.
 
     Returns ``{"x": dx, "weight": dweight, "bias": dbias}`` (the last two only
     when given), float64, shaped like the corresponding arguments.  With
     ``g = weight * dy`` per row: ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``;
     ``dweight = sum_rows dy * xhat``; ``dbias = sum_rows dy``.
+
+    ``out`` (keyword only): a float64, C-contiguous, writeable array shaped
+    like ``x`` and overlapping no input, into which ``dx`` is written; the
+    dict then holds ``"x": out`` (the same bits as without it).
     """
-    return _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, None)
-
-
-def layer_norm_out(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out):
-    """:func:`layer_norm` writing ``y`` into the preallocated ``out`` (float64,
-    C-contiguous, shaped like ``x``, not overlapping any input), which is
-    returned.  Saves the allocation (and first-touch page faults) of a new
-    array per call; the values are bit for bit those of :func:`layer_norm`."""
-    return _layer_norm(x, normalized_shape, weight, bias, eps, out)[0]
-
-
-def layer_norm_backward_out(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out):
-    """:func:`layer_norm_backward` writing ``dx`` into the preallocated
-    ``out`` (as :func:`layer_norm_out`); returns the same dict, with
-    ``"x": out``."""
     return _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, out)

@@ -57,7 +57,7 @@ def rms_norm_stats(x, normalized_shape, weight=None, eps=None):
     return _rms_norm(x, normalized_shape, weight, eps, None)
 
 
-def rms_norm(x, normalized_shape, weight=None, eps=None):
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None):
     """Root-mean-square normalization, as ``torch.nn.functional.rms_norm``.
 
     .. math:: y = \\frac{x}{\\sqrt{\\mathrm{E}[x^2] + \\epsilon}} \\cdot \\gamma
@@ -73,15 +73,19 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
     normalized_shape : int or sequence of int, the trailing dimensions of ``x``
     weight : array of shape ``normalized_shape`` or None (per element; no bias)
     eps : float or None, added to the mean square inside the square root
+    out : float64 array, optional (keyword only)
+        C-contiguous, writeable, shaped like ``x`` and overlapping no input:
+        ``y`` is written into it and it is returned (no new allocation;
+        the same bits).  A wrong ``out`` is refused before anything runs.
 
     Returns
     -------
     y : float64 array shaped like ``x``
     """
-    return rms_norm_stats(x, normalized_shape, weight, eps)[0]
+    return _rms_norm(x, normalized_shape, weight, eps, out)[0]
 
 
-def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
+def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, out=None):
     """Gradients of :func:`rms_norm`: ``{"x": dx[, "weight": dweight]}``.
 
     With ``r = rstd``, ``xhat = x * r`` and ``g = weight * dy`` per row:
@@ -89,18 +93,9 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
 
     Shapes: ``dy`` and ``dx`` like ``x`` (``(*, *normalized_shape)``); ``dweight``
     ``normalized_shape``, returned only when ``weight`` is given.  All float64.
+
+    ``out`` (keyword only): a float64, C-contiguous, writeable array shaped
+    like ``x`` and overlapping no input, into which ``dx`` is written; the
+    dict then holds ``"x": out`` (the same bits as without it).
     """
-    return _rms_norm_backward(dy, x, normalized_shape, weight, eps, None)
-
-
-def rms_norm_out(x, normalized_shape, weight=None, eps=None, *, out):
-    """:func:`rms_norm` writing ``y`` into the preallocated ``out`` (float64,
-    C-contiguous, shaped like ``x``, not overlapping any input), which is
-    returned; the values are bit for bit those of :func:`rms_norm`."""
-    return _rms_norm(x, normalized_shape, weight, eps, out)[0]
-
-
-def rms_norm_backward_out(dy, x, normalized_shape, weight=None, eps=None, *, out):
-    """:func:`rms_norm_backward` writing ``dx`` into the preallocated ``out``
-    (as :func:`rms_norm_out`); returns the same dict, with ``"x": out``."""
     return _rms_norm_backward(dy, x, normalized_shape, weight, eps, out)

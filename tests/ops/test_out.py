@@ -1,8 +1,8 @@
 """Preallocated outputs and the fast kernels behind them.
 
-1. ``refnorm.ops.<op>.<op>_out(..., out=)`` and ``<op>_backward_out(..., out=)``
-   write the very bits of ``<op>`` / ``<op>_backward`` into the caller's array,
-   return it, and refuse a wrong ``out`` (kind, dtype, shape, layout,
+1. ``refnorm.<op>(..., out=)`` and ``refnorm.<op>_backward(..., out=)`` (the
+   five standard ops) write the very bits of the call without ``out`` into the
+   caller's array, return it, and refuse a wrong ``out`` (kind, dtype, shape, layout,
    read-only, overlapping an input) with a TypeError / ValueError raised
    before any kernel runs.
 2. The lane kernels of ``refnorm/ops/_kernels.py`` (eight reduction sets per
@@ -40,40 +40,40 @@ def _cases():
     w12, b12 = random_affine(RNG, (12,))
     rm, rv = RNG.standard_normal(12), 0.5 + np.abs(RNG.standard_normal(12))
     return {
-        "layer_norm": (x2, lambda x, o: ln.layer_norm_out(x, 24, w24, b24, out=o),
+        "layer_norm": (x2, lambda x, o: refnorm.layer_norm(x, 24, w24, b24, out=o),
                        lambda x: refnorm.layer_norm(x, 24, w24, b24),
-                       lambda dy, x, o: ln.layer_norm_backward_out(dy, x, 24, w24, b24, out=o),
+                       lambda dy, x, o: refnorm.layer_norm_backward(dy, x, 24, w24, b24, out=o),
                        lambda dy, x: refnorm.layer_norm_backward(dy, x, 24, w24, b24)),
-        "layer_norm-2d-no-affine": (x3, lambda x, o: ln.layer_norm_out(x, (6, 7), out=o),
+        "layer_norm-2d-no-affine": (x3, lambda x, o: refnorm.layer_norm(x, (6, 7), out=o),
                                     lambda x: refnorm.layer_norm(x, (6, 7)),
-                                    lambda dy, x, o: ln.layer_norm_backward_out(dy, x, (6, 7), out=o),
+                                    lambda dy, x, o: refnorm.layer_norm_backward(dy, x, (6, 7), out=o),
                                     lambda dy, x: refnorm.layer_norm_backward(dy, x, (6, 7))),
-        "layer_norm-2d": (x3, lambda x, o: ln.layer_norm_out(x, (6, 7), w67, b67, out=o),
+        "layer_norm-2d": (x3, lambda x, o: refnorm.layer_norm(x, (6, 7), w67, b67, out=o),
                           lambda x: refnorm.layer_norm(x, (6, 7), w67, b67),
-                          lambda dy, x, o: ln.layer_norm_backward_out(dy, x, (6, 7), w67, b67, out=o),
+                          lambda dy, x, o: refnorm.layer_norm_backward(dy, x, (6, 7), w67, b67, out=o),
                           lambda dy, x: refnorm.layer_norm_backward(dy, x, (6, 7), w67, b67)),
-        "rms_norm": (x2, lambda x, o: rms.rms_norm_out(x, 24, w24, out=o), lambda x: refnorm.rms_norm(x, 24, w24),
-                     lambda dy, x, o: rms.rms_norm_backward_out(dy, x, 24, w24, out=o),
+        "rms_norm": (x2, lambda x, o: refnorm.rms_norm(x, 24, w24, out=o), lambda x: refnorm.rms_norm(x, 24, w24),
+                     lambda dy, x, o: refnorm.rms_norm_backward(dy, x, 24, w24, out=o),
                      lambda dy, x: refnorm.rms_norm_backward(dy, x, 24, w24)),
-        "batch_norm-train": (x4, lambda x, o: bn.batch_norm_out(x, None, None, w12, b12, True, out=o),
+        "batch_norm-train": (x4, lambda x, o: refnorm.batch_norm(x, None, None, w12, b12, True, out=o),
                              lambda x: refnorm.batch_norm(x, None, None, w12, b12, True),
-                             lambda dy, x, o: bn.batch_norm_backward_out(dy, x, None, None, w12, b12, True, out=o),
+                             lambda dy, x, o: refnorm.batch_norm_backward(dy, x, None, None, w12, b12, True, out=o),
                              lambda dy, x: refnorm.batch_norm_backward(dy, x, None, None, w12, b12, True)),
-        "batch_norm-eval": (x4, lambda x, o: bn.batch_norm_out(x, rm, rv, w12, b12, out=o),
+        "batch_norm-eval": (x4, lambda x, o: refnorm.batch_norm(x, rm, rv, w12, b12, out=o),
                             lambda x: refnorm.batch_norm(x, rm, rv, w12, b12),
-                            lambda dy, x, o: bn.batch_norm_backward_out(dy, x, rm, rv, w12, b12, out=o),
+                            lambda dy, x, o: refnorm.batch_norm_backward(dy, x, rm, rv, w12, b12, out=o),
                             lambda dy, x: refnorm.batch_norm_backward(dy, x, rm, rv, w12, b12)),
-        "group_norm": (x4, lambda x, o: gn.group_norm_out(x, 4, w12, b12, out=o),
+        "group_norm": (x4, lambda x, o: refnorm.group_norm(x, 4, w12, b12, out=o),
                        lambda x: refnorm.group_norm(x, 4, w12, b12),
-                       lambda dy, x, o: gn.group_norm_backward_out(dy, x, 4, w12, b12, out=o),
+                       lambda dy, x, o: refnorm.group_norm_backward(dy, x, 4, w12, b12, out=o),
                        lambda dy, x: refnorm.group_norm_backward(dy, x, 4, w12, b12)),
-        "instance_norm": (x4, lambda x, o: inn.instance_norm_out(x, None, None, w12, b12, out=o),
+        "instance_norm": (x4, lambda x, o: refnorm.instance_norm(x, None, None, w12, b12, out=o),
                           lambda x: refnorm.instance_norm(x, None, None, w12, b12),
-                          lambda dy, x, o: inn.instance_norm_backward_out(dy, x, None, None, w12, b12, out=o),
+                          lambda dy, x, o: refnorm.instance_norm_backward(dy, x, None, None, w12, b12, out=o),
                           lambda dy, x: refnorm.instance_norm_backward(dy, x, None, None, w12, b12)),
-        "instance_norm-running": (x4, lambda x, o: inn.instance_norm_out(x, rm, rv, w12, b12, False, out=o),
+        "instance_norm-running": (x4, lambda x, o: refnorm.instance_norm(x, rm, rv, w12, b12, False, out=o),
                                   lambda x: refnorm.instance_norm(x, rm, rv, w12, b12, False),
-                                  lambda dy, x, o: inn.instance_norm_backward_out(dy, x, rm, rv, w12, b12, False,
+                                  lambda dy, x, o: refnorm.instance_norm_backward(dy, x, rm, rv, w12, b12, False,
                                                                                   out=o),
                                   lambda dy, x: refnorm.instance_norm_backward(dy, x, rm, rv, w12, b12, False)),
     }
@@ -137,11 +137,11 @@ W, B = random_affine(np.random.default_rng(1), (24,))
 
 
 def _ln(out, x=X, w=W, b=B):
-    return ln.layer_norm_out(x, 24, w, b, out=out)
+    return refnorm.layer_norm(x, 24, w, b, out=out)
 
 
 def _ln_bwd(out, dy, x=X):
-    return ln.layer_norm_backward_out(dy, x, 24, W, B, out=out)
+    return refnorm.layer_norm_backward(dy, x, 24, W, B, out=out)
 
 
 BAD = [
@@ -181,14 +181,14 @@ def _ln_bwd_alias_dy():
 
 def _ln_bwd_alias_x():
     x = X.copy()
-    return ln.layer_norm_backward_out(random_dy(X.shape), x, 24, W, B, out=x)
+    return refnorm.layer_norm_backward(random_dy(X.shape), x, 24, W, B, out=x)
 
 
 def _bn_alias_running_mean():
     x = CASES["batch_norm-eval"][0]
     buf = np.zeros(x.size + 12)
     out = buf[: x.size].reshape(x.shape)
-    return bn.batch_norm_out(x, buf[x.size - 12: x.size], np.ones(12), out=out)
+    return refnorm.batch_norm(x, buf[x.size - 12: x.size], np.ones(12), out=out)
 
 
 @pytest.mark.parametrize("cid,call,exc,match", BAD, ids=[c[0] for c in BAD])
@@ -197,19 +197,19 @@ def test_bad_out_is_refused_before_any_kernel(no_kernels, cid, call, exc, match)
         call()
 
 
-def test_out_must_be_given():
+def test_out_is_keyword_only():
     with pytest.raises(TypeError):
-        ln.layer_norm_out(X, 24, W, B)  # out= is a required keyword
+        refnorm.layer_norm(X, 24, W, B, 1e-5, np.empty_like(X))
     with pytest.raises(TypeError):
-        ln.layer_norm_out(X, 24, W, B, 1e-5, np.empty_like(X))  # and keyword-only
+        refnorm.layer_norm_backward(random_dy(X.shape), X, 24, W, B, 1e-5, np.empty_like(X))
 
 
 def test_argument_errors_still_come_first():
     """A bad argument of the op is reported as before, whatever out is."""
     with pytest.raises(ValueError, match="trailing dimensions of x"):
-        ln.layer_norm_out(X, (23,), out=np.empty(3))
+        refnorm.layer_norm(X, (23,), out=np.empty(3))
     with pytest.raises(ValueError, match="num_groups must divide"):
-        gn.group_norm_out(CASES["group_norm"][0], 5, out=np.empty(3))
+        refnorm.group_norm(CASES["group_norm"][0], 5, out=np.empty(3))
 
 
 def test_failed_validation_leaves_out_untouched(no_kernels):
@@ -219,16 +219,14 @@ def test_failed_validation_leaves_out_untouched(no_kernels):
     assert (out == 7.0).all()
 
 
-@pytest.mark.parametrize("name", ["layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm"])
-def test_out_variants_take_the_forward_arguments_plus_keyword_only_out(name):
-    import inspect
-
-    mod = {"layer_norm": ln, "rms_norm": rms, "batch_norm": bn, "group_norm": gn, "instance_norm": inn}[name]
-    for base, variant in ((name, f"{name}_out"), (f"{name}_backward", f"{name}_backward_out")):
-        ref = list(inspect.signature(getattr(refnorm, base)).parameters)
-        sig = inspect.signature(getattr(mod, variant)).parameters
-        assert list(sig)[:-1] == ref
-        assert list(sig)[-1] == "out" and sig["out"].kind is inspect.Parameter.KEYWORD_ONLY
+@pytest.mark.parametrize("cid", list(CASES))
+def test_out_none_allocates_as_without_out(cid):
+    x, fwd_out, fwd, bwd_out, bwd = CASES[cid]
+    y = fwd_out(x, None)
+    assert not np.shares_memory(y, x) and _same_bits(y, fwd(x))
+    dy = random_dy(x.shape, seed=5)
+    got, ref = bwd_out(dy, x, None), bwd(dy, x)
+    assert list(got) == list(ref) and all(_same_bits(got[k], ref[k]) for k in ref)
 
 
 # ----------------------------------------------------------------------------- lanes == one set at a time

@@ -909,9 +909,15 @@ _AFFINE_ROWS = 4
 
 
 @pjit
-def backward_affine(dy, x, mean, mean_lo, rstd, rstd_lo, stats_period, P, Q, T, dweight, dbias, block):
+def backward_affine(dy, x, mean, mean_lo, rstd, rstd_lo, stats_period, P, Q, T, acc, block):
     """``dweight[k] = sum dy * xhat`` and ``dbias[k] = sum dy`` over all elements
     with affine index k, compensated, summed in the order (a, b, s) ascending.
+
+    The Sum2 accumulators are ``acc[0] + acc[1]`` (dweight) and
+    ``acc[2] + acc[3]`` (dbias), shape (4, P * Q): the sums continue from what
+    they hold, so consecutive bands of sets (``x[:, b0:b1]``, b ascending, when
+    ``A == 1``) give the bits of one call over all of them;
+    :func:`affine_result` rounds them to ``dweight``, ``dbias``.
 
     Parallel over (p, block of ``block`` consecutive q): each affine parameter
     is reduced by exactly one thread, so the result depends neither on the
@@ -928,10 +934,11 @@ def backward_affine(dy, x, mean, mean_lo, rstd, rstd_lo, stats_period, P, Q, T, 
         q0 = (job % nblk) * qblk
         q1 = min(q0 + qblk, Q)
         nq = q1 - q0
-        wh = np.zeros(nq)
-        wl = np.zeros(nq)
-        bh = np.zeros(nq)
-        bl = np.zeros(nq)
+        k0 = p * Q + q0
+        wh = acc[0, k0:k0 + nq].copy()
+        wl = acc[1, k0:k0 + nq].copy()
+        bh = acc[2, k0:k0 + nq].copy()
+        bl = acc[3, k0:k0 + nq].copy()
         if T == 1:
             xf = x.reshape(x.size)
             dyf = dy.reshape(dy.size)
@@ -972,10 +979,19 @@ def backward_affine(dy, x, mean, mean_lo, rstd, rstd_lo, stats_period, P, Q, T, 
                             wl[i] += e
                             bh[i], e = two_sum(bh[i], g)
                             bl[i] += e
-        for q in range(q0, q1):
-            i = q - q0
-            dweight[p * Q + q] = wh[i] + wl[i]
-            dbias[p * Q + q] = bh[i] + bl[i]
+        acc[0, k0:k0 + nq] = wh
+        acc[1, k0:k0 + nq] = wl
+        acc[2, k0:k0 + nq] = bh
+        acc[3, k0:k0 + nq] = bl
+
+
+@pjit
+def affine_result(acc, dweight, dbias):
+    """``dweight = acc[0] + acc[1]``, ``dbias = acc[2] + acc[3]``, each rounded
+    once (the end of :func:`backward_affine`'s Sum2)."""
+    for k in prange(dweight.shape[0]):
+        dweight[k] = acc[0, k] + acc[1, k]
+        dbias[k] = acc[2, k] + acc[3, k]
 
 
 __all__ = [
@@ -984,6 +1000,7 @@ __all__ = [
     "MODE_BATCH_STATS",
     "MODE_CONST_STATS",
     "MODE_RMS",
+    "affine_result",
     "backward_affine",
     "backward_input",
     "backward_sets",

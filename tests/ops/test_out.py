@@ -341,11 +341,39 @@ def test_affine_sums_are_python_sum2_in_row_order(view, threads):
     dy3 = rng.standard_normal(x3.shape)
     mean, mean_lo, m2, m2_lo, rstd, rstd_lo = _stats(x3)
     _kernels._moments_sets(x3, True, 1e-5, mean, mean_lo, m2, m2_lo, rstd, rstd_lo)
-    dw, db = np.empty(P * Q), np.empty(P * Q)
-    _kernels.backward_affine(dy3, x3, mean, mean_lo, rstd, rstd_lo, B, P, Q, T, dw, db,
+    acc = np.zeros((4, P * Q))
+    _kernels.backward_affine(dy3, x3, mean, mean_lo, rstd, rstd_lo, B, P, Q, T, acc,
                              _kernels.affine_block(Q, T, threads))
+    dw, db = np.empty(P * Q), np.empty(P * Q)
+    _kernels.affine_result(acc, dw, db)
     rdw, rdb = _affine_reference(dy3, x3, mean, mean_lo, rstd, rstd_lo, P, Q, T)
     assert _bits_equal(dw, rdw) and _bits_equal(db, rdb), f"backward_affine {view} differs from Python Sum2"
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("band_rows", [1, 3, 8, 13])
+def test_banded_backward_has_the_bits_of_one_pass(monkeypatch, op, band_rows):
+    """The LayerNorm/RMSNorm backward runs in bands of rows when the arrays
+    exceed a cache budget (the affine sums carry over between bands): the
+    bits must not depend on the band size, including bands that do not divide
+    the rows and single-row bands."""
+    from refnorm.ops import _normalize
+
+    rng = np.random.default_rng(17)
+    x = noncentred(rng, (2, 29, 24))
+    dy = rng.standard_normal(x.shape)
+    w, b = random_affine(rng, (24,))
+    args = (dy, x, 24, w, b) if op == "layer_norm" else (dy, x, 24, w)
+    fn = getattr(refnorm, f"{op}_backward")
+    monkeypatch.setattr(_normalize, "AFFINE_BAND_BYTES", 2**62)
+    assert _normalize._affine_band_sets(x.reshape(1, 58, 24), 1, 1, True) == 0
+    whole = fn(*args)
+    monkeypatch.setattr(_normalize, "AFFINE_BAND_BYTES", band_rows * 2 * 8 * 24)
+    assert _normalize._affine_band_sets(x.reshape(1, 58, 24), 1, 1, True) == band_rows
+    banded = fn(*args)
+    assert list(banded) == list(whole)
+    for k in whole:
+        assert _bits_equal(banded[k], whole[k]), f"{op} d{k} depends on the band size {band_rows}"
 
 
 @pytest.mark.parametrize("view", VIEWS, ids=[str(v) for v in VIEWS])

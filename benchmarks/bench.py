@@ -32,12 +32,18 @@ other runtime: Numba and PyTorch each run their own OpenMP pool).
 ``BW`` is the fraction of the bandwidth limit: the minimal bytes an
 implementation must move (forward: read x, write y; backward: read dy and x,
 write dx; 8 bytes each, parameters and statistics neglected) per second, as a
-fraction of the stream-copy bandwidth: a Numba parallel copy of 128 MiB (STREAM
-convention: bytes read + bytes written) timed as one more implementation in the
-same repeats; the table uses its median over all cases.  (That copy compiles to ``memcpy``, whose non-temporal stores
-skip reading the destination; a kernel writing with ordinary stores moves
-1.5x the minimal bytes of a forward.)  The load average is printed before and
-after, since other work on the machine slows everything down.
+fraction of the stream-copy bandwidth of the same case: a Numba parallel copy
+of 128 MiB (STREAM convention: bytes read + bytes written) between two arrays
+allocated together with the case's inputs, timed as one more implementation in
+the same repeats (column ``copy GB/s``).  Per case, because on this virtual
+machine the copy bandwidth itself changes from one stretch of seconds to the
+next, between ~40 and ~85 GB/s (host-side memory effects; the same buffers,
+already touched): a copy interleaved with the case's implementations sees the
+conditions they see.  (The copy compiles to ``memcpy``, whose
+non-temporal stores skip reading the destination; a kernel writing with
+ordinary stores moves 1.5x the minimal bytes of a forward.)  The load average
+is printed before and after, since other work on the machine slows
+everything down.
 """
 
 from __future__ import annotations
@@ -321,14 +327,13 @@ def main(argv=None):
         torch.set_num_threads(threads)
     print("# machine:", machine_description())
     print(f"# load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    copy = StreamCopy()
     bws = []
     print(f"# medians of {repeats} interleaved repeats; times in ms; BW = fraction of the bandwidth limit,")
-    print(f"# the stream-copy bandwidth (Numba parallel copy of 128 MiB, {threads} threads) timed in the same repeats")
-    print("# (its median over all cases, printed at the end)")
+    print(f"# of the stream-copy bandwidth (Numba parallel copy of 128 MiB, {threads} threads, buffers as old as")
+    print("# the case's inputs) timed in the same repeats")
     print()
     cols = ["op", "shape", "dir", "refnorm", "out=", "torch", "numpy", "torch/refnorm", "torch/out=",
-            "BW refnorm", "BW out=", "BW torch"]
+            "BW refnorm", "BW out=", "BW torch", "copy GB/s"]
     results = []  # (op, shape, dir, minimal bytes, {implementation: seconds})
     rng = np.random.default_rng(0)
     for op in ops:
@@ -340,6 +345,7 @@ def main(argv=None):
         for shape in shapes:
             x, dy, w, b = _inputs(op, shape, rng)
             out = np.empty_like(x)
+            copy = StreamCopy()
             rf, rb, rfo, rbo = refnorm_calls(op, x, dy, w, b, out)
             tf = tb = nf = nb = None
             if not args.no_torch:
@@ -355,27 +361,25 @@ def main(argv=None):
                 fns["copy"] = copy
                 t = _time_interleaved(fns, repeats)
                 bws.append(copy.bandwidth(t.pop("copy")))
-                results.append((op, _shape_str(shape), d, x.nbytes * (2 if d == "fwd" else 3), t))
+                results.append((op, _shape_str(shape), d, x.nbytes * (2 if d == "fwd" else 3), t, bws[-1]))
                 print(f"  {op} {_shape_str(shape)} {d}: refnorm {t['refnorm'] * 1e3:.2f} ms", file=sys.stderr,
                       flush=True)
-            del x, dy, out, rf, rb, rfo, rbo, tf, tb, nf, nb
+            del x, dy, out, rf, rb, rfo, rbo, tf, tb, nf, nb, copy
             gc.collect()
-    # one bandwidth limit for the whole table: the median over the cases of the copy's medians
-    bw = statistics.median(bws) if bws else float("nan")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
-    for op, shape, d, nbytes, t in results:
+    for op, shape, d, nbytes, t, bw in results:
         ms = {k: f"{v * 1e3:.2f}" for k, v in t.items()}
         frac = {k: f"{nbytes / v / bw:.0%}" for k, v in t.items()}
         row = [op, shape, d, ms["refnorm"], ms["out"], ms.get("torch", "-"), ms.get("numpy", "-"),
                f"{t['torch'] / t['refnorm']:.2f}" if "torch" in t else "-",
                f"{t['torch'] / t['out']:.2f}" if "torch" in t else "-",
-               frac["refnorm"], frac["out"], frac.get("torch", "-")]
+               frac["refnorm"], frac["out"], frac.get("torch", "-"), f"{bw / 1e9:.1f}"]
         print("| " + " | ".join(row) + " |")
     print()
     if bws:
-        print(f"# stream-copy bandwidth: {bw / 1e9:.1f} GB/s (median over the cases; min {min(bws) / 1e9:.1f}, "
-              f"max {max(bws) / 1e9:.1f})")
+        print(f"# stream-copy bandwidth: median {statistics.median(bws) / 1e9:.1f} GB/s over the cases "
+              f"(min {min(bws) / 1e9:.1f}, max {max(bws) / 1e9:.1f})")
     print(f"# load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 

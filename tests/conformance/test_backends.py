@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 
 import ml_dtypes
@@ -13,19 +12,13 @@ import refnorm
 from refnorm._registry import protocol_parameters
 from refnorm.conformance.backends import BUILTIN, load_backend
 
+from ._protocol import flatten, ref
+
 # Backend vs refnorm, norm-wise relative (max |err| / max |ref|): float64 ~ n*u; a half
 # dtype = output rounding of that dtype (u = 2**-8 bf16, 2**-11 fp16, 2**-24 fp32) times a
 # few units, more for gradients, which go through two roundings of intermediate results.
 TOL = {"float64": 1e-12, "float32": 2e-6, "float16": 4e-3, "bfloat16": 3e-2}
 DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
-
-
-def _ref(name):
-    """refnorm's implementation of a protocol function (``<op>_stats`` from refnorm.ops)."""
-    if hasattr(refnorm, name):
-        return getattr(refnorm, name)
-    op = name[: -len("_stats")]
-    return getattr(importlib.import_module(f"refnorm.ops.{op}"), name)
 
 
 def _cases(dt, rng):
@@ -61,16 +54,6 @@ def _cases(dt, rng):
     return out
 
 
-def _flatten(out):
-    if isinstance(out, dict):
-        return {k: np.asarray(v).astype(np.float64) for k, v in out.items()}
-    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):
-        return {"y": np.asarray(out[0]).astype(np.float64), **_flatten(out[1])}
-    if isinstance(out, tuple):
-        return {f"out{i}": np.asarray(v).astype(np.float64) for i, v in enumerate(out)}
-    return {"y": np.asarray(out).astype(np.float64)}
-
-
 def _snapshot(args):
     return [None if not isinstance(a, np.ndarray) else (a.dtype, a.tobytes()) for a in args]
 
@@ -84,11 +67,11 @@ def _agree(backend, dtype_name, seed=0):
             continue
         before = _snapshot(args)
         try:
-            got = _flatten(fn(*args, **kw))
+            got = flatten(fn(*args, **kw))
         except NotImplementedError:
             continue
         assert _snapshot(args) == before, f"{backend.__name__}.{name} mutated an input"
-        want = _flatten(_ref(name)(*args, **kw))
+        want = flatten(ref(name)(*args, **kw))
         assert set(want) <= set(got), f"{name}: missing outputs {set(want) - set(got)}"
         for k, w in want.items():
             g = got[k]
@@ -164,13 +147,13 @@ def test_missing_extra_message(monkeypatch):
 # ----------------------------------------------------------------------------- agreement
 def _signature_matches(backend):
     for name in dir(backend):
-        ref = getattr(refnorm, name, None) if not name.endswith("_stats") else _ref(name)
+        mine = getattr(refnorm, name, None) if not name.endswith("_stats") else ref(name)
         fn = getattr(backend, name)
-        if ref is None or not callable(fn) or name.startswith("_") or not callable(ref):
+        if mine is None or not callable(fn) or name.startswith("_") or not callable(mine):
             continue
         if name in ("OpSpec", "registry"):
             continue
-        assert list(inspect.signature(fn).parameters) == list(protocol_parameters(ref)), name
+        assert list(inspect.signature(fn).parameters) == list(protocol_parameters(mine)), name
 
 
 @pytest.mark.parametrize("dtype_name", list(DTYPES))

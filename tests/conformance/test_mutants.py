@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 
 import numpy as np
@@ -11,6 +10,8 @@ import pytest
 import refnorm
 from refnorm._registry import protocol_parameters
 from refnorm.conformance.mutants import MUTANTS, load_mutant
+
+from ._protocol import flatten, ref
 
 PROTOCOL_FUNCTIONS = (
     "batch_norm", "batch_norm_backward", "batch_norm_stats", "batch_norm_running_stats",
@@ -22,22 +23,6 @@ PROTOCOL_FUNCTIONS = (
 # "far more than float32 rounding": float32 outputs are within ~1e-7 of refnorm (norm-wise).
 FAR = 1e-4
 ONLY_BY_PROPERTY = {"racy_reduction", "batch_variant"}
-
-
-def _ref(name):
-    if hasattr(refnorm, name):
-        return getattr(refnorm, name)
-    return getattr(importlib.import_module(f"refnorm.ops.{name[: -len('_stats')]}"), name)
-
-
-def _flatten(out):
-    if isinstance(out, dict):
-        return {k: np.asarray(v).astype(np.float64) for k, v in out.items()}
-    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):
-        return {"y": np.asarray(out[0]).astype(np.float64), **_flatten(out[1])}
-    if isinstance(out, tuple):
-        return {f"out{i}": np.asarray(v).astype(np.float64) for i, v in enumerate(out)}
-    return {"y": np.asarray(out).astype(np.float64)}
 
 
 def _worst(got, want):
@@ -66,7 +51,7 @@ def test_mutant_loads_and_speaks_the_protocol(name):
     exposed = [f for f in PROTOCOL_FUNCTIONS if callable(getattr(m, f, None))]
     assert exposed
     for f in exposed:
-        assert list(inspect.signature(getattr(m, f)).parameters) == list(protocol_parameters(_ref(f))), f
+        assert list(inspect.signature(getattr(m, f)).parameters) == list(protocol_parameters(ref(f))), f
 
 
 @pytest.mark.parametrize("name", sorted(set(MUTANTS) - ONLY_BY_PROPERTY))
@@ -74,8 +59,8 @@ def test_mutant_differs_on_its_demo_input(name):
     m = load_mutant(name)
     d = m.DEMO_INPUT
     with np.errstate(all="ignore"):
-        got = _flatten(getattr(m, d["function"])(*d["args"], **d["kwargs"]))
-        want = _flatten(_ref(d["function"])(*d["args"], **d["kwargs"]))
+        got = flatten(getattr(m, d["function"])(*d["args"], **d["kwargs"]))
+        want = flatten(ref(d["function"])(*d["args"], **d["kwargs"]))
     worst = _worst(got, want)
     assert worst > FAR, f"{name}: {d['function']} differs from refnorm by only {worst:.3g}"
 
@@ -87,8 +72,8 @@ def test_numpy32_passes_every_demo_input():
     for name in sorted(set(MUTANTS) - ONLY_BY_PROPERTY):
         d = load_mutant(name).DEMO_INPUT
         with np.errstate(all="ignore"):
-            got = _flatten(getattr(numpy32, d["function"])(*d["args"], **d["kwargs"]))
-            want = _flatten(_ref(d["function"])(*d["args"], **d["kwargs"]))
+            got = flatten(getattr(numpy32, d["function"])(*d["args"], **d["kwargs"]))
+            want = flatten(ref(d["function"])(*d["args"], **d["kwargs"]))
         x = np.asarray(d["args"][1] if d["function"].endswith("_backward") else d["args"][0])
         # output rounding (float16 / bfloat16 / float32), amplified by the conditioning
         # kappa = |mean| / std of the data (E1: a float32 mean is off by ~u * |mean|)
@@ -111,8 +96,8 @@ def test_racy_reduction_differs_between_calls():
     a = np.asarray(m.layer_norm(*d["args"]))
     assert any(not np.array_equal(a, np.asarray(m.layer_norm(*d["args"]))) for _ in range(19)), \
         "20 calls gave identical bits"
-    ref = refnorm.layer_norm(*d["args"])
-    assert _worst({"y": a.astype(np.float64)}, {"y": ref}) < 1e-5  # each run is accurate
+    exact = refnorm.layer_norm(*d["args"])
+    assert _worst({"y": a.astype(np.float64)}, {"y": exact}) < 1e-5  # each run is accurate
 
 
 def test_batch_variant_row_depends_on_batch():

@@ -82,35 +82,24 @@ def _inputs(op, shape, rng):
     return x, dy, w, b
 
 
+def _refnorm_args(op, x, w, b):
+    """The arguments of ``refnorm.<op>`` after ``x`` (those of ``<op>_backward`` after ``dy, x``)."""
+    D = x.shape[-1]
+    return {"layer_norm": (D, w, b, EPS),
+            "rms_norm": (D, w, EPS),
+            "batch_norm": (None, None, w, b, True, 0.1, EPS),
+            "group_norm": (GROUPS, w, b, EPS),
+            "instance_norm": (None, None, w, b, True, 0.1, EPS)}[op]
+
+
 def refnorm_calls(op, x, dy, w, b, out):
     """(forward, backward, forward with out=, backward with out=) as closures."""
-    D = x.shape[-1]
-    if op == "layer_norm":
-        return (lambda: refnorm.layer_norm(x, D, w, b, EPS),
-                lambda: refnorm.layer_norm_backward(dy, x, D, w, b, EPS),
-                lambda: refnorm.layer_norm(x, D, w, b, EPS, out=out),
-                lambda: refnorm.layer_norm_backward(dy, x, D, w, b, EPS, out=out))
-    if op == "rms_norm":
-        return (lambda: refnorm.rms_norm(x, D, w, EPS),
-                lambda: refnorm.rms_norm_backward(dy, x, D, w, EPS),
-                lambda: refnorm.rms_norm(x, D, w, EPS, out=out),
-                lambda: refnorm.rms_norm_backward(dy, x, D, w, EPS, out=out))
-    if op == "batch_norm":
-        return (lambda: refnorm.batch_norm(x, None, None, w, b, True, 0.1, EPS),
-                lambda: refnorm.batch_norm_backward(dy, x, None, None, w, b, True, 0.1, EPS),
-                lambda: refnorm.batch_norm(x, None, None, w, b, True, 0.1, EPS, out=out),
-                lambda: refnorm.batch_norm_backward(dy, x, None, None, w, b, True, 0.1, EPS, out=out))
-    if op == "group_norm":
-        return (lambda: refnorm.group_norm(x, GROUPS, w, b, EPS),
-                lambda: refnorm.group_norm_backward(dy, x, GROUPS, w, b, EPS),
-                lambda: refnorm.group_norm(x, GROUPS, w, b, EPS, out=out),
-                lambda: refnorm.group_norm_backward(dy, x, GROUPS, w, b, EPS, out=out))
-    if op == "instance_norm":
-        return (lambda: refnorm.instance_norm(x, None, None, w, b, True, 0.1, EPS),
-                lambda: refnorm.instance_norm_backward(dy, x, None, None, w, b, True, 0.1, EPS),
-                lambda: refnorm.instance_norm(x, None, None, w, b, True, 0.1, EPS, out=out),
-                lambda: refnorm.instance_norm_backward(dy, x, None, None, w, b, True, 0.1, EPS, out=out))
-    raise ValueError(op)
+    fwd, bwd = getattr(refnorm, op), getattr(refnorm, f"{op}_backward")
+    args = _refnorm_args(op, x, w, b)
+    return (lambda: fwd(x, *args),
+            lambda: bwd(dy, x, *args),
+            lambda: fwd(x, *args, out=out),
+            lambda: bwd(dy, x, *args, out=out))
 
 
 def torch_calls(op, x, dy, w, b):

@@ -108,10 +108,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     training : bool
     momentum : float or None
     eps : float
-    out : float64 array, optional (keyword only)
-        C-contiguous, writeable, shaped like ``x`` and overlapping no input:
-        ``y`` is written into it and it is returned (no new allocation;
-        the same bits).  A wrong ``out`` is refused before anything runs.
+    out : float64 array shaped like ``x``, C-contiguous, writeable, sharing no memory with an
+        input; optional, keyword only: ``y`` is written into it and it is returned (same bits).
 
     Returns
     -------
@@ -133,9 +131,8 @@ def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None
     Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
     ``dbias`` ``(C,)``, returned only when ``weight`` / ``bias`` is given.  All float64.
 
-    ``out`` (keyword only): a float64, C-contiguous, writeable array shaped
-    like ``x`` and overlapping no input, into which ``dx`` is written; the
-    dict then holds ``"x": out`` (the same bits as without it).
+    ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
+    written; the dict then holds ``"x": out`` (same bits).
     """
     return _batch_norm_backward(dy, x, running_mean, running_var, weight, bias, training, momentum, eps, out)
 

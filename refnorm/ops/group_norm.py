@@ -65,10 +65,8 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
     num_groups : int dividing C
     weight, bias : array of shape ``(C,)`` or None
     eps : float
-    out : float64 array, optional (keyword only)
-        C-contiguous, writeable, shaped like ``x`` and overlapping no input:
-        ``y`` is written into it and it is returned (no new allocation;
-        the same bits).  A wrong ``out`` is refused before anything runs.
+    out : float64 array shaped like ``x``, C-contiguous, writeable, sharing no memory with an
+        input; optional, keyword only: ``y`` is written into it and it is returned (same bits).
 
     Returns
     -------
@@ -88,8 +86,7 @@ def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5, *, 
     ``dbias`` ``(C,)`` (per channel, not per group), returned only when
     ``weight`` / ``bias`` is given.  All float64.
 
-    ``out`` (keyword only): a float64, C-contiguous, writeable array shaped
-    like ``x`` and overlapping no input, into which ``dx`` is written; the
-    dict then holds ``"x": out`` (the same bits as without it).
+    ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
+    written; the dict then holds ``"x": out`` (same bits).
     """
     return _group_norm_backward(dy, x, num_groups, weight, bias, eps, out)

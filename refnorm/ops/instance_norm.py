@@ -106,10 +106,8 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     use_input_stats : bool
     momentum : float (does not affect ``y``)
     eps : float
-    out : float64 array, optional (keyword only)
-        C-contiguous, writeable, shaped like ``x`` and overlapping no input:
-        ``y`` is written into it and it is returned (no new allocation;
-        the same bits).  A wrong ``out`` is refused before anything runs.
+    out : float64 array shaped like ``x``, C-contiguous, writeable, sharing no memory with an
+        input; optional, keyword only: ``y`` is written into it and it is returned (same bits).
 
     Returns
     -------
@@ -130,9 +128,8 @@ def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=No
     Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
     ``dbias`` ``(C,)``, returned only when ``weight`` / ``bias`` is given.  All float64.
 
-    ``out`` (keyword only): a float64, C-contiguous, writeable array shaped
-    like ``x`` and overlapping no input, into which ``dx`` is written; the
-    dict then holds ``"x": out`` (the same bits as without it).
+    ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
+    written; the dict then holds ``"x": out`` (same bits).
     """
     return _instance_norm_backward(dy, x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
                                    out)

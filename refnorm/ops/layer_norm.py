@@ -66,10 +66,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     normalized_shape : int or sequence of int, the trailing dimensions of ``x``
     weight, bias : array of shape ``normalized_shape`` or None (per element)
     eps : float, added to the variance inside the square root
-    out : float64 array, optional (keyword only)
-        C-contiguous, writeable, shaped like ``x`` and overlapping no input:
-        ``y`` is written into it and it is returned (no new allocation;
-        the same bits).  A wrong ``out`` is refused before anything runs.
+    out : float64 array shaped like ``x``, C-contiguous, writeable, sharing no memory with an
+        input; optional, keyword only: ``y`` is written into it and it is returned (same bits).
 
     Returns
     -------
@@ -86,8 +84,7 @@ def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-
     ``g = weight * dy`` per row: ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``;
     ``dweight = sum_rows dy * xhat``; ``dbias = sum_rows dy``.
 
-    ``out`` (keyword only): a float64, C-contiguous, writeable array shaped
-    like ``x`` and overlapping no input, into which ``dx`` is written; the
-    dict then holds ``"x": out`` (the same bits as without it).
+    ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
+    written; the dict then holds ``"x": out`` (same bits).
     """
     return _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, out)

@@ -73,10 +73,8 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None):
     normalized_shape : int or sequence of int, the trailing dimensions of ``x``
     weight : array of shape ``normalized_shape`` or None (per element; no bias)
     eps : float or None, added to the mean square inside the square root
-    out : float64 array, optional (keyword only)
-        C-contiguous, writeable, shaped like ``x`` and overlapping no input:
-        ``y`` is written into it and it is returned (no new allocation;
-        the same bits).  A wrong ``out`` is refused before anything runs.
+    out : float64 array shaped like ``x``, C-contiguous, writeable, sharing no memory with an
+        input; optional, keyword only: ``y`` is written into it and it is returned (same bits).
 
     Returns
     -------
@@ -94,8 +92,7 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, out=Non
     Shapes: ``dy`` and ``dx`` like ``x`` (``(*, *normalized_shape)``); ``dweight``
     ``normalized_shape``, returned only when ``weight`` is given.  All float64.
 
-    ``out`` (keyword only): a float64, C-contiguous, writeable array shaped
-    like ``x`` and overlapping no input, into which ``dx`` is written; the
-    dict then holds ``"x": out`` (the same bits as without it).
+    ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
+    written; the dict then holds ``"x": out`` (same bits).
     """
     return _rms_norm_backward(dy, x, normalized_shape, weight, eps, out)

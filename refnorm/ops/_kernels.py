@@ -366,13 +366,14 @@ def _lanes_m2(buf, o, kn, lane, acc):
 
 
 @jit
-def _lanes_grad(xb, xo, gb, kn, wk, lane, sums, want_c1, aff):
+def _lanes_grad(xb, xo, gb, kn, wk, lane, sums, want_c1, want_c2, aff):
     """The sums of the backward for one tile (x at ``xb[xo:]``, dy at
     ``gb[0:]``): ``g = w * dy`` with
     ``w = wk[k]`` (one parameter per position) when ``wk`` is not empty, else
     ``lane[4]`` (one per lane); ``sums[0:2] += g`` (if ``want_c1``),
-    ``sums[2:4] += g * xhat``; when ``aff`` is not empty, the affine sums
-    ``aff[0:2] += dy * xhat`` and ``aff[2:4] += dy``.
+    ``sums[2:4] += g * xhat`` (if ``want_c2``); when ``aff`` is not empty, the
+    affine sums ``aff[0:2] += dy * xhat`` and ``aff[2:4] += dy`` (alone, with
+    neither sum wanted, for constant statistics).
     ``lane[0:4]`` = mean_hi, mean_lo, rstd_hi, rstd_lo."""
     L = LANES
     mh = vload(lane, 0)
@@ -398,8 +399,9 @@ def _lanes_grad(xb, xo, gb, kn, wk, lane, sums, want_c1, aff):
         if want_c1:
             s1h, e = two_sum(s1h, g)
             s1l = s1l + e
-        s2h, e = two_sum(s2h, g * xhat)
-        s2l = s2l + e
+        if want_c2:
+            s2h, e = two_sum(s2h, g * xhat)
+            s2l = s2l + e
         if affine:
             awh, e = two_sum(awh, dyv * xhat)
             awl = awl + e
@@ -414,31 +416,6 @@ def _lanes_grad(xb, xo, gb, kn, wk, lane, sums, want_c1, aff):
         vstore(aff, L, awl)
         vstore(aff, 2 * L, abh)
         vstore(aff, 3 * L, abl)
-
-
-@jit
-def _lanes_affine(xb, xo, gb, kn, lane, aff):
-    """Only the affine sums of :func:`_lanes_grad` (constant statistics)."""
-    L = LANES
-    mh = vload(lane, 0)
-    ml = vload(lane, L)
-    rh = vload(lane, 2 * L)
-    rl = vload(lane, 3 * L)
-    awh = vload(aff, 0)
-    awl = vload(aff, L)
-    abh = vload(aff, 2 * L)
-    abl = vload(aff, 3 * L)
-    for k in range(kn):
-        dyv = vload(gb, k * L)
-        xhat = _xhat8(vload(xb, xo + k * L), mh, ml, rh, rl)
-        awh, e = two_sum(awh, dyv * xhat)
-        awl = awl + e
-        abh, e = two_sum(abh, dyv)
-        abl = abl + e
-    vstore(aff, 0, awh)
-    vstore(aff, L, awl)
-    vstore(aff, 2 * L, abh)
-    vstore(aff, 3 * L, abl)
 
 
 # ----------------------------------------------------------------------------- one block of sets
@@ -559,10 +536,7 @@ def _block_grad(dy, x, b0, nl, lane, weight, P, Q, T, mode, xt, x_kept, gb, aff,
                     _gather(xf, base, S, nl, s0, kn, xt, xo)
                 _gather(gf, base, S, nl, s0, kn, gb, 0)
                 affq = aff[q].reshape(4 * LANES) if affine else none
-                if with_sums:
-                    _lanes_grad(xt, xo, gb, kn, wk, lane, sums, mode == MODE_BATCH_STATS, affq)
-                else:
-                    _lanes_affine(xt, xo, gb, kn, lane, affq)
+                _lanes_grad(xt, xo, gb, kn, wk, lane, sums, with_sums and mode == MODE_BATCH_STATS, with_sums, affq)
                 s0 += kn
     for l in range(nl):
         c1[l] = 0.0

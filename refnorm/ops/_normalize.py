@@ -201,29 +201,20 @@ def _backward(dy3, x3, stats: Stats, fresh: bool, eps: float, weight, P: int, Q:
     m2 = stats.m2 if fresh else np.empty(0)
     m2_lo = stats.m2_lo if fresh else np.empty(0)
     stream = _stream(dx3)
-    band = _affine_band_sets(x3, P, T, fresh) if affine and not fuse else 0
-    if band:
-        acc = np.zeros((4, P * Q))
-        block = K.affine_block(Q, T, numba.get_num_threads())
-        for b0 in range(0, x3.shape[1], band):
-            r = slice(b0, b0 + band)
-            st = [a[r] for a in (stats.mean, stats.mean_lo, m2, m2_lo, stats.rstd, stats.rstd_lo)]
-            K.backward_sets(dy3[:, r], x3[:, r], fresh, not rms, float(eps), *st, w, P, Q, T, mode, dx3[:, r],
-                            dweight, dbias, stream)
+    separate = affine and not fuse  # dweight/dbias by K.backward_affine, after the input gradient
+    acc = np.zeros((4, P * Q if separate else 0))  # its Sum2 accumulators, carried across bands
+    block = K.affine_block(Q, T, numba.get_num_threads())
+    band = _affine_band_sets(x3, P, T, fresh) if separate else 0
+    for r in [slice(b0, b0 + band) for b0 in range(0, x3.shape[1], band)] if band else [slice(None)]:
+        st = [a[r] for a in (stats.mean, stats.mean_lo, m2, m2_lo, stats.rstd, stats.rstd_lo)]
+        K.backward_sets(dy3[:, r], x3[:, r], fresh, not rms, float(eps), *st, w, P, Q, T, mode, dx3[:, r],
+                        dweight, dbias, stream)
+        if separate:
             K.backward_affine(dy3[:, r], x3[:, r], st[0], st[1], st[4], st[5], st[0].shape[0], P, Q, T, acc, block)
-        dweight, dbias = np.empty(P * Q), np.empty(P * Q)
-        K.affine_result(acc, dweight, dbias)
-        return dx3, dweight, dbias
-    K.backward_sets(dy3, x3, fresh, not rms, float(eps), stats.mean, stats.mean_lo, m2, m2_lo, stats.rstd,
-                    stats.rstd_lo, w, P, Q, T, mode, dx3, dweight, dbias, stream)
     if not affine:
         return dx3, None, None
-    if not fuse:
-        acc = np.zeros((4, P * Q))
-        K.backward_affine(dy3, x3, stats.mean, stats.mean_lo, stats.rstd, stats.rstd_lo, stats.period,
-                          P, Q, T, acc, K.affine_block(Q, T, numba.get_num_threads()))
-        dweight = np.empty(P * Q)
-        dbias = np.empty(P * Q)
+    if separate:
+        dweight, dbias = np.empty(P * Q), np.empty(P * Q)
         K.affine_result(acc, dweight, dbias)
     return dx3, dweight, dbias
 

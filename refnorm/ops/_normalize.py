@@ -98,17 +98,18 @@ def _inner(x3, Q: int) -> int:
     return S // Q if Q > 0 else 0
 
 
-def _last_level_cache_bytes() -> int:
+def _cache_bytes(level: int, default: int) -> int:
+    """The size of a (level 2: per-core; level 3: shared) cache, or ``default``."""
     try:
-        size = os.sysconf("SC_LEVEL3_CACHE_SIZE")
+        size = os.sysconf(f"SC_LEVEL{level}_CACHE_SIZE")
     except (ValueError, OSError, AttributeError):
         size = 0
-    return size if size > 0 else 32 * 2**20
+    return size if size > 0 else default
 
 
 #: Outputs at least this large are written with non-temporal stores (they
 #: would not stay in the cache anyway; the store then skips reading the line).
-STREAM_BYTES = _last_level_cache_bytes()
+STREAM_BYTES = _cache_bytes(3, 32 * 2**20)
 
 
 def _stream(arr) -> bool:
@@ -161,7 +162,7 @@ def _affine_band_sets(x3, P: int, T: int, fresh: bool) -> int:
     (:func:`K.backward_affine`) over one parameter per position (LayerNorm,
     RMSNorm: ``P == 1, T == 1``, ``A == 1``) and the statistics are computed
     here: the input gradient and the affine sums then run band by band, so
-    that the second pass reads ``x`` and ``dy`` from the last-level cache
+    that the second pass reads ``x`` and ``dy`` from the threads' L2 caches
     instead of memory.  The bands are consecutive sets in ascending order and
     the Sum2 accumulators carry over, so every dweight/dbias has the bits of
     one pass over all rows.  0: no bands."""
@@ -173,15 +174,7 @@ def _affine_band_sets(x3, P: int, T: int, fresh: bool) -> int:
     return sets if 0 < sets < B else 0
 
 
-def _l2_cache_bytes() -> int:
-    try:
-        size = os.sysconf("SC_LEVEL2_CACHE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        size = 0
-    return size if size > 0 else 2**20
-
-
-_L2_BYTES = _l2_cache_bytes()
+_L2_BYTES = _cache_bytes(2, 2**20)
 #: x and dy bytes of one band of the LayerNorm/RMSNorm backward; 0: each
 #: thread's share fills its (per-core) L2 cache.  Only the speed depends on
 #: it (measured: 2 threads, L2 1 MiB, 16384 x 768: no bands 25.8 ms, 1, 2, 4,

@@ -19,19 +19,21 @@ import pytest
 
 import refnorm
 from refnorm.ops import _kernels
-from refnorm.ops import batch_norm as bn
-from refnorm.ops import group_norm as gn
-from refnorm.ops import instance_norm as inn
-from refnorm.ops import layer_norm as ln
-from refnorm.ops import rms_norm as rms
 
 from .._util import noncentred, random_affine, random_dy
 
 RNG = np.random.default_rng(7)
 
 
+def _case(x, op, *args):
+    """(x, forward(x, out), forward(x), backward(dy, x, out), backward(dy, x)) of ``refnorm.<op>`` with ``args``."""
+    fwd, bwd = getattr(refnorm, op), getattr(refnorm, f"{op}_backward")
+    return (x, lambda x, o: fwd(x, *args, out=o), lambda x: fwd(x, *args),
+            lambda dy, x, o: bwd(dy, x, *args, out=o), lambda dy, x: bwd(dy, x, *args))
+
+
 def _cases():
-    """id -> (x, forward(x, out), reference forward(x), backward(dy, x, out), reference backward(dy, x))."""
+    """id -> (x, forward(x, out), forward(x), backward(dy, x, out), backward(dy, x))."""
     x2 = noncentred(RNG, (37, 24))
     w24, b24 = random_affine(RNG, (24,))
     x3 = noncentred(RNG, (5, 6, 7))
@@ -40,42 +42,15 @@ def _cases():
     w12, b12 = random_affine(RNG, (12,))
     rm, rv = RNG.standard_normal(12), 0.5 + np.abs(RNG.standard_normal(12))
     return {
-        "layer_norm": (x2, lambda x, o: refnorm.layer_norm(x, 24, w24, b24, out=o),
-                       lambda x: refnorm.layer_norm(x, 24, w24, b24),
-                       lambda dy, x, o: refnorm.layer_norm_backward(dy, x, 24, w24, b24, out=o),
-                       lambda dy, x: refnorm.layer_norm_backward(dy, x, 24, w24, b24)),
-        "layer_norm-2d-no-affine": (x3, lambda x, o: refnorm.layer_norm(x, (6, 7), out=o),
-                                    lambda x: refnorm.layer_norm(x, (6, 7)),
-                                    lambda dy, x, o: refnorm.layer_norm_backward(dy, x, (6, 7), out=o),
-                                    lambda dy, x: refnorm.layer_norm_backward(dy, x, (6, 7))),
-        "layer_norm-2d": (x3, lambda x, o: refnorm.layer_norm(x, (6, 7), w67, b67, out=o),
-                          lambda x: refnorm.layer_norm(x, (6, 7), w67, b67),
-                          lambda dy, x, o: refnorm.layer_norm_backward(dy, x, (6, 7), w67, b67, out=o),
-                          lambda dy, x: refnorm.layer_norm_backward(dy, x, (6, 7), w67, b67)),
-        "rms_norm": (x2, lambda x, o: refnorm.rms_norm(x, 24, w24, out=o), lambda x: refnorm.rms_norm(x, 24, w24),
-                     lambda dy, x, o: refnorm.rms_norm_backward(dy, x, 24, w24, out=o),
-                     lambda dy, x: refnorm.rms_norm_backward(dy, x, 24, w24)),
-        "batch_norm-train": (x4, lambda x, o: refnorm.batch_norm(x, None, None, w12, b12, True, out=o),
-                             lambda x: refnorm.batch_norm(x, None, None, w12, b12, True),
-                             lambda dy, x, o: refnorm.batch_norm_backward(dy, x, None, None, w12, b12, True, out=o),
-                             lambda dy, x: refnorm.batch_norm_backward(dy, x, None, None, w12, b12, True)),
-        "batch_norm-eval": (x4, lambda x, o: refnorm.batch_norm(x, rm, rv, w12, b12, out=o),
-                            lambda x: refnorm.batch_norm(x, rm, rv, w12, b12),
-                            lambda dy, x, o: refnorm.batch_norm_backward(dy, x, rm, rv, w12, b12, out=o),
-                            lambda dy, x: refnorm.batch_norm_backward(dy, x, rm, rv, w12, b12)),
-        "group_norm": (x4, lambda x, o: refnorm.group_norm(x, 4, w12, b12, out=o),
-                       lambda x: refnorm.group_norm(x, 4, w12, b12),
-                       lambda dy, x, o: refnorm.group_norm_backward(dy, x, 4, w12, b12, out=o),
-                       lambda dy, x: refnorm.group_norm_backward(dy, x, 4, w12, b12)),
-        "instance_norm": (x4, lambda x, o: refnorm.instance_norm(x, None, None, w12, b12, out=o),
-                          lambda x: refnorm.instance_norm(x, None, None, w12, b12),
-                          lambda dy, x, o: refnorm.instance_norm_backward(dy, x, None, None, w12, b12, out=o),
-                          lambda dy, x: refnorm.instance_norm_backward(dy, x, None, None, w12, b12)),
-        "instance_norm-running": (x4, lambda x, o: refnorm.instance_norm(x, rm, rv, w12, b12, False, out=o),
-                                  lambda x: refnorm.instance_norm(x, rm, rv, w12, b12, False),
-                                  lambda dy, x, o: refnorm.instance_norm_backward(dy, x, rm, rv, w12, b12, False,
-                                                                                  out=o),
-                                  lambda dy, x: refnorm.instance_norm_backward(dy, x, rm, rv, w12, b12, False)),
+        "layer_norm": _case(x2, "layer_norm", 24, w24, b24),
+        "layer_norm-2d-no-affine": _case(x3, "layer_norm", (6, 7)),
+        "layer_norm-2d": _case(x3, "layer_norm", (6, 7), w67, b67),
+        "rms_norm": _case(x2, "rms_norm", 24, w24),
+        "batch_norm-train": _case(x4, "batch_norm", None, None, w12, b12, True),
+        "batch_norm-eval": _case(x4, "batch_norm", rm, rv, w12, b12),
+        "group_norm": _case(x4, "group_norm", 4, w12, b12),
+        "instance_norm": _case(x4, "instance_norm", None, None, w12, b12),
+        "instance_norm-running": _case(x4, "instance_norm", rm, rv, w12, b12, False),
     }
 
 

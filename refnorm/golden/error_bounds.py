@@ -68,6 +68,8 @@ import math
 
 import numpy as np
 
+from .. import _libm
+
 LIB_ULPS = 4.0
 _SQRT2PI = math.sqrt(2.0 * math.pi)
 
@@ -184,7 +186,7 @@ def const(c: float, u: float) -> Bound:
 
 
 def _sigmoid(v):
-    e = np.exp(-np.abs(v))
+    e = _libm.exp(-np.abs(v))
     return np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
@@ -214,7 +216,7 @@ def activation(name: str, x: Bound) -> tuple[Bound, Bound]:
             return phi, dphi
         if name == "gelu":
             cdf = _normal_cdf(v)
-            pdf = np.exp(-0.5 * v * v) / _SQRT2PI
+            pdf = _libm.exp(-0.5 * v * v) / _SQRT2PI
             e_cdf = (L + 2) * u * cdf + (L / 2 + 1) * u
             p = v * cdf
             d1 = cdf + v * pdf
@@ -232,7 +234,7 @@ def quantiles(K: int, u: float) -> Bound:
     from ..reference.proxy_norm import proxy_quantiles
 
     q = proxy_quantiles(K)
-    e = math.sqrt(math.pi / 2.0) * np.exp(0.5 * q * q) * 3.0 * u + (LIB_ULPS + 2) * u * np.abs(q)
+    e = math.sqrt(math.pi / 2.0) * _libm.exp(0.5 * q * q) * 3.0 * u + (LIB_ULPS + 2) * u * np.abs(q)
     return Bound(q, e, u)
 
 

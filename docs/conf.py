@@ -28,10 +28,20 @@ author = "the refnorm authors"
 copyright = "the refnorm authors"
 release = version = refnorm.__version__
 
+# Everything the build needs is in the docs extra (pip install -e ".[docs]"), and the built site
+# loads nothing from the network:
+# * math: MathJax 3 is copied into the site's _static/mathjax/ and mathjax_path points there
+#   (docs/_ext/mathjax_local.py; the files come from the sphinx-mathjax-offline package), not
+#   Sphinx's default CDN URL;
+# * pytest is a real dependency of the API page: it documents refnorm.conformance.plugin, a pytest
+#   plugin that subclasses pytest.Collector and pytest.Item, so autodoc imports pytest. It is not
+#   mocked (autodoc_mock_imports): a mock replaces pytest even where it is installed, and the page
+#   would be rendered from a stand-in rather than from the module users get.
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "mathjax_local",
     "sphinx.ext.doctest",
     "myst_parser",
     "refnorm_docs",

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from ._version import __version__
@@ -28,11 +29,25 @@ def _csv(values):
 
 
 def _add_filters(p) -> None:
-    p.add_argument("--ops", nargs="+", metavar="OP", help="ops to include (default: all)")
-    p.add_argument("--dtypes", nargs="+", metavar="DTYPE",
-                   help="dtypes to include: float64 float32 float16 bfloat16 (default: all)")
-    p.add_argument("--tiers", nargs="+", metavar="TIER",
-                   help="tiers to include: exact statistical adversarial (default: all)")
+    """Add ``--ops``, ``--dtypes`` and ``--tiers`` to ``p``.  Each value is
+    checked as it is parsed: one that is not a known op (the registry's), dtype
+    or tier is a usage error (exit 2) listing the known ones."""
+    from .golden.corpus import SelectionError, _as_list, _choices
+
+    def known(what):
+        def check(value: str) -> str:
+            try:
+                names = _as_list(value, what, _choices(what))
+            except SelectionError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+            if not names:
+                raise argparse.ArgumentTypeError(f"{value!r} names no {what}")
+            return value
+        return check
+
+    for what in ("op", "dtype", "tier"):
+        p.add_argument(f"--{what}s", nargs="+", type=known(what), metavar=what.upper(),
+                       help=f"{what}s to include: {' '.join(_choices(what))} (default: all)")
 
 
 # ----------------------------------------------------------------------------- list
@@ -49,12 +64,10 @@ def add_list_parser(subparsers):
 
 
 def run_list(args) -> int:
-    from .golden.corpus import _as_list, _catalogue, _selected
-    from .golden.manifest import DTYPE_NAMES, TIERS
+    from .golden.corpus import _catalogue, _selected
+    from .golden.manifest import TIERS
 
-    ops = _as_list(_csv(args.ops), "op")
-    dtypes = _as_list(_csv(args.dtypes), "dtype", DTYPE_NAMES)
-    tiers = _as_list(_csv(args.tiers), "tier", TIERS)
+    ops, dtypes, tiers = _csv(args.ops), _csv(args.dtypes), _csv(args.tiers)  # checked by the parser
     specs = [s for s in _catalogue(args.large) if _selected(s, ops, dtypes, tiers)]
     by_op: dict[str, list] = {}
     for s in specs:
@@ -83,8 +96,9 @@ def add_generate_parser(subparsers):
                                           "(safetensors files + manifest.json), replacing its previous content "
                                           "atomically. Filtering ops/dtypes/tiers requires --out, so that the "
                                           "committed corpus is never replaced by a subset.")
-    p.add_argument("--out", metavar="DIR", help="corpus directory (default: the committed spec/golden, or "
-                                                "$REFNORM_GOLDEN_DIR)")
+    p.add_argument("--out", metavar="DIR", help="corpus directory (default: $REFNORM_GOLDEN_DIR; else in a checkout "
+                                                "the committed spec/golden, in an installed package "
+                                                "./refnorm-golden)")
     _add_filters(p)
     p.add_argument("--large", action="store_true", help="include the large cases")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -94,20 +108,25 @@ def add_generate_parser(subparsers):
 
 def run_generate(args) -> int:
     from ._progress import Progress
-    from .golden.corpus import default_root, generate
+    from .golden.corpus import generate
+    from .golden.locations import LOCAL_CORPUS, default_out
 
     ops, dtypes, tiers = _csv(args.ops), _csv(args.dtypes), _csv(args.tiers)
-    if args.out is None and (ops or dtypes or tiers):
-        print("refnorm generate: error: --ops/--dtypes/--tiers would replace the whole corpus with a subset; "
-              "pass --out DIR to write a partial corpus elsewhere", file=sys.stderr)
+    out = Path(args.out) if args.out else default_out()
+    local = args.out is None and out.name == LOCAL_CORPUS and out.parent == Path.cwd()
+    if args.out is None and not local and (ops or dtypes or tiers):
+        print(f"refnorm generate: error: --ops/--dtypes/--tiers would replace the whole corpus {out} with a "
+              "subset; pass --out DIR to write a partial corpus elsewhere", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else default_root()
     with Progress("generate", enabled=not args.quiet) as bar:
         stats = generate(out, ops=ops, dtypes=dtypes, tiers=tiers, include_large=args.large,
                          progress=bar.update)
     per_op = ", ".join(f"{op} {n}" for op, n in sorted(stats.by_op.items()))
     print(f"wrote {stats.cases} cases ({per_op}), {stats.bytes / 2**20:.2f} MiB, in {stats.seconds:.1f} s "
           f"to {stats.out_dir}")
+    if local:
+        print(f"(the installed corpus is read-only package data; use this one with --golden-dir {LOCAL_CORPUS} "
+              f"or REFNORM_GOLDEN_DIR={out})")
     return 0
 
 
@@ -120,7 +139,9 @@ def add_verify_parser(subparsers):
                                           "recompute every expected value from the stored inputs bit for bit. "
                                           "Prints one line per bad file and exits 1 if there is any.")
     p.add_argument("dir", nargs="?", metavar="DIR",
-                   help="corpus directory (default: the committed spec/golden, or $REFNORM_GOLDEN_DIR)")
+                   help="corpus directory (default: $REFNORM_GOLDEN_DIR, else the committed or installed corpus)")
+    p.add_argument("--golden-dir", metavar="DIR", help="the same as DIR (the option every command takes)")
+    _add_filters(p)
     p.add_argument("--no-recompute", action="store_true",
                    help="check hashes and headers only, do not recompute values")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -130,20 +151,26 @@ def add_verify_parser(subparsers):
 
 def run_verify(args) -> int:
     from ._progress import Progress
-    from .golden.corpus import default_root, verify
-    from .golden.manifest import load_manifest
+    from .golden.corpus import iter_entries, verify
+    from .golden.locations import default_root
 
-    root = Path(args.dir) if args.dir else default_root()
+    if args.dir and args.golden_dir and Path(args.dir) != Path(args.golden_dir):
+        print(f"refnorm verify: error: DIR {args.dir!r} and --golden-dir {args.golden_dir!r} name different "
+              "corpora; give one", file=sys.stderr)
+        return 2
+    given = args.dir or args.golden_dir
+    root = Path(given) if given else default_root()
     t0 = time.perf_counter()
     with Progress("verify", enabled=not args.quiet) as bar:
-        problems = verify(root, recompute=not args.no_recompute, progress=bar.update)
+        problems = verify(root, recompute=not args.no_recompute, progress=bar.update, ops=_csv(args.ops),
+                          dtypes=_csv(args.dtypes), tiers=_csv(args.tiers))
     for p in problems:
         print(f"BAD {root / p.file}: {p.reason}")
     if problems:
         files = len({p.file for p in problems})
         print(f"{files} bad file(s) in {root}", file=sys.stderr)
         return 1
-    n = len(load_manifest(root)["cases"])
+    n = len(iter_entries(root, ops=_csv(args.ops), dtypes=_csv(args.dtypes), tiers=_csv(args.tiers)))
     print(f"ok: {n} cases in {root} verified in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -175,7 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run the command line; return the exit code (0 ok, 1 failure, 2 usage error)."""
+    """Run the command line; return the exit code (0 ok, 1 failure, 2 usage error).
+
+    A usage error -- bad arguments, an unknown op/dtype/tier, a backend that
+    cannot be loaded -- and an expected failure (a missing or damaged corpus, a
+    selection that matches nothing) print one line, ``refnorm <command>: error:
+    <message>``, on stderr; a command with ``--traceback`` prints the full
+    traceback instead.
+    """
+    from .conformance.backends import BackendLoadError
     from .golden.corpus import SelectionError
     from .golden.safetensors import GoldenFormatError
 
@@ -186,9 +221,12 @@ def main(argv=None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (GoldenFormatError, SelectionError, FileExistsError, FileNotFoundError) as e:
-        print(f"refnorm {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    except (BackendLoadError, GoldenFormatError, SelectionError, FileExistsError, FileNotFoundError) as e:
+        if getattr(args, "traceback", False):
+            traceback.print_exc()
+        else:
+            print(f"refnorm {args.command}: error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, BackendLoadError) else 1
     except KeyboardInterrupt:
         print(f"refnorm {args.command}: interrupted", file=sys.stderr)
         return 130

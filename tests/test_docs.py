@@ -4,7 +4,8 @@ Both Sphinx builders run in subprocesses with the current interpreter, into a
 temporary directory (the generated fragments go to ``docs/_generated/``, as in
 a normal build):
 
-* ``python -m sphinx -W --keep-going -b html docs OUT``  (warnings are errors);
+* ``python -m sphinx -W --keep-going -b html docs OUT``  (warnings are errors; the site
+  loads nothing from the network: MathJax is served from its own ``_static/``);
 * ``python -m sphinx -W -b doctest docs OUT``  (a stale example fails).
 
 Plus two fast checks of the docs extension's generated data that need no build.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,12 +42,44 @@ def _explain(proc: subprocess.CompletedProcess, what: str) -> str:
     return f"{what} failed with exit code {proc.returncode}; last lines of its output:\n{tail}"
 
 
-def test_html_builds_without_warnings(tmp_path):
-    proc = _sphinx("html", tmp_path / "html", "-W", "--keep-going")
+@pytest.fixture(scope="module")
+def html(tmp_path_factory):
+    """One html build for the tests below: (the finished process, the output directory)."""
+    out = tmp_path_factory.mktemp("docs") / "html"
+    return _sphinx("html", out, "-W", "--keep-going"), out
+
+
+def test_html_builds_without_warnings(html):
+    proc, out = html
     assert proc.returncode == 0, _explain(proc, "sphinx -W --keep-going -b html")
     for page in ("index", "conformance", "differences", "papers", "cli", "api", "numerics", "format",
                  "ops/layer_norm", "ops/proxy_norm", "ops/weight_standardization"):
-        assert (tmp_path / "html" / f"{page}.html").is_file(), page
+        assert (out / f"{page}.html").is_file(), page
+
+
+# A tag that makes the browser fetch something (a script, a stylesheet, an image...) from another
+# host: an absolute or protocol-relative URL.  Links (<a href>) are not fetched and may be remote.
+_REMOTE_LOAD = re.compile(r"<(?:script|link|img|iframe|embed|object|source)\b[^>]*?\b(?:src|href|data)\s*=\s*"
+                          r"[\"']?(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
+
+
+def test_the_site_loads_nothing_remote_and_math_from_its_own_static(html):
+    proc, out = html
+    assert proc.returncode == 0, _explain(proc, "sphinx -W --keep-going -b html (see the test above)")
+    remote = {str(p.relative_to(out)): m.group(0) for p in sorted(out.rglob("*.html"))
+              if (m := _REMOTE_LOAD.search(p.read_text(encoding="utf-8")))}
+    assert not remote, f"pages that load from the network (first such tag of each): {remote}"
+    # A page with math loads MathJax, from a relative path to a file the build copied into the site.
+    page = out / "ops" / "layer_norm.html"
+    text = page.read_text(encoding="utf-8")
+    assert 'class="math' in text, "ops/layer_norm.html has no math: pick a page that has"
+    srcs = re.findall(r"<script\b[^>]*?\bsrc=\"([^\"]*mathjax[^\"]*)\"", text, re.IGNORECASE)
+    assert len(srcs) == 1, srcs
+    script = (page.parent / srcs[0].split("?")[0]).resolve()
+    assert script == (out / "_static" / "mathjax" / "tex-chtml.js").resolve(), srcs[0]
+    assert script.stat().st_size > 100_000, "tex-chtml.js is not the MathJax bundle"
+    fonts = out / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
+    assert any(fonts.glob("MathJax_Main-Regular.woff")), f"no MathJax fonts in {fonts}"
 
 
 def test_doctests_pass(tmp_path):

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..cli import _add_filters, _csv
+
 XFAIL_DIR = Path(__file__).resolve().parent / "xfails"
 
 
@@ -15,26 +17,18 @@ def default_xfails(backend_spec: str) -> Path | None:
     return p if p.is_file() else None
 
 
-def _csv(values):
-    if not values:
-        return None
-    out = []
-    for v in values:
-        out.extend(s for s in v.split(",") if s)
-    return out
-
-
 def add_check_parser(subparsers):
     p = subparsers.add_parser(
         "check", help="run a backend against the golden corpus",
         description="Check every applicable golden case against a backend: a built-in name (refnorm, torch, jax, "
-                    "numpy32), a dotted module path or a path to a .py file exposing refnorm's function names. "
-                    "Exits 1 on any unexpected failure or unexpected pass of an xfail rule.")
+                    "numpy32), mutant:<name>, a dotted module path (looked up in the current folder first, so "
+                    "'mymodule' finds ./mymodule.py) or a path to a .py file (which may import the modules beside "
+                    "it) exposing refnorm's function names. Exits 1 on any unexpected failure or unexpected pass of "
+                    "an xfail rule, 2 when the backend cannot be loaded (one line naming its file and the cause).")
     p.add_argument("--backend", required=True, metavar="NAME|MODULE|FILE.py", help="the backend to check")
-    p.add_argument("--ops", nargs="+", metavar="OP", help="ops to check (default: all)")
-    p.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="dtypes to check (default: all)")
-    p.add_argument("--tiers", nargs="+", metavar="TIER", help="tiers to check: exact statistical adversarial")
-    p.add_argument("--golden-dir", metavar="DIR", help="corpus directory (default: the committed spec/golden)")
+    _add_filters(p)
+    p.add_argument("--golden-dir", metavar="DIR",
+                   help="corpus directory (default: $REFNORM_GOLDEN_DIR, else the committed or installed corpus)")
     p.add_argument("--xfail", metavar="FILE",
                    help="xfail file: '<case id or glob>[::<function>]  # reason' per line "
                         "(default: the shipped file of a built-in backend)")
@@ -45,6 +39,9 @@ def add_check_parser(subparsers):
     p.add_argument("--batch-invariance", action="store_true",
                    help="require a sample's output not to depend on the rest of the batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--traceback", action="store_true",
+                   help="on an error (a backend that cannot be loaded, a missing corpus) print the full traceback "
+                        "instead of one line")
     p.set_defaults(func=run_check)
     return p
 
@@ -64,7 +61,7 @@ def run_check(args) -> int:
                        batch_invariance=args.batch_invariance, progress=bar.update)
     print(f"backend {args.backend}" + (f" (xfail file {xfail_path})" if xfail_path else ""))
     print(table(report))
-    bad = failures(report)
+    bad = failures(report, json_path=args.json)
     if bad:
         print(bad)
     if args.json:

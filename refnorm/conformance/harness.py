@@ -54,9 +54,61 @@ class NotImplementedByBackend(Exception):
     """The backend lacks the function or raised NotImplementedError."""
 
 
+def _json_float(v):
+    """A float for JSON: finite values as numbers (``json`` writes the shortest
+    repr, so full precision), NaN and infinities as the strings "nan", "inf",
+    "-inf" (JSON has no literal for them)."""
+    return v if v is None or np.isfinite(v) else str(v)
+
+
+@dataclass
+class Mismatch:
+    """One output of a (case, function) check that is out of tolerance.
+
+    ``n_bad`` of the output's ``size`` elements are out of tolerance; the worst
+    of them (largest error as a multiple of the tolerance, ``ratio``) is at
+    ``index``, where the float64 golden value is ``expected`` and the backend's
+    value, widened to float64, is ``got``; ``ulps`` is that error in units in the
+    last place of the case dtype (inf where either value is not finite).  An
+    output that cannot be compared element by element (missing, not an array,
+    another shape) has only ``note``, which says why.
+    """
+
+    output: str
+    n_bad: int = 0
+    size: int = 0
+    index: tuple | None = None
+    expected: float | None = None
+    got: float | None = None
+    ratio: float = float("inf")
+    ulps: float = float("inf")
+    note: str = ""
+
+    def line(self) -> str:
+        """One line for a person: the output, the count, and the worst element
+        with both values at full precision (shortest round-trip repr); the ulps
+        are of the case dtype, which the case id names."""
+        if self.note:
+            return f"{self.output}: {self.note}"
+        return (f"{self.output}: {self.n_bad} of {self.size} out of tolerance; worst {self.ratio:.3g} x tolerance "
+                f"at {self.index}: expected {self.expected!r}, got {self.got!r} ({self.ulps:.3g} ulp)")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for k in ("expected", "got", "ratio", "ulps"):
+            d[k] = _json_float(d[k])
+        return d
+
+
 @dataclass
 class Outcome:
-    """The result of one (case, function) check."""
+    """The result of one (case, function) check.
+
+    ``message`` says why a check failed (or was not implemented) as plain text:
+    for out-of-tolerance outputs one :meth:`Mismatch.line` per output, joined by
+    newlines, with the same facts in ``mismatches`` as fields.  ``description``
+    is the case's, from the corpus manifest, for reports that group by case.
+    """
 
     case_id: str
     op: str
@@ -68,12 +120,14 @@ class Outcome:
     message: str = ""
     outputs: dict = field(default_factory=dict)  # output -> worst ratio
     reason: str = ""  # the xfail reason, when one applies
+    description: str = ""
+    mismatches: list[Mismatch] = field(default_factory=list)
 
     def to_json(self) -> dict:
         d = asdict(self)
-        if d["worst_ratio"] is not None and not np.isfinite(d["worst_ratio"]):
-            d["worst_ratio"] = str(d["worst_ratio"])
-        d["outputs"] = {k: (v if np.isfinite(v) else str(v)) for k, v in d["outputs"].items()}
+        d["worst_ratio"] = _json_float(d["worst_ratio"])
+        d["outputs"] = {k: _json_float(v) for k, v in d["outputs"].items()}
+        d["mismatches"] = [m.to_json() for m in self.mismatches]
         return d
 
 
@@ -237,10 +291,13 @@ def applicable_functions(case) -> list[str]:
 # ----------------------------------------------------------------------------- checking
 
 
-def _compare_outputs(case, outputs: dict) -> tuple[bool, float, str, dict]:
+def _compare_outputs(case, outputs: dict) -> tuple[bool, float, list[Mismatch], dict]:
+    """Compare each output the case expects; return whether all are within
+    tolerance, the worst ratio, a :class:`Mismatch` per output that is not, and
+    the worst ratio per output."""
     from ..golden.tolerance import compare
 
-    ok, worst, msgs, per = True, 0.0, [], {}
+    ok, worst, bad, per = True, 0.0, [], {}
     for name, actual in outputs.items():
         if name not in case.expected:
             continue
@@ -248,7 +305,7 @@ def _compare_outputs(case, outputs: dict) -> tuple[bool, float, str, dict]:
             a = _as_f64(actual)
         except Exception as exc:  # not array-like
             ok, worst = False, float("inf")
-            msgs.append(f"{name}: not an array ({type(actual).__name__}: {exc})")
+            bad.append(Mismatch(name, note=f"not an array ({type(actual).__name__}: {exc})"))
             per[name] = float("inf")
             continue
         cmp = compare(case.expected[name], a, case.tolerances[name], case.scales.get(name), dtype=case.dtype)
@@ -256,12 +313,24 @@ def _compare_outputs(case, outputs: dict) -> tuple[bool, float, str, dict]:
         worst = max(worst, float(cmp.worst_ratio))
         if not cmp.ok:
             ok = False
-            msgs.append(f"{name}: {cmp.message}")
+            bad.append(_mismatch(name, case.expected[name], a, cmp))
     missing = [n for n in _expected_names(case, outputs) if n not in outputs]
     if missing:
         ok, worst = False, float("inf")
-        msgs.append(f"missing outputs {missing}")
-    return ok, worst, "; ".join(msgs), per
+        bad.extend(Mismatch(n, note="missing (the backend returned no such output)") for n in missing)
+    return ok, worst, bad, per
+
+
+def _mismatch(name: str, expected, actual: np.ndarray, cmp) -> Mismatch:
+    """A :class:`Mismatch` from a failed comparison: the values at its worst
+    index are read back from the arrays it compared (a comparison that has no
+    worst index, e.g. of another shape, keeps its message as the note)."""
+    if cmp.worst_index is None:
+        return Mismatch(name, note=cmp.message)
+    e = np.asarray(expected, dtype=np.float64)
+    i = cmp.worst_index
+    return Mismatch(name, cmp.n_bad, int(e.size), i, float(e[i]), float(actual[i]), float(cmp.worst_ratio),
+                    float(cmp.worst_ulps))
 
 
 def _expected_names(case, outputs) -> list[str]:
@@ -294,7 +363,8 @@ def _check_repeat(backend, case, function, first, repeat) -> str:
                     return f"run {r + 1} of {repeat}: {k} changed shape"
                 diff = np.flatnonzero(~((a == b) | (np.isnan(a) & np.isnan(b))))
                 return (f"nondeterministic: run {r + 1} of {repeat} differs from run 1 in {k} at "
-                        f"{diff.size} elements (first flat index {int(diff[0])}: {a[diff[0]]!r} vs {b[diff[0]]!r})")
+                        f"{diff.size} elements (first flat index {int(diff[0])}: {float(a[diff[0]])!r} vs "
+                        f"{float(b[diff[0]])!r})")
     return ""
 
 
@@ -315,9 +385,9 @@ def _check_batch_invariance(backend, case) -> str:
         for label, got in (("alone", alone), ("in a padded batch of " + str(padded_x.shape[0]), padded)):
             same = (got == full[i:i + 1]) | (np.isnan(got) & np.isnan(full[i:i + 1]))
             if not np.all(same):
-                j = np.unravel_index(int(np.flatnonzero(~same)[0]), got.shape)
+                j = tuple(int(v) for v in np.unravel_index(int(np.flatnonzero(~same)[0]), got.shape))
                 return (f"batch-variant: sample {i} computed {label} differs from the full batch "
-                        f"at {j}: {got[j]!r} vs {full[i:i + 1][j]!r}")
+                        f"at {j}: {float(got[j])!r} vs {float(full[i:i + 1][j])!r}")
     return ""
 
 
@@ -325,15 +395,16 @@ def check_function(backend, case, function: str, *, xfails=(), repeat: int = 1,
                    batch_invariance: bool = False) -> Outcome:
     """Check one protocol function of ``backend`` on one golden case."""
     rule = match_xfail(xfails, case.id, function)
-    oc = Outcome(case.id, case.op, case.dtype, case.tier, function, "passed")
+    oc = Outcome(case.id, case.op, case.dtype, case.tier, function, "passed", description=case.description)
     try:
         if case.expect.get("kind") == "error":
             oc.status, oc.message = _check_error(backend, case)
         else:
             outputs = produce(backend, case, function)
-            ok, worst, msg, per = _compare_outputs(case, outputs)
-            oc.worst_ratio, oc.outputs = worst, per
-            oc.status, oc.message = ("passed", "") if ok else ("failed", msg)
+            ok, worst, bad, per = _compare_outputs(case, outputs)
+            oc.worst_ratio, oc.outputs, oc.mismatches = worst, per, bad
+            oc.status = "passed" if ok else "failed"
+            oc.message = "\n".join(m.line() for m in bad)
             if ok and repeat > 1:
                 msg = _check_repeat(backend, case, function, outputs, repeat)
                 if msg:

@@ -25,6 +25,10 @@ Write your own tests over golden cases with the :func:`golden_cases` decorator::
         case.assert_close("y", y)
 
 and the ``refnorm_backend`` fixture gives the module named by ``--refnorm-backend``.
+
+Mistakes in the options are usage errors (exit status 4, one ``ERROR:`` line, no
+traceback): an unknown op, dtype or tier, a backend that cannot be loaded (the
+line names its file and the cause), a corpus or xfail file that cannot be read.
 """
 
 from __future__ import annotations
@@ -32,8 +36,37 @@ from __future__ import annotations
 import pytest
 
 
+_BACKEND = pytest.StashKey[object]()
+
+
 def _csv(value):
     return None if not value else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _backend(config):
+    """The module named by ``--refnorm-backend``, loaded once per session (the
+    golden suite and the ``refnorm_backend`` fixture share it).  One that
+    cannot be loaded is a :class:`pytest.UsageError` with the one-line message
+    of :class:`~refnorm.conformance.backends.BackendLoadError`."""
+    from .backends import BackendLoadError, load_backend
+
+    if _BACKEND not in config.stash:
+        try:
+            config.stash[_BACKEND] = load_backend(config.getoption("refnorm_backend"))
+        except BackendLoadError as e:
+            raise pytest.UsageError(str(e)) from e
+    return config.stash[_BACKEND]
+
+
+def _golden(**selection) -> list:
+    """``load_cases(**selection)`` as a list; a corpus that cannot be found or
+    read is a :class:`pytest.UsageError` saying why in one line."""
+    from ..golden import GoldenFormatError, load_cases
+
+    try:
+        return list(load_cases(**selection))
+    except (FileNotFoundError, GoldenFormatError) as e:
+        raise pytest.UsageError(f"refnorm golden corpus: {e}") from e
 
 
 def pytest_addoption(parser):
@@ -48,23 +81,39 @@ def pytest_addoption(parser):
     group.addoption("--refnorm-golden-dir", default=None, metavar="DIR", help="corpus directory")
 
 
-def golden_cases(ops=None, dtypes=None, tiers=None, root=None, *, argname: str = "case"):
-    """A ``pytest.mark.parametrize`` over golden cases; test ids are the case ids."""
-    from ..golden import load_cases
+def pytest_configure(config):
+    """Refuse an unknown ``--refnorm-ops``/``--refnorm-dtypes``/``--refnorm-tiers``
+    value (a :class:`pytest.UsageError` listing the known ones: the registry's
+    ops, the corpus's dtypes and tiers) before anything is collected."""
+    from ..golden.corpus import SelectionError, _as_list, _choices
 
-    cases = list(load_cases(ops=ops, dtypes=dtypes, tiers=tiers, root=root))
+    for what in ("op", "dtype", "tier"):
+        values = _csv(config.getoption(f"refnorm_{what}s"))
+        if values:
+            try:
+                _as_list(values, what, _choices(what))
+            except SelectionError as e:
+                raise pytest.UsageError(f"--refnorm-{what}s: {e}") from e
+
+
+def golden_cases(ops=None, dtypes=None, tiers=None, root=None, *, argname: str = "case"):
+    """A ``pytest.mark.parametrize`` over golden cases; test ids are the case ids.
+
+    A corpus that cannot be read makes the decorated module a collection error
+    with the one-line reason (no traceback)."""
+    try:
+        cases = _golden(ops=ops, dtypes=dtypes, tiers=tiers, root=root)
+    except pytest.UsageError as e:
+        pytest.fail(str(e), pytrace=False)
     return pytest.mark.parametrize(argname, cases, ids=[c.id for c in cases])
 
 
 @pytest.fixture
 def refnorm_backend(request):
-    """The backend module named by ``--refnorm-backend``."""
-    from .backends import load_backend
-
-    spec = request.config.getoption("refnorm_backend")
-    if not spec:
+    """The backend module named by ``--refnorm-backend`` (the one the golden suite checks)."""
+    if not request.config.getoption("refnorm_backend"):
         pytest.skip("no --refnorm-backend given")
-    return load_backend(spec)
+    return _backend(request.config)
 
 
 class GoldenSuite(pytest.Collector):
@@ -73,11 +122,10 @@ class GoldenSuite(pytest.Collector):
         self.backend, self.backend_spec, self.options = backend, backend_spec, options
 
     def collect(self):
-        from ..golden import load_cases
         from .harness import applicable_functions, match_xfail
 
         o = self.options
-        for case in load_cases(ops=o["ops"], dtypes=o["dtypes"], tiers=o["tiers"], root=o["root"]):
+        for case in _golden(ops=o["ops"], dtypes=o["dtypes"], tiers=o["tiers"], root=o["root"]):
             for fn in applicable_functions(case):
                 item = GoldenItem.from_parent(self, name=f"{case.id}::{fn}", case=case, function=fn)
                 rule = match_xfail(o["xfails"], case.id, fn)
@@ -113,14 +161,18 @@ def pytest_collection_modifyitems(session, config, items):
     spec = config.getoption("refnorm_backend")
     if not spec:
         return
-    from .backends import load_backend
     from .cli_check import default_xfails
     from .harness import read_xfails
 
+    backend = _backend(config)
     xfail_path = config.getoption("refnorm_xfail") or default_xfails(spec)
+    try:
+        xfails = read_xfails(xfail_path) if xfail_path else []
+    except (OSError, ValueError) as e:  # a missing file, a malformed rule
+        raise pytest.UsageError(f"xfail file: {e}") from e
     options = {"ops": _csv(config.getoption("refnorm_ops")), "dtypes": _csv(config.getoption("refnorm_dtypes")),
                "tiers": _csv(config.getoption("refnorm_tiers")), "root": config.getoption("refnorm_golden_dir"),
-               "xfails": read_xfails(xfail_path) if xfail_path else []}
-    suite = GoldenSuite.from_parent(session, name=f"refnorm-golden[{spec}]", backend=load_backend(spec),
+               "xfails": xfails}
+    suite = GoldenSuite.from_parent(session, name=f"refnorm-golden[{spec}]", backend=backend,
                                     backend_spec=spec, options=options)
     items.extend(suite.collect())

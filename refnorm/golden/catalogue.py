@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from . import recipes as R
+from .locations import catalogue_path
 
 TIERS = ("exact", "statistical", "adversarial")
 DTYPE_NAMES = ("float64", "float32", "float16", "bfloat16")
@@ -85,8 +86,8 @@ class BuiltCase:
 
 
 def cases_path() -> Path:
-    import refnorm
-    return Path(refnorm.__file__).resolve().parents[1] / "spec" / "cases.toml"
+    """The catalogue file (``spec/cases.toml``; see :mod:`refnorm.golden.locations`)."""
+    return catalogue_path()
 
 
 def _resolve(value, dtype: str):

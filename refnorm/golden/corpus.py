@@ -13,8 +13,10 @@ relative to a scale tensor, ``<output>.scale``.  Error cases hold inputs only.
 * :func:`load_cases` yields :class:`GoldenCase` objects, refusing any file
   whose SHA-256 differs from the manifest.
 
-The corpus directory defaults to the repository's ``spec/golden``; the
-environment variable ``REFNORM_GOLDEN_DIR`` or a ``root=`` argument overrides it.
+The corpus directory defaults to :func:`~refnorm.golden.locations.default_root`
+(the committed ``spec/golden`` in a checkout, the corpus shipped in an installed
+package); the environment variable ``REFNORM_GOLDEN_DIR`` or a ``root=`` argument
+overrides it.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 
+from .locations import ENV_VAR, default_root
 from .manifest import (
     DTYPE_NAMES,
     MANIFEST_NAME,
@@ -60,7 +63,6 @@ __all__ = [
     "verify",
 ]
 
-ENV_VAR = "REFNORM_GOLDEN_DIR"
 SCALE_SUFFIX = ".scale"
 
 # Fields of a case spec kept in the manifest when the spec is not a dataclass.
@@ -143,15 +145,6 @@ def _jsonable(obj, what: str):
 # ----------------------------------------------------------------------------- locations
 
 
-def default_root() -> Path:
-    """``$REFNORM_GOLDEN_DIR`` if set, else the repository's ``spec/golden``."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env)
-    import refnorm
-    return Path(refnorm.__file__).resolve().parents[1] / "spec" / "golden"
-
-
 def _root(root) -> Path:
     return default_root() if root is None else Path(root)
 
@@ -178,6 +171,20 @@ def _as_list(values, what: str, allowed=None) -> list[str] | None:
         if bad:
             raise SelectionError(f"unknown {what} {', '.join(map(repr, bad))}; expected one of {', '.join(allowed)}")
     return out
+
+
+def _choices(what: str) -> tuple[str, ...]:
+    """The values a selection may name for ``what``: ``"op"`` -> the registry's
+    ops (which the catalogue covers), ``"dtype"`` -> :data:`DTYPE_NAMES`,
+    ``"tier"`` -> :data:`TIERS`; the ``allowed`` of :func:`_as_list`."""
+    if what == "op":
+        from .._registry import registry
+        return tuple(registry())
+    if what == "dtype":
+        return DTYPE_NAMES
+    if what == "tier":
+        return TIERS
+    raise ValueError(f"what must be 'op', 'dtype' or 'tier', got {what!r}")
 
 
 def _selected(item, ops, dtypes, tiers) -> bool:
@@ -436,23 +443,31 @@ def _recheck_values(entry: dict, inputs: dict, expected: dict, scales: dict) -> 
     return reasons
 
 
-def verify(root=None, *, recompute: bool = True,
-           progress: Callable[[int, int], None] | None = None) -> list[Problem]:
+def verify(root=None, *, recompute: bool = True, progress: Callable[[int, int], None] | None = None,
+           ops=None, dtypes=None, tiers=None) -> list[Problem]:
     """Check a corpus; return its problems (empty when it is sound).
 
     Every file is re-hashed and parsed, its tensors are checked against the
     manifest (names, dtypes, shapes, roles), and, with ``recompute``, every
     expected value, tolerance and scale is recomputed from the stored inputs
     and compared bit for bit.  Files under ``root`` that the manifest does not
-    list are reported too.
+    list are reported too.  ``ops`` / ``dtypes`` / ``tiers`` restrict the check
+    to the selected cases (then unlisted files are not looked for): a first
+    run compiles only the kernels those cases need.
     """
     root = _root(root)
+    ops = _as_list(ops, "op")
+    dtypes = _as_list(dtypes, "dtype", DTYPE_NAMES)
+    tiers = _as_list(tiers, "tier", TIERS)
     try:
         manifest = load_manifest(root)
     except GoldenFormatError as e:
         return [Problem(MANIFEST_NAME, e.reason)]
     problems: list[Problem] = []
-    cases = manifest["cases"]
+    selection = ops is not None or dtypes is not None or tiers is not None
+    cases = [c for c in manifest["cases"] if _selected(c, ops, dtypes, tiers)]
+    if selection and not cases:
+        raise SelectionError(f"no case of {root} matches the selection")
     for i, entry in enumerate(cases):
         rel = entry["file"]
         path = resolve_case_file(root, rel)
@@ -460,10 +475,10 @@ def verify(root=None, *, recompute: bool = True,
         problems.extend(Problem(rel, f"[{entry['id']}] {r}") for r in reasons)
         if progress is not None:
             progress(i + 1, len(cases))
-    listed = {c["file"] for c in cases}
-    for rel in corpus_files(root):
-        if rel not in listed:
-            problems.append(Problem(rel, "file is not listed in the manifest"))
+    if not selection:
+        listed = {c["file"] for c in cases}
+        problems.extend(Problem(rel, "file is not listed in the manifest")
+                        for rel in corpus_files(root) if rel not in listed)
     return problems
 
 
@@ -568,20 +583,21 @@ def _read_case(root: Path, entry: dict) -> GoldenCase:
                       shapes=entry["shapes"], recipe=entry["recipe"], seed=entry["seed"], file=path, spec=spec)
 
 
-def load_cases(ops=None, dtypes=None, tiers=None, root=None) -> Iterator[GoldenCase]:
-    """Yield the corpus's cases (sorted by id) matching the selection.
+def load_cases(ops=None, dtypes=None, tiers=None, root=None) -> list[GoldenCase]:
+    """The corpus's cases (sorted by id) matching the selection, as a list.
 
-    Each file's SHA-256 is checked against the manifest before use; a
-    mismatch raises :class:`GoldenFormatError`.
+    ``ops``, ``dtypes`` and ``tiers`` are names or lists of names (``None``:
+    all); ``root`` is the corpus directory (default: :func:`default_root`).
+    Every file is read and its SHA-256 checked against the manifest; a
+    mismatch, or any other malformed file, raises :class:`GoldenFormatError`
+    naming the file.  The whole committed corpus is about 23 MiB in memory.
     """
     root = _root(root)
     ops = _as_list(ops, "op")
     dtypes = _as_list(dtypes, "dtype", DTYPE_NAMES)
     tiers = _as_list(tiers, "tier", TIERS)
     manifest = load_manifest(root)
-    for entry in manifest["cases"]:
-        if _selected(entry, ops, dtypes, tiers):
-            yield _read_case(root, entry)
+    return [_read_case(root, entry) for entry in manifest["cases"] if _selected(entry, ops, dtypes, tiers)]
 
 
 def load_case(case_id: str, root=None) -> GoldenCase:

@@ -5,6 +5,7 @@ not-implemented, unexpected passes) behave as documented."""
 
 from __future__ import annotations
 
+import re
 import types
 from functools import lru_cache
 
@@ -84,6 +85,19 @@ def test_hidden_mutants_need_their_option(name, option):
     on every case: the options are what catches them, not luck."""
     report = check(load_mutant(name))
     assert not (_failed(report) - _baseline_failures()), f"{name} caught without {option}"
+
+
+@pytest.mark.parametrize("name", sorted(MUTANT_OPTIONS))
+def test_option_failures_print_plain_numbers(name):
+    """What the repeat runs and the batch-invariance check report: the first
+    differing element's index and both values as Python numbers (no NumPy
+    wrappers), the values at full precision (they parse back to float64)."""
+    report = check(load_mutant(name), ops=["layer_norm"], dtypes=["float32"], **MUTANT_OPTIONS[name])
+    msgs = [o.message for o in report.unexpected if o.message.startswith(("nondeterministic", "batch-variant"))]
+    assert msgs and not any("np." in m for m in msgs)
+    for m in msgs:
+        a, b = re.search(r": (\S+) vs (\S+?)\)?$", m).groups()
+        assert float(a) != float(b)
 
 
 def test_mutant_catch_rate_through_the_cli(capsys):

@@ -326,6 +326,20 @@ def test_verify_reports_forged_scale_and_tolerance(golden):
     assert "tolerances of ['dx'] differ" in got["layer_norm/basic__float32.safetensors"]
 
 
+def test_verify_checks_only_the_selected_cases(golden):
+    rewrite_case(golden, "layer_norm/basic__float16", lambda t: t["y"].__imul__(2.0))
+    rewrite_case(golden, "rms_norm/exact_rows__float32", lambda t: t["y.scale"].__imul__(2.0))
+    (golden / "notes.txt").write_text("not part of a selection")
+    assert {p.file for p in verify(golden, ops=["layer_norm"])} == {"layer_norm/basic__float16.safetensors"}
+    assert {p.file for p in verify(golden, ops="rms_norm")} == {"rms_norm/exact_rows__float32.safetensors"}
+    assert verify(golden, ops=["layer_norm"], dtypes=["float32", "float64"]) == []
+    assert len(verify(golden)) == 3  # both cases and the stray file
+    with pytest.raises(SelectionError, match="no case"):
+        verify(golden, ops=["group_norm"])
+    with pytest.raises(SelectionError, match="unknown dtype"):
+        verify(golden, dtypes=["int8"])
+
+
 def test_verify_reports_header_mismatch_missing_and_extra_files(golden):
     rewrite_case(golden, "layer_norm/basic__float64", lambda t: t.update(extra=np.zeros(1)))
     rewrite_case(golden, "layer_norm/basic__float32", lambda t: t.update(x=t["x"].astype(np.float64)))

@@ -15,7 +15,16 @@ import time
 import traceback
 from pathlib import Path
 
+from ._progress import Progress
 from ._version import __version__
+from .conformance.backends import BackendLoadError
+from .golden import catalogue
+from .golden.casespec import TIERS
+from .golden.corpus import generate, verify
+from .golden.locations import LOCAL_CORPUS, default_out, default_root
+from .golden.reader import iter_entries
+from .golden.safetensors import GoldenFormatError
+from .golden.selection import SelectionError, as_list, choices, selected
 
 
 def _csv(values):
@@ -32,12 +41,11 @@ def _add_filters(p) -> None:
     """Add ``--ops``, ``--dtypes`` and ``--tiers`` to ``p``.  Each value is
     checked as it is parsed: one that is not a known op (the registry's), dtype
     or tier is a usage error (exit 2) listing the known ones."""
-    from .golden.corpus import SelectionError, _as_list, _choices
 
     def known(what):
         def check(value: str) -> str:
             try:
-                names = _as_list(value, what, _choices(what))
+                names = as_list(value, what, choices(what))
             except SelectionError as e:
                 raise argparse.ArgumentTypeError(str(e)) from None
             if not names:
@@ -47,7 +55,7 @@ def _add_filters(p) -> None:
 
     for what in ("op", "dtype", "tier"):
         p.add_argument(f"--{what}s", nargs="+", type=known(what), metavar=what.upper(),
-                       help=f"{what}s to include: {' '.join(_choices(what))} (default: all)")
+                       help=f"{what}s to include: {' '.join(choices(what))} (default: all)")
 
 
 # ----------------------------------------------------------------------------- list
@@ -64,11 +72,8 @@ def add_list_parser(subparsers):
 
 
 def run_list(args) -> int:
-    from .golden.corpus import _catalogue, _selected
-    from .golden.manifest import TIERS
-
     ops, dtypes, tiers = _csv(args.ops), _csv(args.dtypes), _csv(args.tiers)  # checked by the parser
-    specs = [s for s in _catalogue(args.large) if _selected(s, ops, dtypes, tiers)]
+    specs = [s for s in catalogue.catalogue(include_large=args.large) if selected(s, ops, dtypes, tiers)]
     by_op: dict[str, list] = {}
     for s in specs:
         by_op.setdefault(s.op, []).append(s)
@@ -107,10 +112,6 @@ def add_generate_parser(subparsers):
 
 
 def run_generate(args) -> int:
-    from ._progress import Progress
-    from .golden.corpus import generate
-    from .golden.locations import LOCAL_CORPUS, default_out
-
     ops, dtypes, tiers = _csv(args.ops), _csv(args.dtypes), _csv(args.tiers)
     out = Path(args.out) if args.out else default_out()
     local = args.out is None and out.name == LOCAL_CORPUS and out.parent == Path.cwd()
@@ -150,10 +151,6 @@ def add_verify_parser(subparsers):
 
 
 def run_verify(args) -> int:
-    from ._progress import Progress
-    from .golden.corpus import iter_entries, verify
-    from .golden.locations import default_root
-
     if args.dir and args.golden_dir and Path(args.dir) != Path(args.golden_dir):
         print(f"refnorm verify: error: DIR {args.dir!r} and --golden-dir {args.golden_dir!r} name different "
               "corpora; give one", file=sys.stderr)
@@ -210,10 +207,6 @@ def main(argv=None) -> int:
     <message>``, on stderr; a command with ``--traceback`` prints the full
     traceback instead.
     """
-    from .conformance.backends import BackendLoadError
-    from .golden.corpus import SelectionError
-    from .golden.safetensors import GoldenFormatError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

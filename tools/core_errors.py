@@ -21,6 +21,7 @@ from autograd import grad
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import refnorm  # noqa: E402
+from refnorm._registry import STANDARD_OPS  # noqa: E402
 from tests._util import gradient_scale, op_cases, random_dy, reference_kwargs  # noqa: E402
 
 
@@ -53,9 +54,6 @@ def torch_call(op, kw, dy):
     y.backward(torch.tensor(dy))
     grads = {k: T[k].grad.numpy() for k in ("x", "weight", "bias") if isinstance(T.get(k), torch.Tensor)}
     return y.detach().numpy(), grads
-
-
-STANDARD_OPS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")
 
 
 def main():

@@ -49,9 +49,6 @@ DOCS = Path(__file__).resolve().parents[1]
 ROOT = DOCS.parent
 GENERATED = DOCS / "_generated"
 
-STANDARD_OPS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")
-SEED_OPS = ("proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm")
-ALL_OPS = STANDARD_OPS + SEED_OPS
 #: Modules documented as a whole on the API page (their objects are canonical there).
 SEED_MODULES = tuple(f"refnorm.ops.{m}" for m in ("proxy_norm", "gn_plus", "weight_standardization", "gains",
                                                   "batch_layer_norm"))
@@ -92,7 +89,7 @@ def _g(x: float) -> str:
 
 
 def _manifest():
-    from refnorm.golden.corpus import default_root
+    from refnorm.golden.locations import default_root
     from refnorm.golden.manifest import load_manifest
 
     root = default_root()
@@ -100,10 +97,12 @@ def _manifest():
 
 
 def golden_tables(manifest) -> None:
+    from refnorm import registry
+
     cases_by_op = defaultdict(list)
     for c in manifest["cases"]:
         cases_by_op[c["op"]].append(c)
-    ops = list(ALL_OPS) + sorted(set(cases_by_op) - set(ALL_OPS))
+    ops = list(registry()) + sorted(set(cases_by_op) - set(registry()))
     for op in ops:
         cases = sorted(cases_by_op.get(op, []), key=lambda c: c["id"])
         if not cases:
@@ -160,11 +159,11 @@ def _pick(cases, preferred: str, op: str, dtype: str, tier: str):
 
 def tolerance_tables(manifest) -> None:
     from refnorm.golden import tolerance as T
+    from refnorm.golden.dtypes import DTYPE_NAMES
 
-    dtypes = ("float64", "float32", "float16", "bfloat16")
     out = ["| dtype | unit roundoff `u_out` | accumulation `u_acc` | `u_ref` | safety `c` | λ |",
            "|---|---|---|---|---|---|"]
-    for d in dtypes:
+    for d in DTYPE_NAMES:
         uo, ua = T.unit_roundoff(d), T.acc_roundoff(d)
         out.append(f"| {d} | 2^{round(math.log2(uo))} = {_g(uo)} | "
                    f"2^{round(math.log2(ua))} = {_g(ua)} | {_g(T.U_REF)} | {T.SAFETY:g} | {T.LAMBDA:g} |")
@@ -179,7 +178,7 @@ def tolerance_tables(manifest) -> None:
             "| case | output | atol | rtol | ulp | scale |", "|---|---|---|---|---|---|"]
     cases = manifest["cases"]
     shown = []
-    for d in dtypes:
+    for d in DTYPE_NAMES:
         c = _pick(cases, f"layer_norm/d768_weight__{d}", "layer_norm", d, "statistical")
         if c is None:
             continue

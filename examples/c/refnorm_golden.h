@@ -65,7 +65,7 @@ double rg_decode_le(const unsigned char *p, rg_dtype dt);    /* one little-endia
 
 /* v rounded to the nearest value of dt (ties to even; overflow to +-inf; NaN stays NaN). */
 double rg_round_to_dtype(double v, rg_dtype dt);
-/* numpy's np.spacing evaluated in dt, as refnorm.golden.recipes.spacing: the gap from
+/* numpy's np.spacing evaluated in dt, as refnorm.golden.dtypes.spacing: the gap from
    |x| to the next larger magnitude of dt (subnormal spacing below the normal range). */
 double rg_spacing(double x, rg_dtype dt);
 

@@ -6,7 +6,11 @@ import json
 import sys
 from pathlib import Path
 
+from .._progress import Progress
 from ..cli import _add_filters, _csv
+from .backends import load_backend
+from .harness import check, read_xfails
+from .report import failures, table
 
 XFAIL_DIR = Path(__file__).resolve().parent / "xfails"
 
@@ -47,11 +51,6 @@ def add_check_parser(subparsers):
 
 
 def run_check(args) -> int:
-    from .._progress import Progress
-    from .backends import load_backend
-    from .harness import check, read_xfails
-    from .report import failures, table
-
     backend = load_backend(args.backend)
     xfail_path = None if args.no_xfail else (args.xfail or default_xfails(args.backend))
     xfails = read_xfails(xfail_path) if xfail_path else []

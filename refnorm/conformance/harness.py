@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import _registry
+from ..golden.comparison import compare
+from ..golden.reader import load_cases
 
 STATUSES = ("passed", "failed", "xfailed", "xpassed", "not_implemented")
 GRAD_NAMES = {"x": "dx", "weight": "dweight", "bias": "dbias", "proxy_shift": "dproxy_shift",
@@ -295,8 +297,6 @@ def _compare_outputs(case, outputs: dict) -> tuple[bool, float, list[Mismatch], 
     """Compare each output the case expects; return whether all are within
     tolerance, the worst ratio, a :class:`Mismatch` per output that is not, and
     the worst ratio per output."""
-    from ..golden.tolerance import compare
-
     ok, worst, bad, per = True, 0.0, [], {}
     for name, actual in outputs.items():
         if name not in case.expected:
@@ -477,8 +477,6 @@ class Report:
 def check(backend, *, backend_name: str = "", ops=None, dtypes=None, tiers=None, root=None, xfails=(),
           repeat: int = 1, batch_invariance: bool = False, progress=None) -> Report:
     """Run ``backend`` against every applicable golden case; return a :class:`Report`."""
-    from ..golden import load_cases
-
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
     t0 = time.perf_counter()

@@ -35,6 +35,11 @@ from __future__ import annotations
 
 import pytest
 
+from ..golden import GoldenFormatError, load_cases
+from ..golden.selection import SelectionError, as_list, choices
+from .backends import BackendLoadError, load_backend
+from .cli_check import default_xfails
+from .harness import applicable_functions, check_function, match_xfail, read_xfails
 
 _BACKEND = pytest.StashKey[object]()
 
@@ -48,8 +53,6 @@ def _backend(config):
     golden suite and the ``refnorm_backend`` fixture share it).  One that
     cannot be loaded is a :class:`pytest.UsageError` with the one-line message
     of :class:`~refnorm.conformance.backends.BackendLoadError`."""
-    from .backends import BackendLoadError, load_backend
-
     if _BACKEND not in config.stash:
         try:
             config.stash[_BACKEND] = load_backend(config.getoption("refnorm_backend"))
@@ -61,8 +64,6 @@ def _backend(config):
 def _golden(**selection) -> list:
     """``load_cases(**selection)`` as a list; a corpus that cannot be found or
     read is a :class:`pytest.UsageError` saying why in one line."""
-    from ..golden import GoldenFormatError, load_cases
-
     try:
         return list(load_cases(**selection))
     except (FileNotFoundError, GoldenFormatError) as e:
@@ -85,13 +86,11 @@ def pytest_configure(config):
     """Refuse an unknown ``--refnorm-ops``/``--refnorm-dtypes``/``--refnorm-tiers``
     value (a :class:`pytest.UsageError` listing the known ones: the registry's
     ops, the corpus's dtypes and tiers) before anything is collected."""
-    from ..golden.corpus import SelectionError, _as_list, _choices
-
     for what in ("op", "dtype", "tier"):
         values = _csv(config.getoption(f"refnorm_{what}s"))
         if values:
             try:
-                _as_list(values, what, _choices(what))
+                as_list(values, what, choices(what))
             except SelectionError as e:
                 raise pytest.UsageError(f"--refnorm-{what}s: {e}") from e
 
@@ -122,8 +121,6 @@ class GoldenSuite(pytest.Collector):
         self.backend, self.backend_spec, self.options = backend, backend_spec, options
 
     def collect(self):
-        from .harness import applicable_functions, match_xfail
-
         o = self.options
         for case in _golden(ops=o["ops"], dtypes=o["dtypes"], tiers=o["tiers"], root=o["root"]):
             for fn in applicable_functions(case):
@@ -140,8 +137,6 @@ class GoldenItem(pytest.Item):
         self.case, self.function = case, function
 
     def runtest(self):
-        from .harness import check_function
-
         oc = check_function(self.parent.backend, self.case, self.function)
         if oc.status == "not_implemented":
             pytest.skip(f"not implemented: {oc.message}")
@@ -161,9 +156,6 @@ def pytest_collection_modifyitems(session, config, items):
     spec = config.getoption("refnorm_backend")
     if not spec:
         return
-    from .cli_check import default_xfails
-    from .harness import read_xfails
-
     backend = _backend(config)
     xfail_path = config.getoption("refnorm_xfail") or default_xfails(spec)
     try:

@@ -13,9 +13,9 @@ import math
 import textwrap
 from collections import Counter, defaultdict
 
-from ..golden.manifest import TIERS
+from ..golden.casespec import TIERS
+from ..golden.dtypes import DTYPE_NAMES
 
-DTYPE_ORDER = ("float64", "float32", "float16", "bfloat16")
 WIDTH = 160  # the most characters in a line of the failure listing
 HANG = 8  # the extra indentation of a wrapped line's continuation
 
@@ -48,7 +48,7 @@ def table(report) -> str:
     header = f"{'op':{w}s} {'dtype':9s} {'passed':>7s} {'failed':>7s} {'xfailed':>8s} {'xpassed':>8s} {'not impl':>9s} {'pass worst/tol':>15s}"
     lines = [header, "-" * len(header)]
     for op in ops:
-        for dt in DTYPE_ORDER:
+        for dt in DTYPE_NAMES:
             if (op, dt) not in cells:
                 continue
             c = cells[(op, dt)]
@@ -59,7 +59,7 @@ def table(report) -> str:
     lines.append(" ".join(f"{counts[s]} {s.replace('_', ' ')}," for s in counts).rstrip(",")
                  + f" in {report.seconds:.1f}s")
     if report.unexpected:
-        lines.append(_most(report.unexpected, "dtype", DTYPE_ORDER))
+        lines.append(_most(report.unexpected, "dtype", DTYPE_NAMES))
         lines.append(_most(report.unexpected, "tier", TIERS))
     return "\n".join(lines)
 

@@ -3,9 +3,42 @@
 (:mod:`refnorm.golden.recipes`), the derived tolerance model
 (:mod:`refnorm.golden.tolerance`) and the fixture format/IO
 (:mod:`refnorm.golden.safetensors`, :mod:`refnorm.golden.manifest`,
-:mod:`refnorm.golden.corpus`)."""
+:mod:`refnorm.golden.reader`, :mod:`refnorm.golden.corpus`).
 
-from .corpus import GoldenCase, Problem, generate, load_case, load_cases, verify
+The modules form a one-way chain, each importing only modules before it:
+
+* the reader's side -- :mod:`~refnorm.golden.locations`,
+  :mod:`~refnorm.golden.dtypes`, :mod:`~refnorm.golden.comparison`,
+  :mod:`~refnorm.golden.casespec`, :mod:`~refnorm.golden.safetensors`,
+  :mod:`~refnorm.golden.manifest`, :mod:`~refnorm.golden.selection`,
+  :mod:`~refnorm.golden.reader` -- is all that loading and checking cases
+  needs;
+* the generator's side builds on it: :mod:`~refnorm.golden.recipes`,
+  :mod:`~refnorm.golden.catalogue`, :mod:`~refnorm.golden.rounding`,
+  :mod:`~refnorm.golden.error_bounds`, :mod:`~refnorm.golden.tolerance`,
+  :mod:`~refnorm.golden.build`, :mod:`~refnorm.golden.corpus` (generate,
+  verify).
+
+``import refnorm.golden`` imports the reader's side only; :func:`generate`,
+:func:`verify` and :class:`Problem` import the generator when first used.
+"""
+
+from .reader import GoldenCase, load_case, load_cases
 from .safetensors import GoldenFormatError
 
 __all__ = ["GoldenCase", "GoldenFormatError", "Problem", "generate", "load_case", "load_cases", "verify"]
+
+#: Names re-exported from :mod:`refnorm.golden.corpus`, which is imported on first use.
+_FROM_CORPUS = ("Problem", "generate", "verify")
+
+
+def __getattr__(name: str):
+    if name in _FROM_CORPUS:
+        from . import corpus
+
+        return getattr(corpus, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_FROM_CORPUS))

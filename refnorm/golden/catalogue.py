@@ -2,10 +2,16 @@
 
 ``spec/cases.toml`` is the language-neutral catalogue (one table per case
 family); this module expands each family over its dtypes into
-:class:`CaseSpec` records with ids ``<op>/<name>__<dtype>``, builds their
-inputs (:mod:`refnorm.golden.recipes`), computes the float64 expected outputs
-with refnorm from exactly the stored inputs, and attaches the tolerances of
-:mod:`refnorm.golden.tolerance`.
+:class:`~refnorm.golden.casespec.CaseSpec` records with ids
+``<op>/<name>__<dtype>``, and says what a case means without building it:
+the arguments of the refnorm call it makes (:func:`forward_args`,
+:func:`forward_kwargs`), whether it updates running statistics, and the name
+and shape of every expected output (:func:`output_shapes`).
+
+Its place in the chain of :mod:`refnorm.golden`: after the case spec and the
+input recipes (whose generator it records in every case), before the
+tolerance model, which asks it about a case's outputs, and the building of
+inputs and expected values (:mod:`refnorm.golden.build`).
 
 Expected outputs of a value/NaN case (all float64):
 
@@ -32,54 +38,25 @@ the inputs ``moving_batch_mean``, ``moving_batch_var``, ``moving_feature_mean``,
 
 from __future__ import annotations
 
-import math
 import tomllib
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
+from .._registry import SEED_OPS, registry
+from ..ops.rms_norm import default_eps
 from . import recipes as R
+from .casespec import TIERS, CaseSpec
+from .dtypes import DTYPE_NAMES
 from .locations import catalogue_path
 
-TIERS = ("exact", "statistical", "adversarial")
-DTYPE_NAMES = ("float64", "float32", "float16", "bfloat16")
 INPUT_ORDER = ("x", "weight", "gain", "bias", "proxy_shift", "proxy_scale", "mix", "running_mean", "running_var",
                "moving_batch_mean", "moving_batch_var", "moving_feature_mean", "moving_feature_var", "dy")
-STANDARD_OPS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")
-SEED_OPS = ("proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm")
 #: the saved statistics each seed layer's golden cases store (names as its ``<op>_stats`` returns them)
 STAT_OUTPUTS = {"proxy_norm": ("mean", "rstd"), "gn_plus": (), "weight_standardization": ("mean", "scale"),
                 "batch_layer_norm": ("batch_mean", "batch_rstd", "feature_mean", "feature_rstd")}
 MOVING_PREFIX = "moving_"
 ONNX_MOMENTUM = 0.9
 FLAX_MOMENTUM = 0.99
-
-
-@dataclass(frozen=True)
-class CaseSpec:
-    id: str
-    op: str
-    name: str
-    tier: str
-    dtype: str
-    attrs: dict
-    shapes: dict
-    recipe: dict
-    seed: int
-    expect: dict
-    description: str
-    large: bool = False
-
-
-@dataclass
-class BuiltCase:
-    spec: CaseSpec
-    inputs: dict
-    expected: dict
-    scales: dict = field(default_factory=dict)
-    tolerances: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -161,18 +138,7 @@ def catalogue(*, include_large: bool = False) -> list[CaseSpec]:
     return [s for s in _all_cases() if include_large or not s.large]
 
 
-# ----------------------------------------------------------------------------- inputs
-
-
-def build_inputs(spec: CaseSpec) -> dict[str, np.ndarray]:
-    built: dict[str, np.ndarray] = {}
-    # bias may depend on x and weight (cancel_bias): build in dependency order
-    for name in ("x", "weight", "running_mean", "running_var", "bias", "dy") + tuple(
-            n for n in INPUT_ORDER if n not in ("x", "weight", "running_mean", "running_var", "bias", "dy")):
-        if name in spec.shapes:
-            built[name] = R.make_tensor(name, spec.shapes[name], spec.recipe[name], spec.dtype, spec.seed,
-                                        spec.op, spec.attrs, built)
-    return {k: built[k] for k in INPUT_ORDER if k in built}
+# ----------------------------------------------------------------------------- what a case means
 
 
 def forward_args(spec, inputs: dict) -> tuple:
@@ -230,9 +196,9 @@ def primary_input(spec) -> str:
 
 
 def resolved_eps(spec, inputs) -> float:
+    """The case's eps: its attr, or RMSNorm's default for the dtype of ``x`` when that is None."""
     eps = spec.attrs.get("eps")
     if eps is None and spec.op == "rms_norm":
-        from ..ops.rms_norm import default_eps
         return default_eps(inputs["x"].dtype)
     return float(eps)
 
@@ -254,84 +220,6 @@ def has_running_update(spec) -> bool:
         return False
     return bool(spec.attrs.get("training")) if spec.op == "batch_norm" else (
         spec.op == "instance_norm" and bool(spec.attrs.get("use_input_stats")))
-
-
-def expected_from_inputs(spec, inputs: dict) -> dict[str, np.ndarray]:
-    """float64 expected outputs recomputed by refnorm from exactly ``inputs``."""
-    import refnorm
-
-    if spec.expect.get("kind") == "error":
-        return {}
-    if spec.op in SEED_OPS:
-        return _seed_expected(spec, inputs)
-    op = refnorm.registry()[spec.op]
-    args = forward_args(spec, inputs)
-    with np.errstate(all="ignore"):
-        y, stats = op.forward_with_stats(*args)
-        out = {"y": np.asarray(y, dtype=np.float64)}
-        for k in ("mean", "rstd"):
-            if k in stats:
-                out[k] = np.asarray(stats[k], dtype=np.float64)
-        if "dy" in inputs:
-            g = op.backward(inputs["dy"], *args)
-            out["dx"] = g["x"]
-            if "weight" in g:
-                out["dweight"] = g["weight"]
-            if "bias" in g:
-                out["dbias"] = g["bias"]
-        if has_running_update(spec):
-            x, rm, rv = inputs["x"], inputs["running_mean"], inputs["running_var"]
-            a = spec.attrs
-            if spec.op == "batch_norm":
-                nm, nv = refnorm.batch_norm_running_stats(x, rm, rv, a["momentum"],
-                                                          num_batches_tracked=a.get("num_batches_tracked"),
-                                                          convention="torch")
-                out["new_running_mean_torch"], out["new_running_var_torch"] = nm, nv
-                for conv in ("onnx", "flax"):
-                    mom = a["running_stats"][conv]["momentum"]
-                    nm, nv = refnorm.batch_norm_running_stats(x, rm, rv, mom, convention=conv)
-                    out[f"new_running_mean_{conv}"], out[f"new_running_var_{conv}"] = nm, nv
-            else:
-                nm, nv = refnorm.instance_norm_running_stats(x, rm, rv, a["momentum"])
-                out["new_running_mean_torch"], out["new_running_var_torch"] = nm, nv
-    return {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in out.items()}
-
-
-def _seed_expected(spec, inputs: dict) -> dict[str, np.ndarray]:
-    """A seed layer's expected outputs: ``y``, its :data:`STAT_OUTPUTS`, and the
-    gradient ``d<name>`` of every differentiable argument the backward returns."""
-    import refnorm
-
-    op = refnorm.registry()[spec.op]
-    args, kwargs = forward_args(spec, inputs), forward_kwargs(spec, inputs)
-    with np.errstate(all="ignore"):
-        if op.forward_with_stats is None:
-            y, stats = op.forward(*args, **kwargs), {}
-        else:
-            y, stats = op.forward_with_stats(*args, **kwargs)
-        out = {"y": y}
-        for k in STAT_OUTPUTS[spec.op]:
-            out[k] = stats[k]
-        if "dy" in inputs:
-            g = op.backward(inputs["dy"], *args, **kwargs)
-            for name in op.differentiable:
-                if name in g:
-                    out["d" + name] = g[name]
-    # np.array, not ascontiguousarray: that one turns GN+'s 0-d mix gradient into shape (1,)
-    return {k: np.array(v, dtype=np.float64, order="C") for k, v in out.items()}
-
-
-def build_case(spec: CaseSpec) -> BuiltCase:
-    """Inputs (in ``spec.dtype``), float64 expected outputs, tolerances, scales."""
-    from .tolerance import tolerances
-
-    inputs = build_inputs(spec)
-    expected = expected_from_inputs(spec, inputs)
-    tols, scales = tolerances(spec, inputs, expected) if expected else ({}, {})
-    return BuiltCase(spec=spec, inputs=inputs, expected=expected, scales=scales, tolerances=tols)
-
-
-# ----------------------------------------------------------------------------- sizes
 
 
 def output_shapes(spec) -> dict[str, list[int]]:
@@ -383,25 +271,7 @@ def _seed_output_shapes(spec) -> dict[str, list[int]]:
         else:
             out["batch_mean"] = out["batch_rstd"] = [s if i == fa else 1 for i, s in enumerate(x)]
     if "dy" in sh:
-        import refnorm
-        for name in refnorm.registry()[spec.op].differentiable:
+        for name in registry()[spec.op].differentiable:
             if name in sh:
                 out["d" + name] = list(sh[name])
     return out
-
-
-_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
-# safetensors header + manifest entry per case (JSON), generous
-PER_CASE_OVERHEAD = 4096
-
-
-def estimated_nbytes(spec) -> int:
-    """Committed size of a case computed from its shapes: inputs in the dtype,
-    expected outputs and their scale tensors in float64, plus overhead."""
-    from .tolerance import scale_tensor_outputs
-
-    n = sum(math.prod(s) * _ITEMSIZE[spec.dtype] for s in spec.shapes.values())
-    outs = output_shapes(spec)
-    n += sum(math.prod(s) * 8 for s in outs.values())
-    n += sum(math.prod(outs[o]) * 8 for o in scale_tensor_outputs(spec) if o in outs)
-    return n + PER_CASE_OVERHEAD

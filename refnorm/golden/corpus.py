@@ -17,12 +17,21 @@ The corpus directory defaults to :func:`~refnorm.golden.locations.default_root`
 (the committed ``spec/golden`` in a checkout, the corpus shipped in an installed
 package); the environment variable ``REFNORM_GOLDEN_DIR`` or a ``root=`` argument
 overrides it.
+
+The last link of the chain of :mod:`refnorm.golden`: it writes what
+:mod:`refnorm.golden.build` builds from the cases of
+:mod:`refnorm.golden.catalogue`, and verifies with the same modules and the
+tolerance model.  Reading is :mod:`refnorm.golden.reader`'s (its names are
+importable from here too), which imports none of them.  ``generate`` and
+``verify`` reach the catalogue, the builder and the tolerance model through
+their modules (``catalogue.catalogue``, ``build.build_case``,
+``build.expected_from_inputs``, ``tolerance.tolerances``), so a test can put
+a synthetic catalogue in their place.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -30,15 +39,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
-from .locations import ENV_VAR, default_root
+from . import build, catalogue, tolerance
+from .casespec import CaseSpec
+from .locations import ENV_VAR, corpus_dir, default_root
 from .manifest import (
-    DTYPE_NAMES,
+    CORPUS_FIELDS,
     MANIFEST_NAME,
-    TIERS,
+    SCALE_SUFFIX,
     case_entry,
     corpus_files,
     load_manifest,
@@ -46,7 +57,17 @@ from .manifest import (
     resolve_case_file,
     write_manifest,
 )
+from .reader import (
+    GoldenCase,
+    check_header,
+    file_sha256,
+    iter_entries,
+    load_case,
+    load_cases,
+    split_tensors,
+)
 from .safetensors import DTYPES, GoldenFormatError, current_umask, loads, save_file
+from .selection import SelectionError, parse, selected
 
 __all__ = [
     "ENV_VAR",
@@ -63,69 +84,14 @@ __all__ = [
     "verify",
 ]
 
-SCALE_SUFFIX = ".scale"
-
-# Fields of a case spec kept in the manifest when the spec is not a dataclass.
-_SPEC_FIELDS = ("id", "op", "name", "tier", "dtype", "attrs", "shapes", "recipe", "seed", "expect",
-                "description", "large")
-# Manifest fields that are not fields of the case spec.
-_CORPUS_FIELDS = ("file", "sha256", "tensors", "tolerances")
-
-
-# ----------------------------------------------------------------------------- the catalogue, late-bound
-
-
-def _catalogue(include_large: bool):
-    from .catalogue import catalogue
-    return catalogue(include_large=include_large)
-
-
-def _build_case(spec):
-    from .catalogue import build_case
-    return build_case(spec)
-
-
-def _expected_from_inputs(spec, inputs):
-    from .catalogue import expected_from_inputs
-    return expected_from_inputs(spec, inputs)
-
-
-def _tolerances(spec, inputs, expected):
-    from .tolerance import tolerances
-    return tolerances(spec, inputs, expected)
-
-
-def _compare(expected, actual, tol, scale, dtype):
-    from .tolerance import compare
-    return compare(expected, actual, tol, scale, dtype=dtype)
-
-
-def _spec_from_entry(entry: dict):
-    """A case spec rebuilt from its manifest entry (a ``CaseSpec`` when the
-    catalogue is importable, else a plain namespace with the same fields)."""
-    fields = {k: v for k, v in entry.items() if k not in _CORPUS_FIELDS}
-    try:
-        from .catalogue import CaseSpec
-    except ImportError:
-        CaseSpec = None
-    if CaseSpec is not None and dataclasses.is_dataclass(CaseSpec):
-        names = [f.name for f in dataclasses.fields(CaseSpec)]
-        return CaseSpec(**{n: fields[n] for n in names if n in fields})
-    from types import SimpleNamespace
-    return SimpleNamespace(**fields)
-
 
 def _spec_fields(spec) -> dict:
-    """The JSON form of a case spec: every dataclass field (or the known ones)."""
-    if dataclasses.is_dataclass(spec):
-        names = [f.name for f in dataclasses.fields(spec)]
-    else:
-        names = [n for n in _SPEC_FIELDS if hasattr(spec, n)]
-    raw = {n: getattr(spec, n) for n in names}
-    clash = set(raw) & set(_CORPUS_FIELDS)
+    """The JSON form of a case spec: every field of the dataclass."""
+    raw = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    clash = set(raw) & set(CORPUS_FIELDS)
     if clash:
         raise ValueError(f"case spec fields {sorted(clash)} clash with manifest fields")
-    return _jsonable(raw, f"case {getattr(spec, 'id', '?')}: spec")
+    return _jsonable(raw, f"case {spec.id}: spec")
 
 
 def _numpy_scalar(o):
@@ -145,56 +111,9 @@ def _jsonable(obj, what: str):
 # ----------------------------------------------------------------------------- locations
 
 
-def _root(root) -> Path:
-    return default_root() if root is None else Path(root)
-
-
 def case_file(spec) -> str:
     """The relative POSIX path of a case's file: ``<op>/<name>__<dtype>.safetensors``."""
     return f"{spec.op}/{spec.name}__{spec.dtype}.safetensors"
-
-
-class SelectionError(ValueError):
-    """A selection (ops/dtypes/tiers) names an unknown value or matches nothing."""
-
-
-def _as_list(values, what: str, allowed=None) -> list[str] | None:
-    if values is None:
-        return None
-    if isinstance(values, str):
-        values = [values]
-    out = []
-    for v in values:
-        out.extend(s for s in str(v).split(",") if s)
-    if allowed is not None:
-        bad = [v for v in out if v not in allowed]
-        if bad:
-            raise SelectionError(f"unknown {what} {', '.join(map(repr, bad))}; expected one of {', '.join(allowed)}")
-    return out
-
-
-def _choices(what: str) -> tuple[str, ...]:
-    """The values a selection may name for ``what``: ``"op"`` -> the registry's
-    ops (which the catalogue covers), ``"dtype"`` -> :data:`DTYPE_NAMES`,
-    ``"tier"`` -> :data:`TIERS`; the ``allowed`` of :func:`_as_list`."""
-    if what == "op":
-        from .._registry import registry
-        return tuple(registry())
-    if what == "dtype":
-        return DTYPE_NAMES
-    if what == "tier":
-        return TIERS
-    raise ValueError(f"what must be 'op', 'dtype' or 'tier', got {what!r}")
-
-
-def _selected(item, ops, dtypes, tiers) -> bool:
-    get = item.get if isinstance(item, dict) else lambda k: getattr(item, k)
-    return ((ops is None or get("op") in ops) and (dtypes is None or get("dtype") in dtypes)
-            and (tiers is None or get("tier") in tiers))
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # ----------------------------------------------------------------------------- generate
@@ -242,7 +161,7 @@ def _case_tensors(built) -> tuple[dict, dict]:
 
     for name, a in built.inputs.items():
         add(name, np.asarray(a), "input")
-    expected = dict(built.expected or {})
+    expected = dict(built.expected)
     if spec.expect.get("kind") == "error" and expected:
         raise ValueError(f"case {spec.id}: an error case must not carry expected values ({sorted(expected)})")
     for name, a in expected.items():
@@ -250,7 +169,7 @@ def _case_tensors(built) -> tuple[dict, dict]:
         if a.dtype != np.float64:
             raise TypeError(f"case {spec.id}: expected {name!r} is {a.dtype}, must be float64")
         add(name, canonical_nan(a), "expected")
-    for name, a in (getattr(built, "scales", None) or {}).items():
+    for name, a in built.scales.items():
         if name not in expected:
             raise ValueError(f"case {spec.id}: scale given for {name!r}, which is not an expected output")
         add(name + SCALE_SUFFIX, canonical_nan(a), "scale")
@@ -305,12 +224,10 @@ def generate(out_dir=None, *, ops=None, dtypes=None, tiers=None, include_large: 
     each case.  Returns a :class:`GenerateStats`.
     """
     t0 = time.perf_counter()
-    out = _root(out_dir).absolute()
-    ops = _as_list(ops, "op")
-    dtypes = _as_list(dtypes, "dtype", DTYPE_NAMES)
-    tiers = _as_list(tiers, "tier", TIERS)
+    out = corpus_dir(out_dir).absolute()
+    ops, dtypes, tiers = parse(ops, dtypes, tiers)
     _check_out_dir(out)
-    specs = [s for s in _catalogue(include_large) if _selected(s, ops, dtypes, tiers)]
+    specs = [s for s in catalogue.catalogue(include_large=include_large) if selected(s, ops, dtypes, tiers)]
     if not specs:
         raise SelectionError("no catalogue case matches the selection")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -327,13 +244,13 @@ def generate(out_dir=None, *, ops=None, dtypes=None, tiers=None, include_large: 
             if rel in files:
                 raise ValueError(f"cases {files[rel]!r} and {spec.id!r} map to the same file {rel!r}")
             files[rel] = spec.id
-            built = _build_case(spec)
+            built = build.build_case(spec)
             arrays, tensors = _case_tensors(built)
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             data = save_file(arrays, path, _file_metadata(spec))
-            tols = _jsonable(dict(getattr(built, "tolerances", None) or {}), f"case {spec.id}: tolerances")
-            entries.append(case_entry(_spec_fields(spec), file=rel, sha256=_sha256(data), tensors=tensors,
+            tols = _jsonable(dict(built.tolerances), f"case {spec.id}: tolerances")
+            entries.append(case_entry(_spec_fields(spec), file=rel, sha256=file_sha256(data), tensors=tensors,
                                       tolerances=tols))
             stats.cases += 1
             stats.bytes += len(data)
@@ -380,39 +297,11 @@ def _bits_differ(a: np.ndarray, b: np.ndarray) -> str | None:
             f"(first at {tuple(int(i) for i in idx)}: stored {a[idx]!r}, recomputed {b[idx]!r})")
 
 
-def _check_header(entry: dict, tensors: dict[str, np.ndarray]) -> list[str]:
-    reasons = []
-    want, have = entry["tensors"], tensors
-    missing = sorted(set(want) - set(have))
-    extra = sorted(set(have) - set(want))
-    if missing:
-        reasons.append(f"tensors {missing} listed in the manifest are not in the file")
-    if extra:
-        reasons.append(f"tensors {extra} in the file are not in the manifest")
-    for name in sorted(set(want) & set(have)):
-        t, a = want[name], have[name]
-        code = next(c for c, dt in DTYPES.items() if a.dtype == dt)
-        if code != t["dtype"] or list(a.shape) != t["shape"]:
-            reasons.append(f"tensor {name!r} is {code}{list(a.shape)} in the file, "
-                           f"{t['dtype']}{t['shape']} in the manifest")
-        elif t["role"] in ("expected", "scale") and code != "F64":
-            reasons.append(f"{t['role']} tensor {name!r} is {code}, must be F64")
-    return reasons
-
-
-def _split(entry: dict, tensors: dict) -> tuple[dict, dict, dict]:
-    roles = {n: t["role"] for n, t in entry["tensors"].items()}
-    inputs = {n: a for n, a in tensors.items() if roles.get(n) == "input"}
-    expected = {n: a for n, a in tensors.items() if roles.get(n) == "expected"}
-    scales = {n[:-len(SCALE_SUFFIX)]: a for n, a in tensors.items() if roles.get(n) == "scale"}
-    return inputs, expected, scales
-
-
 def _recheck_values(entry: dict, inputs: dict, expected: dict, scales: dict) -> list[str]:
     """Recompute expected values, tolerances and scales; report any difference."""
-    spec = _spec_from_entry(entry)
+    spec = CaseSpec.from_fields(entry)
     try:
-        again = _expected_from_inputs(spec, {k: v.copy() for k, v in inputs.items()})
+        again = build.expected_from_inputs(spec, {k: v.copy() for k, v in inputs.items()})
     except Exception as e:  # a corpus problem to report, not a crash of verify
         return [f"recomputing the expected values raised {type(e).__name__}: {e}"]
     reasons = []
@@ -425,7 +314,7 @@ def _recheck_values(entry: dict, inputs: dict, expected: dict, scales: dict) -> 
     if reasons:
         return reasons
     try:
-        tols, scales_again = _tolerances(spec, inputs, expected)
+        tols, scales_again = tolerance.tolerances(spec, inputs, expected)
     except Exception as e:
         return [f"recomputing the tolerances raised {type(e).__name__}: {e}"]
     tols = _jsonable(dict(tols), "recomputed tolerances")
@@ -455,17 +344,15 @@ def verify(root=None, *, recompute: bool = True, progress: Callable[[int, int], 
     to the selected cases (then unlisted files are not looked for): a first
     run compiles only the kernels those cases need.
     """
-    root = _root(root)
-    ops = _as_list(ops, "op")
-    dtypes = _as_list(dtypes, "dtype", DTYPE_NAMES)
-    tiers = _as_list(tiers, "tier", TIERS)
+    root = corpus_dir(root)
+    ops, dtypes, tiers = parse(ops, dtypes, tiers)
     try:
         manifest = load_manifest(root)
     except GoldenFormatError as e:
         return [Problem(MANIFEST_NAME, e.reason)]
     problems: list[Problem] = []
     selection = ops is not None or dtypes is not None or tiers is not None
-    cases = [c for c in manifest["cases"] if _selected(c, ops, dtypes, tiers)]
+    cases = [c for c in manifest["cases"] if selected(c, ops, dtypes, tiers)]
     if selection and not cases:
         raise SelectionError(f"no case of {root} matches the selection")
     for i, entry in enumerate(cases):
@@ -486,133 +373,14 @@ def _verify_entry(entry: dict, path: Path, recompute: bool) -> list[str]:
     if not path.is_file():
         return ["file is missing"]
     data = path.read_bytes()
-    sha = _sha256(data)
+    sha = file_sha256(data)
     if sha != entry["sha256"]:
         return [f"sha256 mismatch: the file hashes to {sha}, the manifest says {entry['sha256']}"]
     try:
         tensors, _ = loads(data, source=path.name)
     except GoldenFormatError as e:
         return [f"malformed file: {e.reason}"]
-    reasons = _check_header(entry, tensors)
+    reasons = check_header(entry, tensors)
     if reasons or not recompute or entry["expect"].get("kind") == "error":
         return reasons
-    return _recheck_values(entry, *_split(entry, tensors))
-
-
-# ----------------------------------------------------------------------------- load
-
-
-@dataclass
-class GoldenCase:
-    """One golden case, read from the corpus.
-
-    ``inputs`` are in the dtype under test; ``expected`` and ``scales`` are
-    float64; ``tolerances`` maps each expected output to its tolerance dict;
-    ``expect`` is the declared behaviour (``{"kind": "value"|"nan"|"error", ...}``).
-    """
-
-    id: str
-    op: str
-    tier: str
-    dtype: str
-    attrs: dict
-    inputs: dict
-    expected: dict
-    scales: dict
-    tolerances: dict
-    expect: dict
-    description: str
-    shapes: dict = field(default_factory=dict)
-    recipe: dict = field(default_factory=dict)
-    seed: int | None = None
-    file: Path | None = None
-    spec: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.id.split("/", 1)[1].rsplit("__", 1)[0]
-
-    def repro(self) -> str:
-        """A one-line Python snippet that loads this case."""
-        return f"from refnorm.golden import load_case; case = load_case({self.id!r})"
-
-    def assert_close(self, name: str, actual) -> None:
-        """Raise ``AssertionError`` unless ``actual`` matches expected output
-        ``name`` within its tolerance; the message names the op, the case, the
-        output, the worst error as a multiple of the tolerance, its index and
-        its size in ULPs of the case dtype."""
-        if name not in self.expected:
-            raise KeyError(f"{self.op} [{self.id}]: no expected output {name!r} "
-                           f"(this case has {sorted(self.expected) or 'none: expect=' + json.dumps(self.expect)})")
-        expected = self.expected[name]
-        actual = np.asarray(actual)
-        where = f"{self.op} [{self.id}] output {name!r}"
-        if actual.shape != expected.shape:
-            raise AssertionError(f"{where}: shape {actual.shape}, expected {expected.shape}\nrepro: {self.repro()}")
-        tol = self.tolerances[name]
-        cmp = _compare(expected, actual, tol, self.scales.get(name), self.dtype)
-        if not cmp.ok:
-            idx = cmp.worst_index
-            idx = tuple(int(i) for i in idx) if isinstance(idx, (tuple, list, np.ndarray)) else idx
-            raise AssertionError(
-                f"{where}: worst error {cmp.worst_ratio:.3g} x tolerance at index {idx} "
-                f"({cmp.worst_ulps} ulp in {self.dtype}); {cmp.n_bad} of {expected.size} elements out of "
-                f"tolerance (atol={tol['atol']:.3g}, rtol={tol['rtol']:.3g}, ulp={tol['ulp']}, "
-                f"scale={tol['scale']})\n{cmp.message}\nrepro: {self.repro()}")
-
-
-def _read_case(root: Path, entry: dict) -> GoldenCase:
-    path = resolve_case_file(root, entry["file"], source=root / MANIFEST_NAME)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise GoldenFormatError(path, f"file of case {entry['id']} is missing") from None
-    sha = _sha256(data)
-    if sha != entry["sha256"]:
-        raise GoldenFormatError(path, f"sha256 mismatch (file {sha}, manifest {entry['sha256']}): the file was "
-                                      f"modified or corrupted; restore it or regenerate with `refnorm generate`")
-    tensors, _ = loads(data, source=path)
-    reasons = _check_header(entry, tensors)
-    if reasons:
-        raise GoldenFormatError(path, "; ".join(reasons))
-    inputs, expected, scales = _split(entry, tensors)
-    spec = {k: v for k, v in entry.items() if k not in _CORPUS_FIELDS}
-    return GoldenCase(id=entry["id"], op=entry["op"], tier=entry["tier"], dtype=entry["dtype"],
-                      attrs=entry["attrs"], inputs=inputs, expected=expected, scales=scales,
-                      tolerances=entry["tolerances"], expect=entry["expect"], description=entry["description"],
-                      shapes=entry["shapes"], recipe=entry["recipe"], seed=entry["seed"], file=path, spec=spec)
-
-
-def load_cases(ops=None, dtypes=None, tiers=None, root=None) -> list[GoldenCase]:
-    """The corpus's cases (sorted by id) matching the selection, as a list.
-
-    ``ops``, ``dtypes`` and ``tiers`` are names or lists of names (``None``:
-    all); ``root`` is the corpus directory (default: :func:`default_root`).
-    Every file is read and its SHA-256 checked against the manifest; a
-    mismatch, or any other malformed file, raises :class:`GoldenFormatError`
-    naming the file.  The whole committed corpus is about 23 MiB in memory.
-    """
-    root = _root(root)
-    ops = _as_list(ops, "op")
-    dtypes = _as_list(dtypes, "dtype", DTYPE_NAMES)
-    tiers = _as_list(tiers, "tier", TIERS)
-    manifest = load_manifest(root)
-    return [_read_case(root, entry) for entry in manifest["cases"] if _selected(entry, ops, dtypes, tiers)]
-
-
-def load_case(case_id: str, root=None) -> GoldenCase:
-    """The one case with id ``case_id``."""
-    root = _root(root)
-    for entry in load_manifest(root)["cases"]:
-        if entry["id"] == case_id:
-            return _read_case(root, entry)
-    raise KeyError(f"no golden case {case_id!r} in {root}")
-
-
-def iter_entries(root=None, *, ops=None, dtypes=None, tiers=None) -> Iterable[dict]:
-    """The manifest entries matching the selection, without reading any file."""
-    root = _root(root)
-    ops = _as_list(ops, "op")
-    dtypes = _as_list(dtypes, "dtype", DTYPE_NAMES)
-    tiers = _as_list(tiers, "tier", TIERS)
-    return [e for e in load_manifest(root)["cases"] if _selected(e, ops, dtypes, tiers)]
+    return _recheck_values(entry, *split_tensors(entry, tensors))

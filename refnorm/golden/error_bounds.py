@@ -8,7 +8,7 @@ eps-on-the-std normalization of a weight, a mix of a batch and a feature
 normalization -- so their bounds are obtained mechanically by *running error
 analysis* (Wilkinson 1965; Higham, *Accuracy and Stability of Numerical
 Algorithms*, 2nd ed., section 3.3): the op's formula (the same staged formula
-as the refnorm kernel, SPEC 3-6) is evaluated once in float64 on the stored
+as the refnorm kernel, docs/ops/index.md#seed-layers) is evaluated once in float64 on the stored
 inputs, and every intermediate carries, next to its value ``v``, a bound ``e``
 of the error of the same quantity computed by a backend whose every operation
 rounds with unit roundoff ``u``:
@@ -60,6 +60,11 @@ output to the case dtype.  A bound is first order: it is meaningless where an
 error is as large as the quantity it perturbs (a division by a std that
 rounding can make 0), and the catalogue avoids such data (no constant sets
 for GN+ or for WS's eps-on-the-std form, whose std derivative is singular there).
+
+In the chain of :mod:`refnorm.golden` this module comes after the rounding
+model (:mod:`refnorm.golden.rounding`, whose ``f(K)`` it uses for sums) and
+before :mod:`refnorm.golden.tolerance`, which evaluates it for every seed-layer
+case.
 """
 
 from __future__ import annotations
@@ -69,14 +74,12 @@ import math
 import numpy as np
 
 from .. import _libm
+from ..reference.proxy_norm import proxy_quantiles
+from ..reference.weight_standardization import resolve_options
+from .rounding import growth
 
 LIB_ULPS = 4.0
 _SQRT2PI = math.sqrt(2.0 * math.pi)
-
-
-def _f(K: int) -> float:
-    from .tolerance import growth
-    return growth(K)
 
 
 class Bound:
@@ -143,8 +146,8 @@ class Bound:
         axis = axis if isinstance(axis, tuple) else (axis,)
         K = math.prod(self.v.shape[a] for a in axis)
         v = self.v.sum(axis=axis, keepdims=keepdims)
-        e = self.e.sum(axis=axis, keepdims=keepdims) + _f(K) * self.u * np.abs(self.v).sum(axis=axis,
-                                                                                           keepdims=keepdims)
+        e = (self.e.sum(axis=axis, keepdims=keepdims)
+             + growth(K) * self.u * np.abs(self.v).sum(axis=axis, keepdims=keepdims))
         return Bound(v, e, self.u)
 
     def mean(self, axis, keepdims=False):
@@ -231,8 +234,6 @@ def activation(name: str, x: Bound) -> tuple[Bound, Bound]:
 def quantiles(K: int, u: float) -> Bound:
     """PN's proxy points ``q_k = sqrt(2) erfinv(2(k - 1/2)/K - 1)`` with the error of
     computing them in working precision (module docstring)."""
-    from ..reference.proxy_norm import proxy_quantiles
-
     q = proxy_quantiles(K)
     e = math.sqrt(math.pi / 2.0) * _libm.exp(0.5 * q * q) * 3.0 * u + (LIB_ULPS + 2) * u * np.abs(q)
     return Bound(q, e, u)
@@ -246,7 +247,7 @@ def _x(inputs, name="x"):
 
 
 def proxy_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
-    """PN-Act (SPEC 3.2, 3.5), as :mod:`refnorm.ops.proxy_norm` computes it."""
+    """PN-Act (docs/ops/proxy_norm.md#pn-backward), as :mod:`refnorm.ops.proxy_norm` computes it."""
     a = spec.attrs
     x0 = _x(inputs)
     N, C = x0.shape[0], x0.shape[1]
@@ -299,7 +300,7 @@ def proxy_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
 
 
 def gn_plus(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
-    """GN+ (SPEC 4.2, 4.5), as :mod:`refnorm.ops.gn_plus` computes it."""
+    """GN+ (docs/ops/gn_plus.md#gnplus-backward), as :mod:`refnorm.ops.gn_plus` computes it."""
     a = spec.attrs
     x0 = _x(inputs)
     N, C = x0.shape[0], x0.shape[1]
@@ -370,9 +371,7 @@ def gn_plus(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
 
 
 def weight_standardization(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
-    """Weight standardization (SPEC 5.2, 5.6, 5.7), as :mod:`refnorm.ops.weight_standardization`."""
-    from ..reference.weight_standardization import resolve_options
-
+    """Weight standardization (docs/ops/weight_standardization.md#ws-styles), as :mod:`refnorm.ops.weight_standardization`."""
     a = spec.attrs
     W0 = _x(inputs, "weight")
     C = W0.shape[0]
@@ -426,7 +425,7 @@ def weight_standardization(spec, inputs, u: float, u_out: float) -> dict[str, Bo
 
 
 def batch_layer_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
-    """Batch Layer Normalization (SPEC 6.2-6.5), as :mod:`refnorm.ops.batch_layer_norm`."""
+    """Batch Layer Normalization (docs/ops/batch_layer_norm.md#bln-backward), as :mod:`refnorm.ops.batch_layer_norm`."""
     a = spec.attrs
     x0 = _x(inputs)
     x = Bound(x0, 0.0, u)

@@ -16,6 +16,9 @@ Which corpus a command reads, in order: an explicit directory (``--golden-dir``,
 installed corpus is package data (possibly on a read-only file system, and
 overwritten by the next upgrade), so an installed refnorm writes a new corpus
 into ``./refnorm-golden`` instead.
+
+A leaf of the package: it imports nothing from it, and both the reader
+(:mod:`refnorm.golden.reader`) and the generator use it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["ENV_VAR", "LOCAL_CORPUS", "catalogue_path", "default_out", "default_root", "in_checkout", "spec_dir"]
+__all__ = ["ENV_VAR", "LOCAL_CORPUS", "catalogue_path", "corpus_dir", "default_out", "default_root", "in_checkout",
+           "spec_dir"]
 
 #: The environment variable that points every command at another corpus.
 ENV_VAR = "REFNORM_GOLDEN_DIR"
@@ -70,6 +74,12 @@ def default_root() -> Path:
     if env:
         return Path(env)
     return spec_dir() / "golden"
+
+
+def corpus_dir(root=None) -> Path:
+    """The corpus a ``root=`` argument names: ``root`` itself, or
+    :func:`default_root` when it is None."""
+    return default_root() if root is None else Path(root)
 
 
 def default_out() -> Path:

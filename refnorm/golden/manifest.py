@@ -5,6 +5,11 @@ One JSON object describing the corpus and every case in it (see
 deterministically (sorted keys, ``indent=1``, trailing newline) and validated
 completely on load: any defect raises :class:`ManifestError` naming the
 manifest, the case and the field.
+
+On the reader's side of :mod:`refnorm.golden`: the dtype names and codes come
+from :mod:`refnorm.golden.dtypes`, the tiers and expected kinds from
+:mod:`refnorm.golden.casespec`, the file format from
+:mod:`refnorm.golden.safetensors`.
 """
 
 from __future__ import annotations
@@ -15,14 +20,18 @@ import os
 from pathlib import Path, PurePosixPath
 
 from .._version import __version__
+from .casespec import KINDS, TIERS
+from .dtypes import DTYPE_CODES, DTYPE_NAMES
 from .safetensors import NAME_RE, GoldenFormatError, _no_duplicates, _reject_constant, atomic_write_bytes
 
 __all__ = [
     "ACCURACY",
+    "CORPUS_FIELDS",
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "ManifestError",
+    "SCALE_SUFFIX",
     "case_entry",
     "dumps_manifest",
     "load_manifest",
@@ -56,11 +65,11 @@ ACCURACY: dict = {
     "bounds": {"mean": 0.5, "var": 0.5, "rstd": 0.5, "y": 3.0, "dx": 9.0, "dweight": 3.0, "dbias": 1.0},
 }
 
-KINDS = ("value", "nan", "error")
-TIERS = ("exact", "statistical", "adversarial")
-DTYPE_NAMES = ("float64", "float32", "float16", "bfloat16")
-DTYPE_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 ROLES = ("input", "expected", "scale")
+#: The name of the scale tensor of expected output ``y`` is ``y`` + SCALE_SUFFIX.
+SCALE_SUFFIX = ".scale"
+#: The fields of a case entry that are not fields of its case spec (what :func:`case_entry` adds).
+CORPUS_FIELDS = ("file", "sha256", "tensors", "tolerances")
 
 # field -> accepted Python types (after json.loads) for each case entry
 _CASE_FIELDS: dict[str, tuple] = {
@@ -239,7 +248,7 @@ def _check_case(c, i: int, source) -> None:
         roles[name] = t["role"]
     for name, role in roles.items():
         if role == "scale":
-            out = name[:-len(".scale")] if name.endswith(".scale") else None
+            out = name[:-len(SCALE_SUFFIX)] if name.endswith(SCALE_SUFFIX) else None
             if out is None or roles.get(out) != "expected":
                 raise ManifestError(source, f"{where}: scale tensor {name!r} is not '<expected output>.scale'")
     expected = {n for n, r in roles.items() if r == "expected"}
@@ -250,9 +259,9 @@ def _check_case(c, i: int, source) -> None:
                                     f"expected outputs are {sorted(expected)}")
     for out, tol in c["tolerances"].items():
         _check_tolerance(tol, source, f"{where}: tolerances[{out!r}]")
-        if tol["scale"] == "tensor" and roles.get(out + ".scale") != "scale":
+        if tol["scale"] == "tensor" and roles.get(out + SCALE_SUFFIX) != "scale":
             raise ManifestError(source, f"{where}: tolerances[{out!r}] uses a scale tensor but the file has "
-                                        f"no {out + '.scale'!r}")
+                                        f"no {out + SCALE_SUFFIX!r}")
 
 
 def validate_manifest(manifest, source="manifest.json") -> None:

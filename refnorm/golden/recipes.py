@@ -40,6 +40,11 @@ Tensor recipes (``recipe[name] = {"kind": ..., params}``)
 Any recipe may add ``"set": [[index, value], ...]`` (values are numbers or the
 strings ``"nan"``, ``"inf"``, ``"-inf"``; applied after rounding) and
 ``"scale_pow2": e`` (multiply by ``2**e`` after rounding; exact).
+
+In the chain of :mod:`refnorm.golden` this module comes after the dtype facts
+(:mod:`refnorm.golden.dtypes`) and before the catalogue, which records
+:data:`GENERATOR` in every case; :func:`reduction_view` also serves the
+tolerance model.
 """
 
 from __future__ import annotations
@@ -47,8 +52,10 @@ from __future__ import annotations
 import bisect
 import math
 
-import ml_dtypes
 import numpy as np
+
+from ..ops.layer_norm import layer_norm
+from .dtypes import DTYPES, EMIN, MAXVAL, PRECISION
 
 GENERATOR = "pcg64-seedsequence([seed,stream])-raw; uniform=(r>>11)*2^-53; normal=irwin-hall-12 (r>>32); v1"
 
@@ -56,19 +63,6 @@ STREAMS = {"x": 0, "weight": 1, "bias": 2, "running_mean": 3, "running_var": 4, 
            # the seed layers' own inputs (new streams: the ones above never change)
            "proxy_shift": 6, "proxy_scale": 7, "mix": 8, "gain": 9, "moving_batch_mean": 10,
            "moving_batch_var": 11, "moving_feature_mean": 12, "moving_feature_var": 13}
-
-DTYPES = {
-    "float64": np.dtype(np.float64),
-    "float32": np.dtype(np.float32),
-    "float16": np.dtype(np.float16),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-}
-# significand precision (bits, including the implicit one)
-PRECISION = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
-# exponent of the smallest normal number
-EMIN = {"float64": -1022, "float32": -126, "float16": -14, "bfloat16": -126}
-MAXVAL = {name: float(np.finfo(dt).max) if name != "bfloat16" else float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
-          for name, dt in DTYPES.items()}
 
 
 # ----------------------------------------------------------------------------- random streams
@@ -119,18 +113,6 @@ def round_to(x64: np.ndarray, dtype: str) -> np.ndarray:
     r[np.abs(r) > MAXVAL["bfloat16"]] = np.inf * np.sign(r[np.abs(r) > MAXVAL["bfloat16"]])
     out[fin] = r
     return out.astype(np.float32).astype(DTYPES["bfloat16"])  # exact: r already has 8 bits
-
-
-def spacing(x: np.ndarray, dtype: str) -> np.ndarray:
-    """The distance from |x| to the next larger magnitude in ``dtype``
-    (subnormal spacing below the normal range), for float64 ``x``."""
-    x = np.abs(np.asarray(x, dtype=np.float64))
-    p, emin = PRECISION[dtype], EMIN[dtype]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        _, e = np.frexp(np.where(np.isfinite(x) & (x > 0), x, 1.0))
-    lead = np.maximum(e - 1, emin)
-    lead = np.where(np.isfinite(x) & (x > 0), lead, emin)
-    return np.ldexp(1.0, (lead - (p - 1)).astype(np.int64))
 
 
 # ----------------------------------------------------------------------------- reduction structure
@@ -376,14 +358,12 @@ def _cancel_bias(shape, r, dtype, op, attrs, built):
     """bias = -(weight * xhat) of one row (LN) or sample (GN/IN/BN, at
     spatial position 0), rounded to the dtype: y there is ~0 while |w*xhat|
     is O(1) (E14)."""
-    import refnorm
-
     x = built["x"]
     w = built.get("weight")
     if op != "layer_norm":
         raise ValueError("cancel_bias is implemented for layer_norm")
     ns = attrs["normalized_shape"]
-    y = refnorm.layer_norm(x, ns, w, None, attrs["eps"])
+    y = layer_norm(x, ns, w, None, attrs["eps"])
     row = int(r.get("row", 0))
     D = math.prod(ns)
     return -y.reshape(-1, D)[row].reshape(shape)

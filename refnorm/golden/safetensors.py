@@ -21,6 +21,9 @@ the order: they find tensors through ``data_offsets``.
 What we read is validated completely; any defect raises
 :class:`GoldenFormatError` naming the file and the reason.  See
 ``spec/FORMAT.md`` for the byte-level description.
+
+On the reader's side of :mod:`refnorm.golden`, after the dtype facts of
+:mod:`refnorm.golden.dtypes` (the four dtypes and their codes).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
-import ml_dtypes
 import numpy as np
+
+from . import dtypes
 
 __all__ = [
     "DTYPES",
@@ -47,12 +51,7 @@ __all__ = [
 ]
 
 #: safetensors dtype code -> numpy dtype (the only four a golden file may hold).
-DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype("float64"),
-    "F32": np.dtype("float32"),
-    "F16": np.dtype("float16"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-}
+DTYPES: dict[str, np.dtype] = {dtypes.DTYPE_CODES[name]: dt for name, dt in dtypes.DTYPES.items()}
 # little-endian unsigned view used to serialise each dtype (bfloat16 has no byte-order variants)
 _RAW = {"F64": np.dtype("<u8"), "F32": np.dtype("<u4"), "F16": np.dtype("<u2"), "BF16": np.dtype("<u2")}
 _NATIVE_UINT = {8: np.uint64, 4: np.uint32, 2: np.uint16}

@@ -87,6 +87,14 @@ mechanically, by running error analysis of the layer's staged formula
 float32 PyTorch transcription of each layer passes every case at <= ~0.5 of
 its tolerance, and small convention errors (eps moved by 1e-5, a biased std)
 fail most cases.
+
+In the chain of :mod:`refnorm.golden` the model comes after the catalogue (it
+asks which outputs a case has) and the rounding model
+(:mod:`refnorm.golden.rounding`: ``u_out``, ``u_acc``, ``f(K)``), with the
+running error analysis of :mod:`refnorm.golden.error_bounds`; building a case
+(:mod:`refnorm.golden.build`) attaches its tolerances.  The rule that applies a
+tolerance, :func:`compare`, lives in :mod:`refnorm.golden.comparison` (it is
+importable from here too) so that checking a backend never needs this model.
 """
 
 from __future__ import annotations
@@ -96,25 +104,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._registry import SEED_OPS
+from . import error_bounds as EB
 from . import recipes as R
+from .catalogue import has_running_update, output_shapes, running_factors
+from .comparison import Comparison, compare
+from .dtypes import PRECISION
+from .rounding import LAMBDA, acc_roundoff, growth, unit_roundoff
 
-LAMBDA = 6.0  # probabilistic summation bound: P(exceeded) <= 2 exp(-LAMBDA^2 / 2)
+__all__ = ["EXACT_STATS", "LAMBDA", "SAFETY", "U_REF", "Comparison", "acc_roundoff", "compare", "growth",
+           "scale_tensor_outputs", "tolerances", "unit_roundoff"]
+
 SAFETY = 2.0  # c: covers second-order terms and the constants of the first-order analysis
 U_REF = 2.0 ** -52  # refnorm's own error (<= ~1 float64 ulp)
 
 EXACT_STATS = ("mean", "rstd", "dbias", "dweight")
-
-
-def unit_roundoff(dtype: str) -> float:
-    return 2.0 ** -R.PRECISION[dtype]
-
-
-def acc_roundoff(dtype: str) -> float:
-    return 2.0 ** -53 if dtype == "float64" else 2.0 ** -24
-
-
-def growth(K: int) -> float:
-    return LAMBDA * math.sqrt(max(int(K), 0)) + 1.0
 
 
 # ----------------------------------------------------------------------------- structure of a case
@@ -198,7 +202,6 @@ def scale_tensor_outputs(spec) -> list[str]:
     """Outputs whose tolerance uses a stored scale tensor ``<name>.scale``."""
     if spec.tier == "exact" or spec.expect.get("kind") == "error":
         return []
-    from .catalogue import SEED_OPS, output_shapes
     if spec.op in SEED_OPS:  # every output: the scale is its running error bound
         return list(output_shapes(spec))
     out = []
@@ -212,7 +215,6 @@ def scale_tensor_outputs(spec) -> list[str]:
             out.append("dweight")
         if "bias" in spec.shapes:
             out.append("dbias")
-    from .catalogue import has_running_update, running_factors
     if has_running_update(spec):
         out += [f"new_running_mean_{c}" for c in running_factors(spec)]
     return out
@@ -233,7 +235,6 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     """(output -> tolerance dict, output -> float64 scale tensor) for a built case."""
     if not expected:
         return {}, {}
-    from .catalogue import SEED_OPS
     if spec.op in SEED_OPS:
         return _seed_tolerances(spec, inputs, expected)
     dt = spec.dtype
@@ -265,7 +266,7 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     # algorithms: (f+3)u_acc*kappa), halved by the sqrt; sqrt/div roundings;
     # a saved rstd rounded to d
     eps_r = 3 * ua + uo if const else 0.5 * ((fK + 3) * ua * (1 + A.kappa) + eps_mc ** 2) + 2 * ua + uo
-    common = (f"u_out=2^-{R.PRECISION[dt]}, u_acc={'2^-53' if dt == 'float64' else '2^-24 (float32 accumulation)'}, "
+    common = (f"u_out=2^-{PRECISION[dt]}, u_acc={'2^-53' if dt == 'float64' else '2^-24 (float32 accumulation)'}, "
               f"K={K}, f(K)=6*sqrt(K)+1={_g(fK)}, kappa=max mean|x|*rstd={_g(A.kappa)}, "
               f"eps_m=(f(K)+4)*u_acc*kappa+u_out*kappa={_g(eps_m)}, "
               f"eps_r=((f(K)+3)u_acc(1+kappa)+((f(K)+4)u_acc*kappa)^2)/2+2u_acc+u_out={_g(eps_r)}, c={c:g}")
@@ -351,7 +352,6 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
                                      f"scale=sum|dy| over M={M} positions, f(M)={_g(fM)}; "
                                      f"rtol=c*(u_out+f(M)u_acc)={_g(rtol)}; " + common)
         # ---- running statistics
-        from .catalogue import running_factors
         if any(k.startswith("new_running_") for k in expected):
             rm = inputs["running_mean"].astype(np.float64)
             if spec.op == "batch_norm":
@@ -388,14 +388,14 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
 
 _SEED_FORMULAS = {
     "proxy_norm": "u = w x + b, z = phi(u); proxy Y = beta~ + (1 + gamma~) q, P = phi(w Y + b); m = mean P, "
-                  "v = mean (P - m)^2, s = 1/sqrt(v + eps); y = (z - m) s; backward of SPEC 3.5",
+                  "v = mean (P - m)^2, s = 1/sqrt(v + eps); y = (z - m) s; backward as in docs/ops/proxy_norm.md#pn-backward",
     "gn_plus": "GN and BN0 as (t - mean)/(std_unbiased + eps) chained by the variant, z = lam a + (1 - lam) b, "
                "lam = 1/(1 + exp(-mix)), y = z w + b; backward of ops/gn_plus.py (N^T maps)",
     "weight_standardization": "mean, wc = W - mean, var = sum wc^2/(n - delta), scale r by the eps mode, "
                               "W_hat = gain wc r; backward dW = r (gd - mean gd) + c3 wc, dgain = r sum dy wc",
     "batch_layer_norm": "two-pass batch and feature statistics (or the moving ones), xhat_B, xhat_F, "
                         "w_F = 1/B - o, w_B = 1 - (1/B + o), y = gamma (w_F xhat_F + w_B xhat_B)/sqrt(d) + beta; "
-                        "backward as two normalization backwards (SPEC 6.5)",
+                        "backward as two normalization backwards (docs/ops/batch_layer_norm.md#bln-backward)",
 }
 
 
@@ -403,8 +403,6 @@ def _seed_tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     """Seed layers: per-element first-order running error bounds
     (:mod:`refnorm.golden.error_bounds`): ``scale = e(u_acc + 2^-53) +
     u_out |expected|`` and ``rtol = c``."""
-    from . import error_bounds as EB
-
     if spec.tier == "exact":
         raise ValueError(f"{spec.id}: the seed layers have no exact tier")
     dt = spec.dtype
@@ -436,79 +434,6 @@ def _seed_tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
                           f"refnorm/golden/error_bounds.py) of {_SEED_FORMULAS[spec.op]}, evaluated with "
                           f"u = u_acc + 2^-53 (u_acc={'2^-53' if dt == 'float64' else '2^-24 (float32 accumulation)'}"
                           f"; + 2^-53: refnorm's float64 evaluation), sums f(K)=6*sqrt(K)+1, library functions "
-                          f"{EB.LIB_ULPS:g} ulp, saved statistics rounded to {dt}; plus u_out=2^-{R.PRECISION[dt]} "
+                          f"{EB.LIB_ULPS:g} ulp, saved statistics rounded to {dt}; plus u_out=2^-{PRECISION[dt]} "
                           f"|e| (output rounding); rtol = c = {SAFETY:g}; max scale/|e| = {_g(rel)}")
     return tols, scales
-
-
-# ----------------------------------------------------------------------------- comparison
-
-
-@dataclass
-class Comparison:
-    ok: bool
-    worst_ratio: float
-    worst_index: tuple | None
-    worst_ulps: float
-    n_bad: int
-    message: str
-
-
-def compare(expected, actual, tol: dict, scale=None, *, dtype: str) -> Comparison:
-    """Compare ``actual`` with the float64 ``expected`` under ``tol``.
-
-    Element i passes iff both are non-finite and equal (NaN matches NaN, an
-    infinity the same-signed infinity), or both are finite and
-    ``|a - e| <= atol + rtol * s`` (s = |e| or the scale tensor) or, when
-    ``ulp`` is not None, ``|a - e| <= ulp * spacing_dtype(e)``, or ``a == 0``
-    where ``|e|`` is below the smallest normal number of the dtype (a backend
-    that flushes subnormal results to zero is not held to them).
-    ``worst_ratio`` is the largest ``|a - e| / allowed`` (inf for a non-finite
-    mismatch or a shape mismatch; 0.0 when equal)."""
-    e = np.asarray(expected, dtype=np.float64)
-    try:
-        a = np.asarray(actual).astype(np.float64)
-    except (TypeError, ValueError) as ex:
-        return Comparison(False, math.inf, None, math.inf, -1, f"actual is not a float array ({ex})")
-    if a.shape != e.shape:
-        return Comparison(False, math.inf, None, math.inf, max(e.size, a.size),
-                          f"shape mismatch: expected {e.shape}, got {a.shape}")
-    if e.size == 0:
-        return Comparison(True, 0.0, None, 0.0, 0, "empty: nothing to compare")
-    if tol["scale"] == "tensor":
-        if scale is None:
-            raise ValueError("tolerance uses a scale tensor but none was given")
-        s = np.asarray(scale, dtype=np.float64)
-        if s.shape != e.shape:
-            raise ValueError(f"scale shape {s.shape} != expected shape {e.shape}")
-    else:
-        s = np.abs(e)
-    fe, fa = np.isfinite(e), np.isfinite(a)
-    both_fin = fe & fa
-    with np.errstate(all="ignore"):
-        nonfin_ok = ~fe & ~fa & ((np.isnan(e) & np.isnan(a)) | (e == a))
-        err = np.where(both_fin, np.abs(a - e), 0.0)
-        allowed = tol["atol"] + tol["rtol"] * np.where(both_fin, np.where(np.isfinite(s), s, 0.0), 0.0)
-        sp = R.spacing(np.where(fe, e, 0.0), dtype)
-        if tol.get("ulp") is not None:
-            allowed = np.maximum(allowed, tol["ulp"] * sp)
-        ratio = np.where(err == 0, 0.0, np.where(allowed > 0, err / np.where(allowed > 0, allowed, 1.0), np.inf))
-        ratio = np.where(both_fin, ratio, np.where(nonfin_ok, 0.0, np.inf))
-        # Flush-to-zero allowance: an expected value below the smallest normal of d
-        # may come back as zero (XLA:CPU, CUDA -ftz and SSE FTZ/DAZ modes flush
-        # subnormal results); it is counted as within tolerance (ratio 0).
-        ftz = both_fin & (a == 0) & (np.abs(e) < math.ldexp(1.0, R.EMIN[dtype]))
-        ratio = np.where(ftz, 0.0, ratio)
-        ok_el = nonfin_ok | ftz | (both_fin & (err <= allowed))
-    n_bad = int((~ok_el).sum())
-    flat = int(np.argmax(ratio))
-    idx = tuple(int(i) for i in np.unravel_index(flat, e.shape))
-    worst = float(ratio.flat[flat])
-    with np.errstate(all="ignore"):
-        ulps = float(err.flat[flat] / sp.flat[flat]) if both_fin.flat[flat] else math.inf
-    if n_bad == 0:
-        msg = f"ok: worst {worst:.3g} x tolerance ({ulps:.3g} ulp of {dtype}) at {idx}"
-    else:
-        msg = (f"{n_bad} of {e.size} elements out of tolerance; worst {worst:.3g} x tolerance at {idx}: "
-               f"expected {e.flat[flat]!r}, got {a.flat[flat]!r} ({ulps:.3g} ulp of {dtype})")
-    return Comparison(n_bad == 0, worst, idx, ulps, n_bad, msg)

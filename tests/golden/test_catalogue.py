@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 
 import refnorm
+from refnorm._registry import SEED_OPS, STANDARD_OPS
+from refnorm.golden import build as B
 from refnorm.golden import catalogue as C
 from refnorm.golden import recipes as R
+from refnorm.golden.casespec import KINDS, TIERS
+from refnorm.golden.dtypes import DTYPE_NAMES, DTYPES, spacing
 
 BUDGET_BYTES = 25 * 10 ** 6
 ID_RE = re.compile(r"^(?P<op>[a-z_]+)/(?P<name>[A-Za-z0-9_.\-]+)__(?P<dtype>float64|float32|float16|bfloat16)$")
@@ -21,7 +25,7 @@ ID_RE = re.compile(r"^(?P<op>[a-z_]+)/(?P<name>[A-Za-z0-9_.\-]+)__(?P<dtype>floa
 @lru_cache(maxsize=None)
 def built(case_id: str):
     spec = next(s for s in C.catalogue() if s.id == case_id)
-    return C.build_case(spec)
+    return B.build_case(spec)
 
 
 def committed():
@@ -40,7 +44,7 @@ def test_ids_unique_wellformed_and_stable_order():
         m = ID_RE.match(s.id)
         assert m, f"malformed id {s.id!r}"
         assert (m["op"], m["name"], m["dtype"]) == (s.op, s.name, s.dtype)
-        assert s.tier in C.TIERS and s.expect["kind"] in ("value", "nan", "error"), s.id
+        assert s.tier in TIERS and s.expect["kind"] in KINDS, s.id
         assert s.description.strip(), s.id
     # pinned ids: families are never renamed
     for pinned in ("layer_norm/exact_d16_affine__bfloat16", "batch_norm/e5_conventions__float32",
@@ -57,16 +61,16 @@ def test_large_cases_are_excluded_by_default():
 def _tiers(op):
     # the seed layers have no exact tier: their activations, unbiased stds with eps on the
     # std, fan-in and 1/sqrt(d) factors give no exactly representable results
-    return C.TIERS if op in C.STANDARD_OPS else ("statistical", "adversarial")
+    return TIERS if op in STANDARD_OPS else ("statistical", "adversarial")
 
 
 def test_every_op_in_every_tier_and_dtype():
-    assert set(refnorm.registry()) == set(C.STANDARD_OPS + C.SEED_OPS)
+    assert set(refnorm.registry()) == set(STANDARD_OPS + SEED_OPS)
     have = {(s.op, s.tier, s.dtype) for s in committed() if s.expect["kind"] != "error"}
-    missing = [(op, t, d) for op in refnorm.registry() for t in _tiers(op) for d in C.DTYPE_NAMES
+    missing = [(op, t, d) for op in refnorm.registry() for t in _tiers(op) for d in DTYPE_NAMES
                if (op, t, d) not in have]
     assert not missing, f"no value case for {missing}"
-    assert not [s.id for s in committed() if s.op in C.SEED_OPS and s.tier == "exact"]
+    assert not [s.id for s in committed() if s.op in SEED_OPS and s.tier == "exact"]
 
 
 # the optional affine parameters of each op (PN and GN+ require theirs; WS's is the gain)
@@ -98,7 +102,7 @@ def test_catalogue_covers_required_variants():
     assert kinds == {"G1", "GC", "other"}
     lengths = set()
     for s in fams.values():
-        if s.tier == "statistical" and s.op in C.STANDARD_OPS:
+        if s.tier == "statistical" and s.op in STANDARD_OPS:
             x = s.shapes["x"]
             K = (math.prod(s.attrs["normalized_shape"]) if "normalized_shape" in s.attrs else
                  x[0] * math.prod(x[2:]) if s.op == "batch_norm" else math.prod(x[2:]) *
@@ -131,7 +135,7 @@ def test_catalogue_covers_the_seed_layer_options():
     assert {s.attrs["feature_axis"] for s in bln} == {-1, 1} and {s.attrs["batch_stats"] for s in bln} == {
         "position", "channel"}
     errors = {s.op for s in C.catalogue() if s.expect["kind"] == "error"}
-    assert set(C.SEED_OPS) <= errors
+    assert set(SEED_OPS) <= errors
 
 
 # ----------------------------------------------------------------------------- reproducibility
@@ -157,7 +161,7 @@ def test_bfloat16_rounding_is_single_round_to_nearest_even():
 
 def test_build_case_is_deterministic():
     for s in committed():
-        a, b = C.build_case(s), C.build_case(s)
+        a, b = B.build_case(s), B.build_case(s)
         for part in ("inputs", "expected", "scales"):
             da, db = getattr(a, part), getattr(b, part)
             assert list(da) == list(db), (s.id, part)
@@ -171,7 +175,7 @@ def test_inputs_dtypes_and_expected_float64():
         b = built(s.id)
         assert list(b.inputs) == list(s.shapes), s.id
         for k, v in b.inputs.items():
-            assert v.dtype == R.DTYPES[s.dtype] and list(v.shape) == s.shapes[k], (s.id, k)
+            assert v.dtype == DTYPES[s.dtype] and list(v.shape) == s.shapes[k], (s.id, k)
         shapes = C.output_shapes(s)
         assert set(b.expected) == set(shapes), (s.id, sorted(b.expected), sorted(shapes))
         for k, v in b.expected.items():
@@ -184,7 +188,7 @@ def test_inputs_dtypes_and_expected_float64():
 def test_expected_recomputed_from_stored_inputs_is_identical():
     for s in committed()[::5]:
         b = built(s.id)
-        again = C.expected_from_inputs(s, {k: v.copy() for k, v in b.inputs.items()})
+        again = B.expected_from_inputs(s, {k: v.copy() for k, v in b.inputs.items()})
         assert list(again) == list(b.expected)
         for k in again:
             assert again[k].tobytes() == b.expected[k].tobytes(), (s.id, k)
@@ -208,7 +212,7 @@ def test_value_cases_are_finite_and_nan_cases_have_nan():
 
 @pytest.mark.parametrize("spec", [s for s in C.catalogue() if s.expect["kind"] == "error"], ids=lambda s: s.id)
 def test_error_cases_raise_the_declared_error(spec):
-    b = C.build_case(spec)
+    b = B.build_case(spec)
     assert b.expected == {} and b.tolerances == {}
     exc = {"ValueError": ValueError, "TypeError": TypeError}[spec.expect["type"]]
     args, kwargs = C.forward_args(spec, b.inputs), C.forward_kwargs(spec, b.inputs)
@@ -255,7 +259,7 @@ def test_running_stat_conventions_e5():
 
 
 def test_rms_default_eps_e16_differs_from_explicit_eps():
-    for d in C.DTYPE_NAMES:
+    for d in DTYPE_NAMES:
         a = built(f"rms_norm/e16_eps_default__{d}").expected["y"]
         b = built(f"rms_norm/e16_eps1e-6__{d}").expected["y"]
         assert np.max(np.abs(a - b)) > 0.1, d  # "outputs differ materially"
@@ -271,7 +275,7 @@ def _orders(K, seed):
 
 def _sum_in(a, dtype, order):
     """Sum the rows of a (S, K) array in ``dtype`` arithmetic, in the given order."""
-    dt = R.DTYPES[dtype]
+    dt = DTYPES[dtype]
     a = a.astype(dt)
     if isinstance(order, str):  # pairwise tree
         while a.shape[1] > 1:
@@ -285,7 +289,7 @@ def _sum_in(a, dtype, order):
 @pytest.mark.parametrize("spec", [s for s in C.catalogue() if s.tier == "exact"], ids=lambda s: s.id)
 def test_exact_tier_statistics_are_order_independent_in_the_dtype(spec):
     b = built(spec.id)
-    dt = R.DTYPES[spec.dtype]
+    dt = DTYPES[spec.dtype]
     x = b.inputs["x"]
     eps = dt.type(spec.attrs["eps"])
     assert float(eps) == spec.attrs["eps"] == 1 / 16
@@ -337,17 +341,17 @@ def test_exact_tier_statistics_are_order_independent_in_the_dtype(spec):
     for k in ("y", "dx"):
         e = b.expected[k]
         r1 = R.round_to(e, spec.dtype).astype(np.float64)
-        assert np.all(np.abs(r1 - e) <= 0.5 * R.spacing(e, spec.dtype)), (spec.id, k)
+        assert np.all(np.abs(r1 - e) <= 0.5 * spacing(e, spec.dtype)), (spec.id, k)
 
 
 # ----------------------------------------------------------------------------- size budget
 
 
 def test_committed_corpus_size_budget():
-    total = sum(C.estimated_nbytes(s) for s in committed())
+    total = sum(B.estimated_nbytes(s) for s in committed())
     assert total < BUDGET_BYTES, f"committed corpus estimated at {total / 1e6:.1f} MB > {BUDGET_BYTES / 1e6} MB"
     # the estimate from shapes matches the arrays actually built (up to the per-case overhead)
     for s in committed():
         b = built(s.id)
         actual = sum(v.nbytes for part in (b.inputs, b.expected, b.scales) for v in part.values())
-        assert actual == C.estimated_nbytes(s) - C.PER_CASE_OVERHEAD, s.id
+        assert actual == B.estimated_nbytes(s) - B.PER_CASE_OVERHEAD, s.id

@@ -7,46 +7,31 @@ exercise the corpus machinery alone, independent of the real case catalogue.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import ml_dtypes
 import numpy as np
 import pytest
 
 import refnorm
-from refnorm.golden import corpus
+from refnorm.golden import build, catalogue, comparison, corpus, tolerance
+from refnorm.golden.build import BuiltCase
+from refnorm.golden.casespec import CaseSpec
+from refnorm.golden.comparison import Comparison
 from refnorm.golden.corpus import GoldenCase, Problem, SelectionError, generate, load_case, load_cases, verify
+from refnorm.golden.dtypes import DTYPES
 from refnorm.golden.manifest import ManifestError, dumps_manifest, load_manifest
 from refnorm.golden.safetensors import GoldenFormatError, dumps, load_file
 
 # ----------------------------------------------------------------------------- a synthetic catalogue
 
-DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
-
-
-@dataclass(frozen=True)
-class FakeSpec:
-    id: str
-    op: str
-    name: str
-    tier: str
-    dtype: str
-    attrs: dict
-    shapes: dict
-    recipe: dict
-    seed: int
-    expect: dict = field(default_factory=lambda: {"kind": "value"})
-    description: str = ""
-    large: bool = False
-
 
 def _spec(op, name, dtype, tier="statistical", shape=(3, 5), expect=None, large=False, ns=None):
     ns = list(shape[-1:]) if ns is None else ns
-    return FakeSpec(f"{op}/{name}__{dtype}", op, name, tier, dtype, {"normalized_shape": ns, "eps": 1e-5},
+    return CaseSpec(f"{op}/{name}__{dtype}", op, name, tier, dtype, {"normalized_shape": ns, "eps": 1e-5},
                     {"x": list(shape)}, {"x": "normal(-2.3, 0.5)"}, 11, expect or {"kind": "value"},
                     f"{name} rows", large)
 
@@ -96,10 +81,10 @@ def fake_build_case(spec):
     if spec.expect["kind"] == "nan":
         inputs["x"][0, 0] = np.nan
     if spec.expect["kind"] == "error":
-        return SimpleNamespace(spec=spec, inputs=inputs, expected={}, scales={}, tolerances={})
+        return BuiltCase(spec=spec, inputs=inputs, expected={})
     expected = fake_expected_from_inputs(spec, inputs)
     tols, scales = fake_tolerances(spec, inputs, expected)
-    return SimpleNamespace(spec=spec, inputs=inputs, expected=expected, scales=scales, tolerances=tols)
+    return BuiltCase(spec=spec, inputs=inputs, expected=expected, scales=scales, tolerances=tols)
 
 
 def fake_compare(expected, actual, tol, scale=None, *, dtype):
@@ -113,20 +98,20 @@ def fake_compare(expected, actual, tol, scale=None, *, dtype):
     bad = ratio > 1
     idx = np.unravel_index(int(np.argmax(ratio)), e.shape) if e.size else ()
     spacing = np.spacing(np.abs(e[idx]).astype(DTYPES[dtype])).astype(np.float64) if e.size else 1.0
-    return SimpleNamespace(ok=not bad.any(), worst_ratio=float(ratio.max()) if e.size else 0.0,
-                           worst_index=idx, worst_ulps=float(err[idx] / spacing) if e.size else 0.0,
-                           n_bad=int(bad.sum()), message="fake comparison")
+    return Comparison(ok=not bad.any(), worst_ratio=float(ratio.max()) if e.size else 0.0,
+                      worst_index=idx, worst_ulps=float(err[idx] / spacing) if e.size else 0.0,
+                      n_bad=int(bad.sum()), message="fake comparison")
 
 
 def install_fake(monkeypatch):
-    """Point the corpus at the synthetic catalogue and tolerance model."""
-    monkeypatch.setattr(corpus, "_catalogue", fake_catalogue)
-    monkeypatch.setattr(corpus, "_build_case", fake_build_case)
-    monkeypatch.setattr(corpus, "_expected_from_inputs", fake_expected_from_inputs)
-    monkeypatch.setattr(corpus, "_tolerances", fake_tolerances)
-    monkeypatch.setattr(corpus, "_compare", lambda e, a, t, s, d: fake_compare(e, a, t, s, dtype=d))
-    monkeypatch.setattr(corpus, "_spec_from_entry", lambda entry: FakeSpec(
-        **{k: entry[k] for k in FakeSpec.__dataclass_fields__}))
+    """Point the corpus (and ``refnorm list``) at the synthetic catalogue, builder
+    and tolerance model, and ``GoldenCase.assert_close`` at the fake comparison,
+    in the modules where they live."""
+    monkeypatch.setattr(catalogue, "catalogue", fake_catalogue)
+    monkeypatch.setattr(build, "build_case", fake_build_case)
+    monkeypatch.setattr(build, "expected_from_inputs", fake_expected_from_inputs)
+    monkeypatch.setattr(tolerance, "tolerances", fake_tolerances)
+    monkeypatch.setattr(comparison, "compare", fake_compare)
     monkeypatch.delenv(corpus.ENV_VAR, raising=False)
 
 
@@ -149,7 +134,6 @@ def snapshot(root):
 def rewrite_case(root, case_id, fn):
     """Rewrite a case file through ``fn(tensors)`` and fix its sha256 in the manifest
     (a consistent, plausible-looking forgery that only recomputation can catch)."""
-    import hashlib
     m = load_manifest(root)
     entry = next(c for c in m["cases"] if c["id"] == case_id)
     path = root / entry["file"]
@@ -279,7 +263,7 @@ def test_failing_case_build_leaves_no_temp_dir(fake, tmp_path, monkeypatch):
     def boom(spec):
         raise RuntimeError(f"cannot build {spec.id}")
 
-    monkeypatch.setattr(corpus, "_build_case", boom)
+    monkeypatch.setattr(build, "build_case", boom)
     with pytest.raises(RuntimeError, match="cannot build"):
         generate(tmp_path / "new")
     assert list(tmp_path.iterdir()) == []
@@ -359,7 +343,6 @@ def test_verify_reports_malformed_file_and_manifest(golden):
     m = load_manifest(golden)
     path = golden / "layer_norm" / "basic__float64.safetensors"
     path.write_bytes(b"\x00" * 4)
-    import hashlib
     next(c for c in m["cases"] if c["id"] == "layer_norm/basic__float64")["sha256"] = \
         hashlib.sha256(b"\x00" * 4).hexdigest()
     (golden / "manifest.json").write_text(dumps_manifest(m))
@@ -375,7 +358,7 @@ def test_verify_reports_a_recompute_that_raises(golden, monkeypatch):
     def broken(spec, inputs):
         raise ZeroDivisionError("oops")
 
-    monkeypatch.setattr(corpus, "_expected_from_inputs", broken)
+    monkeypatch.setattr(build, "expected_from_inputs", broken)
     problems = verify(golden)
     assert problems and all("raised ZeroDivisionError: oops" in p.reason for p in problems)
     # error cases are never recomputed
@@ -488,14 +471,14 @@ def test_assert_close(golden):
 
 
 def test_numpy_scalars_in_tolerances_and_attrs_become_plain_json(fake, tmp_path, monkeypatch):
-    def build(spec):
+    def build_with_numpy_scalars(spec):
         b = fake_build_case(spec)
         for tol in b.tolerances.values():
             tol.update(atol=np.float32(0.5), ulp=np.int64(3))
         return b
 
-    monkeypatch.setattr(corpus, "_build_case", build)
-    monkeypatch.setattr(corpus, "_tolerances", lambda *a: (
+    monkeypatch.setattr(build, "build_case", build_with_numpy_scalars)
+    monkeypatch.setattr(tolerance, "tolerances", lambda *a: (
         {k: dict(v, atol=0.5, ulp=3) for k, v in fake_tolerances(*a)[0].items()}, fake_tolerances(*a)[1]))
     generate(tmp_path / "g", ops=["rms_norm"])
     (entry,) = load_manifest(tmp_path / "g")["cases"]

@@ -19,9 +19,11 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
+from refnorm._registry import SEED_OPS, STANDARD_OPS
 from refnorm.golden import catalogue as C
-from refnorm.golden import recipes as R
-from refnorm.golden.tolerance import compare
+from refnorm.golden.build import build_case
+from refnorm.golden.comparison import compare
+from refnorm.golden.dtypes import DTYPE_NAMES, DTYPES, spacing
 
 from ._impls import TORCH_NO_STATS, Unsupported, run_numpy32, run_torch, run_torch_seed
 
@@ -58,12 +60,12 @@ def value_cases():
 def standard_value_cases():
     """(a)-(c) calibrate the standard model with PyTorch's and NumPy's standard ops;
     the seed layers are calibrated by (a') below."""
-    return [s for s in value_cases() if s.op in C.STANDARD_OPS]
+    return [s for s in value_cases() if s.op in STANDARD_OPS]
 
 
 @lru_cache(maxsize=None)
 def built(case_id):
-    return C.build_case(next(s for s in C.catalogue() if s.id == case_id))
+    return build_case(next(s for s in C.catalogue() if s.id == case_id))
 
 
 def _compare_all(spec, b, actual):
@@ -109,7 +111,7 @@ def test_torch_passes_every_case_within_the_model():
                 worst[key] = (c.worst_ratio, f"{s.id}:{k}")
         failures += [f"{s.id}:{k}: {c.message}" for k, c in bad.items()]
     print("\ntorch CPU worst error/tolerance per dtype:")
-    for d in C.DTYPE_NAMES:
+    for d in DTYPE_NAMES:
         print(f"  {d:9s} {worst[d][0]:.3f}  ({worst[d][1]})")
     print(f"  declared torch failures that fail: {len(xfail_ok)}: {xfail_ok}")
     assert not failures, "torch fails the model:\n" + "\n".join(failures[:20])
@@ -174,7 +176,7 @@ def test_seed_layers_torch_float32_transcription_passes_every_case():
     worst = defaultdict(lambda: (0.0, ""))
     failures, n = [], 0
     for s in value_cases():
-        if s.op not in C.SEED_OPS:
+        if s.op not in SEED_OPS:
             continue
         b = built(s.id)
         actual = run_torch_seed(s, b.inputs)
@@ -190,7 +192,7 @@ def test_seed_layers_torch_float32_transcription_passes_every_case():
             if not c.ok:
                 failures.append(f"{s.id}:{k}: {c.message}")
     print("\nseed layers, torch transcription: worst error/tolerance per dtype:")
-    for d in C.DTYPE_NAMES:
+    for d in DTYPE_NAMES:
         print(f"  {d:9s} {worst[d][0]:.3f}  ({worst[d][1]})")
     assert not failures, "the seed-layer transcription fails the model:\n" + "\n".join(failures[:20])
     assert n > 500
@@ -208,7 +210,7 @@ def test_seed_layer_tolerances_catch_small_convention_errors():
         torch.sqrt = lambda t: real_sqrt(t + 1e-5)
         torch.Tensor.std = lambda self, *a, **k: real_std(self, *a, **{**k, "unbiased": False})
         for s in value_cases():
-            if s.op not in C.SEED_OPS or s.dtype not in ("float32", "float64") or s.expect["kind"] != "value":
+            if s.op not in SEED_OPS or s.dtype not in ("float32", "float64") or s.expect["kind"] != "value":
                 continue
             b = built(s.id)
             actual = run_torch_seed(s, b.inputs)
@@ -218,7 +220,7 @@ def test_seed_layer_tolerances_catch_small_convention_errors():
     finally:
         torch.sqrt, torch.Tensor.std = real_sqrt, real_std
     print("\nmutated seed transcriptions caught:", {op: f"{caught[op]}/{total[op]}" for op in total})
-    for op in C.SEED_OPS:
+    for op in SEED_OPS:
         assert caught[op] >= 0.6 * total[op], (op, caught[op], total[op])
 
 
@@ -249,7 +251,7 @@ def test_one_pass_variance_fails_e1(case_id):
 def _allowed(e, tol, s, dtype):
     a = tol["atol"] + tol["rtol"] * s
     if tol["ulp"] is not None:
-        a = np.maximum(a, tol["ulp"] * R.spacing(e, dtype))
+        a = np.maximum(a, tol["ulp"] * spacing(e, dtype))
     return a
 
 
@@ -267,7 +269,7 @@ def test_perturbation_beyond_the_model_fails():
             allowed = float(_allowed(e.reshape(-1)[i], tol, s.reshape(-1)[i], spec.dtype))
             assert compare(e, e.copy(), tol, sc, dtype=spec.dtype).worst_ratio == 0.0
             if allowed == 0.0:  # bitwise tolerance: one ulp of the dtype must fail
-                step = float(R.spacing(e.reshape(-1)[i], spec.dtype))
+                step = float(spacing(e.reshape(-1)[i], spec.dtype))
                 a = e.copy()
                 a.reshape(-1)[i] += step
                 assert not compare(e, a, tol, sc, dtype=spec.dtype).ok, (spec.id, k)
@@ -325,7 +327,7 @@ def test_compare_semantics():
     assert compare(one, one + 2 ** -23, ulp, dtype="float32").ok
     assert not compare(one, one + 2 ** -22, ulp, dtype="float32").ok
     assert compare(one, one + 2 ** -7, ulp, dtype="bfloat16").ok
-    assert compare(one, np.array([1.0], dtype=R.DTYPES["bfloat16"]), ulp, dtype="bfloat16").worst_ratio == 0.0
+    assert compare(one, np.array([1.0], dtype=DTYPES["bfloat16"]), ulp, dtype="bfloat16").worst_ratio == 0.0
     sc = {"atol": 0.0, "rtol": 1e-3, "ulp": None, "scale": "tensor", "derivation": "test"}
     assert compare(np.array([0.0]), np.array([5e-4]), sc, np.array([1.0]), dtype="float32").ok
     assert not compare(np.array([0.0]), np.array([5e-4]), tol, dtype="float32").ok

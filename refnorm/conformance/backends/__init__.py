@@ -30,6 +30,8 @@ import itertools
 import os
 import sys
 
+from ..mutants import load_mutant
+
 BUILTIN = {
     "refnorm": "refnorm",
     "torch": "refnorm.conformance.backends.torch",
@@ -173,8 +175,6 @@ def load_backend(spec: str):
     if spec in BUILTIN:
         return _import_builtin(spec)
     if spec.startswith("mutant:"):
-        from ..mutants import load_mutant
-
         try:
             return load_mutant(spec[len("mutant:"):])
         except ValueError as exc:

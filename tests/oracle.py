@@ -38,8 +38,8 @@ the value is rational, ``mpmath.mpf`` otherwise):
 
 Measuring errors: :func:`abs_error` and :func:`ulps`.
 
-``python -m tests.oracle`` runs a small self-check (the E28 example of
-CONFORMANCE-NOTES: pairs around mean 2 with F = 6; rstd exactly 2, 1, 1/2).
+``python -m tests.oracle`` runs a small self-check (the worked example of E28,
+docs/edge-cases.md#e28: pairs around mean 2 with F = 6; rstd exactly 2, 1, 1/2).
 """
 
 from __future__ import annotations
@@ -420,7 +420,8 @@ def instance_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, c
     return f * batch_mean + (1 - f) * old_m, f * batch_var + (1 - f) * old_v
 
 
-#: name -> (forward, backward); the keys must match refnorm.registry().
+#: name -> (forward, backward): every op whose tests/ops/cases/<op>.py declares
+#: ``EXACT = ExactOracle(...)`` (tests/ops/test_accuracy.py checks it).
 OPS = {
     "batch_norm": (batch_norm, batch_norm_backward),
     "layer_norm": (layer_norm, layer_norm_backward),

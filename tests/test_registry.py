@@ -1,38 +1,45 @@
 """The battery every registered op goes through, driven by the registry.
 
-For each op and each case of tests/_util.op_cases:
+For each op and each case of its ``battery(rng)`` in tests/ops/cases/<op>.py:
   * the Numba forward equals the autograd.numpy reference;
   * the hand-derived backward equals autograd's VJP of the reference, and
     central finite differences of the forward, for a random cotangent;
-  * no input is modified.
+  * no input is modified (nor by the op's running-statistics update).
+A registered op without those cases fails
+:func:`test_every_registered_op_has_battery_cases`, naming what to add; a
+failing case prints a command that reruns it.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from autograd import grad
 
 import refnorm
-from refnorm._registry import protocol_parameters
+from refnorm._registry import STANDARD_OPS, protocol_parameters
 
-from ._util import assert_close, gradient_scale, op_cases, random_dy, reference_kwargs
+from ._util import assert_close, gradient_scale, op_cases, random_dy, reference_kwargs, repro
+from .ops import cases
 
 OPS = list(refnorm.registry())
 CASES = [(op, cid, kw) for op in OPS for cid, kw in op_cases(op)]
 IDS = [f"{op}-{cid}" for op, cid, _ in CASES]
 
 
-STANDARD_OPS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")
-SEED_OPS = ("proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm")
-
-
 def test_registry_is_explicit_and_complete():
     reg = refnorm.registry()
-    assert list(reg) == list(STANDARD_OPS + SEED_OPS)
+    assert list(reg)[:len(STANDARD_OPS)] == list(STANDARD_OPS), "the five standard ops come first, in this order"
+    unregistered = sorted(set(cases.ops()) - set(reg))
+    assert not unregistered, (f"tests/ops/cases/ has modules for ops the registry does not have: {unregistered} "
+                              "(register them in refnorm/_registry.py, or remove the modules)")
     for name, spec in reg.items():
         assert spec.forward is getattr(refnorm, name)
         assert spec.backward is getattr(refnorm, f"{name}_backward")
@@ -60,8 +67,34 @@ def test_registry_is_explicit_and_complete():
             assert name == "gn_plus", f"{name} saves statistics: register its <op>_stats"
 
 
+def test_every_registered_op_has_battery_cases():
+    cases.assert_complete("battery")
+
+
 def _differentiable_given(spec, kw):
     return [a for a in spec.differentiable if kw.get(a) is not None]
+
+
+def _backward_expr(op, name, seed):
+    """The gradient the backward tests check, as a repro expression (:func:`tests._util.repro`)."""
+    return f"refnorm.{op}_backward(random_dy(y.shape, seed={seed}), **kw)[{name!r}]"
+
+
+def test_repro_reruns_the_case():
+    """The repro a failure prints is one shell command that, run from the
+    repository root, recomputes that case's y and gradient bit for bit."""
+    op, cid, kw = next(c for c in CASES if c[0] == "layer_norm" and c[2]["bias"] is not None)
+    assert "(" in cid and "," in cid  # a case id that needs quoting
+    expr = f"float(y.sum()).hex(), float({_backward_expr(op, 'x', seed=1)}.sum()).hex()"
+    cmd = repro(op, cid, expr)
+    argv = shlex.split(cmd)
+    assert argv[:2] == ["python", "-c"] and len(argv) == 3, cmd
+    out = subprocess.run([sys.executable, "-c", argv[2]], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"{cmd}\n{out.stderr}"
+    y = refnorm.layer_norm(**kw)
+    dx = refnorm.layer_norm_backward(random_dy(y.shape, seed=1), **kw)["x"]
+    assert out.stdout.split() == [float(y.sum()).hex(), float(dx.sum()).hex()], cmd
 
 
 @pytest.mark.parametrize("op,cid,kw", CASES, ids=IDS)
@@ -70,8 +103,7 @@ def test_forward_matches_reference(op, cid, kw):
     y = spec.forward(**kw)
     y_ref = spec.reference(**reference_kwargs(op, kw))
     assert y.dtype == np.float64
-    assert_close(y, y_ref, "kernel_vs_reference", op=op, case=cid, array="y",
-                 repro=f"refnorm.{op}(**op_cases({op!r})[{cid!r}])")
+    assert_close(y, y_ref, "kernel_vs_reference", op=op, case=cid, array="y", repro=repro(op, cid))
 
 
 @pytest.mark.parametrize("op,cid,kw", CASES, ids=IDS)
@@ -90,7 +122,7 @@ def test_backward_matches_autograd(op, cid, kw):
         want = grad(loss)(np.asarray(rkw[name], dtype=np.float64))
         assert got[name].shape == np.shape(kw[name])
         assert_close(got[name], want, "backward_vs_autograd", op=op, case=cid, array=f"d{name}",
-                     repro=f"refnorm.{op}_backward(dy, **kw)[{name!r}]", scale=gradient_scale(spec, kw, dy, name))
+                     repro=repro(op, cid, _backward_expr(op, name, seed=1)), scale=gradient_scale(spec, kw, dy, name))
 
 
 @pytest.mark.parametrize("op,cid,kw", CASES, ids=IDS)
@@ -111,7 +143,7 @@ def test_backward_matches_finite_differences(op, cid, kw):
             fm = spec.forward(**{**kw, name: minus})
             fd[i] = np.sum((fp - fm) * dy) / (2 * h)
         assert_close(got[name], fd, "backward_vs_fd", op=op, case=cid, array=f"d{name}",
-                     scale=gradient_scale(spec, kw, dy, name))
+                     repro=repro(op, cid, _backward_expr(op, name, seed=2)), scale=gradient_scale(spec, kw, dy, name))
 
 
 @pytest.mark.parametrize("op,cid,kw", CASES, ids=IDS)
@@ -120,18 +152,20 @@ def test_inputs_are_not_modified(op, cid, kw):
     before = copy.deepcopy(kw)
     y = spec.forward(**kw)
     spec.backward(random_dy(y.shape), **kw)
-    if spec.running_stats is not None and kw.get("running_mean") is not None:
-        if op == "batch_norm" and kw["training"]:
-            spec.running_stats(kw["x"], kw["running_mean"], kw["running_var"], 0.1)
-    if op == "batch_layer_norm":  # the moving-statistics update, from one batch's statistics as the sums
-        sums = refnorm.batch_layer_norm_batch_stats(kw["x"], feature_axis=kw.get("feature_axis", -1),
-                                                    batch_stats=kw.get("batch_stats", "position"))
-        frozen = copy.deepcopy(sums)
-        spec.running_stats(sums, 1, 2)
-        assert all(np.array_equal(sums[k], frozen[k]) for k in sums), f"{op}[{cid}]: sums were modified"
-    for k, v in kw.items():
+    if spec.running_stats is not None:
+        args = cases.get(op, "running_stats_args")(kw)
+        if args is not None:
+            frozen = copy.deepcopy(args)
+            spec.running_stats(*args)
+            _assert_unmodified(op, cid, dict(enumerate(args)), dict(enumerate(frozen)), "running-statistics argument ")
+    _assert_unmodified(op, cid, kw, before)
+
+
+def _assert_unmodified(op, cid, args, before, what=""):
+    for k, v in args.items():
         arrays = v.items() if isinstance(v, dict) else [(None, v)]  # BLN's moving_stats is a dict of arrays
         for sub, a in arrays:
             if isinstance(a, np.ndarray):
                 b = before[k] if sub is None else before[k][sub]
-                assert np.array_equal(a, b) and a.dtype == b.dtype, f"{op}[{cid}]: {k}{'' if sub is None else [sub]} was modified"
+                assert np.array_equal(a, b) and a.dtype == b.dtype, \
+                    f"{op}[{cid}]: {what}{k}{'' if sub is None else [sub]} was modified"

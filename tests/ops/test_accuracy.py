@@ -63,6 +63,9 @@ from refnorm.golden.manifest import ACCURACY
 from refnorm.ops import _normalize as nz
 from tests import oracle as O
 
+from . import cases as case_modules
+from .cases import ExactOracle
+
 U = 2.0 ** -53
 
 
@@ -158,32 +161,17 @@ def _check_stat(op, case, name, got, exact, out, *, exact_tier=False):
 
 def _refnorm_var(op, kw):
     """The biased variance refnorm normalizes with (mean square for RMSNorm),
-    from the double-double m2 of the op's canonical view (refnorm/ops/_kernels.py);
-    None when the op normalizes with running statistics."""
+    from the double-double m2 of the op's canonical view (refnorm/ops/_kernels.py;
+    ``EXACT.view`` of its case module); None when the op normalizes with running
+    statistics."""
+    ex = _exact(op)
+    mode = ex.mode(kw)
+    if mode == "running":
+        return None
     x = np.asarray(kw["x"]).astype(np.float64)
     eps = kw.get("eps")
-    eps = 0.0 if eps is None else eps
-    if op == "batch_norm":
-        if not kw["training"]:
-            return None
-        x3, lead = x.reshape(x.shape[0], x.shape[1], -1), (x.shape[1],)
-    elif op in ("layer_norm", "rms_norm"):
-        ns = kw["normalized_shape"]
-        k = 1 if isinstance(ns, int) else len(ns)
-        lead = x.shape[: x.ndim - k]
-        x3 = x.reshape(1, math.prod(lead), -1)
-    elif op == "instance_norm":
-        if not kw["use_input_stats"]:
-            return None
-        lead = x.shape[:2]
-        x3 = x.reshape(1, math.prod(lead), -1)
-    elif op == "group_norm":
-        G = kw["num_groups"]
-        lead = (x.shape[0], G)
-        x3 = x.reshape(1, x.shape[0] * G, -1)
-    else:  # pragma: no cover
-        raise AssertionError(f"no canonical view known for op {op!r}")
-    st_ = nz.batch_stats(np.ascontiguousarray(x3), eps, center=op != "rms_norm")
+    x3, lead = ex.view(x, kw)
+    st_ = nz.batch_stats(np.ascontiguousarray(x3), 0.0 if eps is None else eps, center=mode != "rms")
     return st_.var(0).reshape(lead)
 
 
@@ -215,13 +203,7 @@ def check_case(op, case, kw, dy, *, exact_tier=False):
     grads = spec.backward(dy, **kw)
     rb = bwd(dy, **kw)
     m = rb["mag"]
-    const = (op == "batch_norm" and not kw["training"]) or (op == "instance_norm" and not kw["use_input_stats"])
-    if const:
-        c_g, c_mg, c_x = 3.0, 0.0, 0.0
-    elif op == "rms_norm":
-        c_g, c_mg, c_x = 4.0, 0.0, 9.0
-    else:
-        c_g, c_mg, c_x = 5.0, 6.0, 9.0
+    c_g, c_mg, c_x = DX_COEFFICIENTS[_exact(op).mode(kw)]
     # the per-term coefficients never exceed the manifest's published bound
     assert max(c_g, c_mg, c_x) <= BOUND_C["dx"] and 3.0 <= BOUND_C["y"] and 3.0 <= BOUND_C["dweight"]
     xterm = m["|xhat|"] * m["mean|g xhat|"]
@@ -248,77 +230,35 @@ def check_case(op, case, kw, dy, *, exact_tier=False):
 # cases
 
 
-def _layout(op, shape, attrs):
-    """(B, n, to_x): the number of reduction sets, their size, and a map from a
-    (B, n) array of per-set values to an x of ``shape`` with those sets."""
-    shape = tuple(shape)
-    if op == "batch_norm":
-        N, C = shape[:2]
-        rest = shape[2:]
-        n = N * math.prod(rest)
-        return C, n, lambda v: np.moveaxis(v.reshape((C, N) + rest), 0, 1).copy()
-    if op in ("layer_norm", "rms_norm"):
-        k = len(attrs["normalized_shape"])
-        D = math.prod(shape[len(shape) - k:])
-        return math.prod(shape[: len(shape) - k]), D, lambda v: v.reshape(shape).copy()
-    if op == "instance_norm":
-        return shape[0] * shape[1], math.prod(shape[2:]), lambda v: v.reshape(shape).copy()
-    if op == "group_norm":
-        G = attrs["num_groups"]
-        return shape[0] * G, math.prod(shape[1:]) // G, lambda v: v.reshape(shape).copy()
-    raise AssertionError(f"tests/ops/test_accuracy.py has no layout for registered op {op!r}")
+#: the dx bound's coefficients of |g|, mean|g| and |xhat| mean|g xhat| (module
+#: docstring) per kernel path: batch statistics, RMS, running statistics
+DX_COEFFICIENTS = {"batch": (5.0, 6.0, 9.0), "rms": (4.0, 0.0, 9.0), "running": (3.0, 0.0, 0.0)}
+
+
+def _exact(op) -> ExactOracle:
+    """The op's exact-oracle geometry (``EXACT`` in tests/ops/cases/<op>.py)."""
+    ex = case_modules.get(op, "EXACT")
+    if not isinstance(ex, ExactOracle):
+        missing = case_modules.gaps("exact", [op])
+        raise AssertionError("\n".join(missing) if missing else f"op {op!r} has no exact oracle: {ex.reason}")
+    return ex
 
 
 def _kwargs(op, x, rng, *, weight=True, bias=True, eps=1e-5, attrs=None, param=None):
     """Public-API kwargs for ``op`` on x.  ``param(shape)`` draws weight/bias
     (default: random, non-uniform)."""
+    ex = _exact(op)
     attrs = dict(attrs or {})
     param = param or (lambda shape, which: (1.0 + 0.5 * rng.standard_normal(shape)) if which == "w"
                       else 0.3 * rng.standard_normal(shape))
-    if op in ("layer_norm", "rms_norm"):
-        pshape = tuple(attrs["normalized_shape"])
-    else:
-        pshape = (x.shape[1],)
+    pshape = tuple(attrs["normalized_shape"]) if ex.affine == "trailing" else (x.shape[1],)
     kw = dict(x=x, **attrs)
     kw["weight"] = param(pshape, "w") if weight else None
-    if op != "rms_norm":
+    if ex.has_bias:
         kw["bias"] = param(pshape, "b") if bias else None
     kw["eps"] = eps
-    if op == "batch_norm":
-        kw.setdefault("training", True)
-        C = x.shape[1]
-        kw["running_mean"] = -2.0 + 0.3 * rng.standard_normal(C)
-        kw["running_var"] = 0.2 + rng.random(C)
-    if op == "instance_norm":
-        kw.setdefault("use_input_stats", True)
-        C = x.shape[1]
-        if not kw["use_input_stats"]:
-            kw["running_mean"] = -2.0 + 0.3 * rng.standard_normal(C)
-            kw["running_var"] = 0.2 + rng.random(C)
+    ex.complete(kw, rng)
     return kw
-
-
-#: per op: (shape, attrs) variants covering the argument space
-VARIANTS = {
-    "batch_norm": [((4, 3, 5), {"training": True}), ((3, 2, 2, 3), {"training": True}),
-                   ((4, 3, 5), {"training": False}), ((7, 3), {"training": True})],
-    "layer_norm": [((3, 10), {"normalized_shape": (10,)}), ((2, 3, 4, 5), {"normalized_shape": (4, 5)}),
-                   ((2, 3, 7), {"normalized_shape": (3, 7)})],
-    "instance_norm": [((2, 3, 6), {"use_input_stats": True}), ((2, 2, 3, 4), {"use_input_stats": True}),
-                      ((2, 3, 6), {"use_input_stats": False})],
-    "group_norm": [((2, 6, 5), {"num_groups": 3}), ((2, 4, 2, 3), {"num_groups": 1}),
-                   ((2, 4, 3), {"num_groups": 4})],
-    "rms_norm": [((3, 10), {"normalized_shape": (10,)}), ((2, 3, 4, 5), {"normalized_shape": (3, 4, 5)})],
-}
-
-#: even set sizes for the exact-tier backward (pairs m +- s)
-EXACT_SHAPES = {
-    "batch_norm": ((4, 3, 4), {"training": True}),
-    "layer_norm": ((3, 4, 4), {"normalized_shape": (4, 4)}),
-    "instance_norm": ((2, 3, 8), {"use_input_stats": True}),
-    "group_norm": ((2, 4, 4), {"num_groups": 2}),
-    "rms_norm": ((3, 16), {"normalized_shape": (16,)}),
-}
 
 
 def _pow2_param(shape, which):
@@ -352,21 +292,22 @@ def _exact_bwd_x(rng, B, n, s):
 
 
 def accuracy_cases(op):
-    """(case_id, kwargs, dy, flags) for ``op``; fails for an op it does not know."""
-    if op not in VARIANTS:
-        raise AssertionError(f"tests/ops/test_accuracy.py has no cases for registered op {op!r}")
+    """(case_id, kwargs, dy, flags) for ``op``, from the geometry of its
+    ``EXACT`` (tests/ops/cases/<op>.py); fails for an op without one."""
+    ex = _exact(op)
     rng = np.random.default_rng(sum(map(ord, op)) + 7)
     cases = []
 
     def add(cid, kw, dy=None, **flags):
         cases.append((cid, kw, rng.standard_normal(np.shape(kw["x"])) if dy is None else dy, flags))
+        return kw
 
-    for vi, (shape, attrs) in enumerate(VARIANTS[op]):
+    for vi, (shape, attrs) in enumerate(ex.variants):
         # random non-centred data, random non-uniform weight and bias, random dy
         add(f"random-v{vi}", _kwargs(op, -2.3 + 0.5 * rng.standard_normal(shape), rng, attrs=attrs))
         # E1: large offset, small spread
         add(f"offset1e4-v{vi}", _kwargs(op, 1e4 + 1e-2 * rng.standard_normal(shape), rng, attrs=attrs))
-    shape, attrs = VARIANTS[op][0]
+    shape, attrs = ex.variants[0]
     for wb in [(False, False), (True, False)]:
         add(f"random-weight{wb[0]}-bias{wb[1]}",
             _kwargs(op, -2.3 + 0.5 * rng.standard_normal(shape), rng, weight=wb[0], bias=wb[1], attrs=attrs))
@@ -374,46 +315,39 @@ def accuracy_cases(op):
     add("tiny-1e-150", _kwargs(op, 1e-150 * (-2.3 + 0.5 * rng.standard_normal(shape)), rng, eps=1e-305,
                                attrs=attrs))
     add("huge-1e150", _kwargs(op, 1e150 * (-2.3 + 0.5 * rng.standard_normal(shape)), rng, attrs=attrs))
-    # E2: constant sets.  With centring (not RMSNorm) xhat == 0 exactly, so y == bias
-    # bitwise; dx* = rstd (g - mean(g)) is NOT zero for random dy, only for constant g.
-    # With running statistics (BN eval, IN use_input_stats=False) xhat != 0: no bitwise claims.
-    centred = op != "rms_norm" and attrs.get("training", True) and attrs.get("use_input_stats", True)
-    add("constant-0.1", _kwargs(op, np.full(shape, 0.1), rng, attrs=attrs), constant=centred)
+    # E2: constant sets.  With centring (batch statistics, not RMSNorm) xhat == 0 exactly,
+    # so y == bias bitwise; dx* = rstd (g - mean(g)) is NOT zero for random dy, only for
+    # constant g.  With running statistics (BN eval, IN use_input_stats=False) xhat != 0:
+    # no bitwise claims.
+    kw = _kwargs(op, np.full(shape, 0.1), rng, attrs=attrs)
+    centred = ex.mode(kw) == "batch"
+    add("constant-0.1", kw, constant=centred)
     add("constant-0.1-uniform-g", _kwargs(op, np.full(shape, 0.1), rng, weight=False, attrs=attrs),
         dy=np.full(shape, -0.7), constant=centred, zero_dx=centred)
     # E28 exact tier: forward recipe (eps = 1/16) and backward recipe (var + eps in {1/4, 1, 4})
-    xs, xattrs = EXACT_SHAPES[op]
-    B, n, to_x = _layout(op, xs, xattrs)
-    add("exact-tier-fwd", _kwargs(op, to_x(_exact_tier_x(rng, B, n)), rng, eps=1 / 16, attrs=xattrs,
-                                  param=_pow2_param), dy=_pow2_dy(rng, xs), exact_tier=True)
-    if op != "rms_norm":  # RMS has no centring: m +- s does not give var = s^2
+    xs, xattrs = ex.exact_tier
+    B, n, to_x = ex.layout(xs, xattrs)
+    kw = add("exact-tier-fwd", _kwargs(op, to_x(_exact_tier_x(rng, B, n)), rng, eps=1 / 16, attrs=xattrs,
+                                       param=_pow2_param), dy=_pow2_dy(rng, xs), exact_tier=True)
+    if ex.mode(kw) == "batch":  # without centring (RMS), m +- s does not give var = s^2
         for s in (0.25, 0.5, 1.0):
             add(f"exact-tier-bwd-s{s}", _kwargs(op, to_x(_exact_bwd_x(rng, B, n, s)), rng, eps=3 * s * s,
                                                 attrs=xattrs, param=_pow2_param),
                 dy=_pow2_dy(rng, xs), exact_tier=True)
-    # single-element reduction sets (E3).  BatchNorm training and InstanceNorm with
-    # input statistics refuse one value per set (as PyTorch): their eval modes are used.
-    single = {"batch_norm": ((1, 3), {"training": False}),
-              "layer_norm": ((4, 1), {"normalized_shape": (1,)}),
-              "instance_norm": ((2, 3, 1), {"use_input_stats": False}),
-              "group_norm": ((2, 3, 1), {"num_groups": 3}),
-              "rms_norm": ((4, 1), {"normalized_shape": (1,)})}[op]
-    add("single-element", _kwargs(op, -2.3 + 0.5 * rng.standard_normal(single[0]), rng, attrs=single[1]),
-        single=op in ("layer_norm", "group_norm"))
+    # single-element reduction sets (E3): bitwise claims where the op centres with
+    # batch statistics (an op refusing one value per set uses its eval mode there)
+    kw = _kwargs(op, -2.3 + 0.5 * rng.standard_normal(ex.single_element[0]), rng, attrs=ex.single_element[1])
+    add("single-element", kw, single=ex.mode(kw) == "batch")
     return cases
 
 
 def long_cases():
-    """The few long reductions (slow in the oracle): one LayerNorm row of 1e5
-    elements with E1 data, one BatchNorm channel set of 1e4."""
-    rng = np.random.default_rng(12345)
-    D = 100_000
-    x = 1e4 + 1e-2 * rng.standard_normal((1, D))
-    yield ("layer_norm", "long-row-1e5-offset", _kwargs("layer_norm", x, rng, attrs={"normalized_shape": (D,)}),
-           rng.standard_normal((1, D)))
-    x = -2.3 + 0.5 * rng.standard_normal((20, 2, 500))
-    yield ("batch_norm", "long-set-1e4", _kwargs("batch_norm", x, rng, attrs={"training": True}),
-           rng.standard_normal(x.shape))
+    """The few long reductions (slow in the oracle): ``EXACT.long_cases`` of each
+    op (a LayerNorm row of 1e5 elements with E1 data, a BatchNorm channel set of 1e4)."""
+    for op in OPS:
+        rng = np.random.default_rng(12345)
+        for cid, x, attrs in _exact(op).long_cases(rng):
+            yield op, cid, _kwargs(op, x, rng, attrs=attrs), rng.standard_normal(x.shape)
 
 
 def _run_case(op, cid, kw, dy, flags):
@@ -424,7 +358,7 @@ def _run_case(op, cid, kw, dy, flags):
         y = spec.forward(**kw)
         b = kw.get("bias")
         want = np.zeros_like(y) if b is None else np.broadcast_to(
-            np.asarray(b).reshape((1, -1) + (1,) * (y.ndim - 2)) if op not in ("layer_norm", "rms_norm")
+            np.asarray(b).reshape((1, -1) + (1,) * (y.ndim - 2)) if _exact(op).affine == "channel"
             else np.asarray(b), y.shape)
         assert np.array_equal(y, want), f"{op}[{cid}] y: constant/single-element set must give y == bias bitwise"
     if flags.get("zero_dx") or flags.get("single"):
@@ -440,20 +374,18 @@ def _run_case(op, cid, kw, dy, flags):
 # tests
 
 
-# The exact oracle (tests/oracle.py, and the issue that asked for it) covers the five
-# standard normalizers; the seed layers (PN, GN+, WS, BLN) have no exact oracle: they
-# are checked against their autograd references and finite differences
-# (tests/test_registry.py, tests/ops/test_<op>.py), not here.  Named explicitly so
-# that a new standard op cannot silently skip this file.
-STANDARD_OPS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")
-OPS = list(STANDARD_OPS)
+# The exact oracle (tests/oracle.py, and the issue that asked for it) covers the ops whose
+# case module (tests/ops/cases/<op>.py) has EXACT = ExactOracle(...): the five standard
+# normalizers.  The seed layers (PN, GN+, WS, BLN) declare NoExactOracle: they are
+# checked against their autograd references and finite differences
+# (tests/test_registry.py, tests/ops/test_<op>.py), not here.  A registered op that
+# declares neither fails the completeness test.
+OPS = [op for op in refnorm.registry() if isinstance(case_modules.get(op, "EXACT"), ExactOracle)]
+LONG = list(long_cases())
 
 
 def test_every_registered_op_has_an_oracle_and_cases():
-    assert set(STANDARD_OPS) <= set(refnorm.registry())
-    for op in STANDARD_OPS:
-        assert op in O.OPS, f"tests/oracle.py has no exact oracle for registered op {op!r}"
-        assert op in VARIANTS, f"tests/ops/test_accuracy.py has no cases for registered op {op!r}"
+    case_modules.assert_complete("exact")
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -462,9 +394,8 @@ def test_accuracy_against_exact_oracle(op):
         _run_case(op, cid, kw, dy, flags)
 
 
-@pytest.mark.parametrize("which", [0, 1])
-def test_accuracy_long_reductions(which):
-    op, cid, kw, dy = list(long_cases())[which]
+@pytest.mark.parametrize("op,cid,kw,dy", LONG, ids=[f"{op}-{cid}" for op, cid, _, _ in LONG])
+def test_accuracy_long_reductions(op, cid, kw, dy):
     check_case(op, cid, kw, dy)
 
 
@@ -531,25 +462,7 @@ def _op_case(draw, op):
     N = draw(st.integers(1, 3))
     C = draw(st.integers(1, 4))
     sp = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=2)))
-    attrs = {}
-    if op == "batch_norm":
-        attrs["training"] = draw(st.booleans())
-        if attrs["training"] and N * math.prod(sp) == 1:
-            N += 1
-        shape = (N, C) + sp
-    elif op == "instance_norm":
-        attrs["use_input_stats"] = draw(st.booleans())
-        if attrs["use_input_stats"] and math.prod(sp) == 1:
-            sp = sp + (2,)
-        shape = (N, C) + sp
-    elif op == "group_norm":
-        G = draw(st.sampled_from([g for g in range(1, C + 1) if C % g == 0]))
-        attrs["num_groups"] = G
-        shape = (N, C) + sp
-    else:
-        shape = (N, C) + sp
-        k = draw(st.integers(1, len(shape)))
-        attrs["normalized_shape"] = shape[len(shape) - k:]
+    shape, attrs = _exact(op).draw(draw, st, N, C, sp)
     gen, eps = _KINDS[kind]
     x = gen(rng.standard_normal(shape))
     kw = _kwargs(op, x, rng, weight=draw(st.booleans()), bias=draw(st.booleans()), eps=eps, attrs=attrs)
@@ -575,7 +488,7 @@ def accuracy_table() -> str:
     """Run every deterministic case and return a markdown table of the worst errors."""
     rows: dict[tuple, Measurement] = {}
     allm = []
-    for op in STANDARD_OPS:
+    for op in OPS:
         for cid, kw, dy, flags in accuracy_cases(op):
             allm += _run_case(op, cid, kw, dy, flags)
     for op, cid, kw, dy in long_cases():
@@ -591,7 +504,7 @@ def accuracy_table() -> str:
              "worst err / derived bound | worst case |",
              "|---|---|---|---|---|---|---|---|"]
     order = ["mean", "var", "rstd", "y", "dx", "dweight", "dbias"]
-    for op in STANDARD_OPS:
+    for op in OPS:
         for out in order:
             if (op, out) not in rows:
                 continue

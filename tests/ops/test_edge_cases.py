@@ -1,6 +1,8 @@
-"""Edge cases every op must get right (DESIGN §4, CONFORMANCE-NOTES E2, E3, E6,
-E19, E23 and E1): exact answers where the math gives one, NaN/Inf confined to
-their own reduction set, and float64 accuracy on badly conditioned rows."""
+"""Edge cases every op must get right (docs/edge-cases.md: E2, E3, E6, E19
+and E23): exact answers where the math gives one, NaN/Inf confined to their
+own reduction set, exact upcast of low-precision input.  Edge cases of one op
+alone are in its tests/ops/test_<op>.py (E1's badly conditioned rows:
+test_layer_norm.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 
 import refnorm
 
-from .._util import noncentred, random_affine, random_dy
+from .._util import noncentred, op_cases, random_affine, random_dy
 
 
 # op -> (x shape, forward(x, w, b), backward(dy, x, w, b), shape of the affine)
@@ -92,23 +94,6 @@ def test_float16_256_does_not_overflow():
     np.testing.assert_allclose(y, np.array([[1.0, 1.0]]) / np.sqrt(1.0 + 1e-5 / 65536.0), rtol=1e-15, atol=0)
 
 
-def test_large_offset_rows_are_accurate_in_float64():
-    """E1: rows of 1e4 + 0.01 z.  x - 1e4 is exact (Sterbenz), and LayerNorm is
-    shift-invariant, so NumPy's plain float64 LayerNorm of x - 1e4 (a
-    well-conditioned problem) is an independent near-exact reference.  A
-    float64 kernel with plain sums is ~1e-11 off here; refnorm must be at the
-    level of the well-conditioned computation."""
-    rng = np.random.default_rng(2)
-    x = 1e4 + 1e-2 * rng.standard_normal((8, 4096))
-    xs = x - 1e4
-    mu = xs.mean(axis=1, keepdims=True)
-    ref = (xs - mu) / np.sqrt(((xs - mu) ** 2).mean(axis=1, keepdims=True) + 1e-5)
-    y = refnorm.layer_norm(x, (4096,))
-    assert np.max(np.abs(y - ref)) < 1e-14 * np.max(np.abs(ref))
-    _, st = refnorm.registry()["layer_norm"].forward_with_stats(x, (4096,))
-    np.testing.assert_allclose(st["mean"], 1e4 + mu[:, 0], rtol=2e-16, atol=0)
-
-
 def _nan_inf_x(op, shape):
     x = noncentred(np.random.default_rng(3), shape)
     x[0, 3, 1] = np.inf
@@ -172,24 +157,30 @@ def test_nan_and_inf_stay_in_their_own_reduction_set(op):
 def test_low_precision_input_is_upcast_exactly(op, dtype):
     """A float16/bfloat16/float32 input gives bit for bit the float64 result of
     the same values: the upcast is exact and nothing else depends on the dtype
-    (except RMSNorm's eps=None, which is passed explicitly here)."""
-    rng = np.random.default_rng(5)
-    x = noncentred(rng, (3, 4, 5)).astype(dtype)
-    dy = rng.standard_normal(x.shape).astype(dtype)
-    p4 = [(c + 0.3 * rng.standard_normal(4)).astype(dtype) for c in (1.0, 0.0, 0.0, 0.0)]
-    args = {"batch_norm": (None, None, None, None, True), "layer_norm": ((5,),), "instance_norm": (),
-            "group_norm": (2,), "rms_norm": ((5,), None, 1e-6),
-            # the seed layers, with low-precision parameters too (x of weight
-            # standardization is the weight itself, (C_out, C_in, k))
-            "proxy_norm": (*p4, "gelu"), "gn_plus": (2, p4[0], p4[1], np.array([0.5], dtype)),
-            "weight_standardization": (p4[0][:3], None, "qiao"), "batch_layer_norm": (None, p4[1][:1].repeat(5))}[op]
+    (except RMSNorm's eps=None, so a battery case with an explicit eps is used).
+    Every array argument -- x (weight standardization: the weight itself), the
+    parameters, running or moving statistics -- and dy are in ``dtype``."""
     spec = refnorm.registry()[op]
-    y_low, y64 = spec.forward(x, *args), spec.forward(x.astype(np.float64), *args)
+    kw = next(kw for _, kw in op_cases(op) if kw.get("eps", 0.0) is not None)
+    low = _cast(kw, dtype)
+    up = _cast(low, np.float64)
+    y_low, y64 = spec.forward(**low), spec.forward(**up)
     assert y_low.dtype == np.float64 and np.array_equal(y_low, y64)
+    dy = np.random.default_rng(5).standard_normal(y64.shape).astype(dtype)
     first = spec.differentiable[0]  # "x", or "weight" for weight standardization
-    g_low = spec.backward(dy, x, *args)[first]
-    g64 = spec.backward(dy.astype(np.float64), x.astype(np.float64), *args)[first]
+    g_low = spec.backward(dy, **low)[first]
+    g64 = spec.backward(dy.astype(np.float64), **up)[first]
     assert np.array_equal(g_low, g64)
+
+
+def _cast(kw, dtype):
+    """kw with every float array (also inside a dict) cast to ``dtype``."""
+    def cast(v):
+        if isinstance(v, dict):
+            return {k: cast(a) for k, a in v.items()}
+        floating = isinstance(v, np.ndarray) and (v.dtype.kind == "f" or v.dtype == ml_dtypes.bfloat16)
+        return v.astype(dtype) if floating else v
+    return {k: cast(v) for k, v in kw.items()}
 
 
 def test_invariants_of_xhat_and_dx():
@@ -219,43 +210,3 @@ def test_invariants_of_xhat_and_dx():
     xb = noncentred(rng, (6, 3, 7))
     dxb = refnorm.batch_norm_backward(rng.standard_normal(xb.shape), xb, None, None, training=True, eps=0.0)["x"]
     assert np.all(np.abs(dxb.sum(axis=(0, 2))) <= 1e-14 * np.abs(dxb).sum(axis=(0, 2)))
-
-
-def test_group_norm_equivalences():
-    """E22: GN(G=C) == IN; GN(G=1, no affine) == LN over (C, *spatial); per-channel affine."""
-    rng = np.random.default_rng(7)
-    x = noncentred(rng, (3, 6, 4, 5))
-    w, b = random_affine(rng, (6,))
-    assert np.array_equal(refnorm.group_norm(x, 6, w, b), refnorm.instance_norm(x, weight=w, bias=b))
-    assert np.array_equal(refnorm.group_norm(x, 1), refnorm.layer_norm(x, (6, 4, 5)))
-
-
-def test_eval_batch_norm_is_affine_in_x():
-    """Eval mode uses the running statistics: y is exactly affine in x, and dx = w * rstd * dy."""
-    rng = np.random.default_rng(8)
-    x = noncentred(rng, (4, 3, 5))
-    rm, rv = rng.standard_normal(3), 0.5 + rng.random(3)
-    w, b = random_affine(rng, (3,))
-    y = refnorm.batch_norm(x, rm, rv, w, b)
-    ref = (x - rm[:, None]) / np.sqrt(rv[:, None] + 1e-5) * w[:, None] + b[:, None]
-    np.testing.assert_allclose(y, ref, rtol=1e-15, atol=1e-15)
-    dy = rng.standard_normal(x.shape)
-    dx = refnorm.batch_norm_backward(dy, x, rm, rv, w, b)["x"]
-    np.testing.assert_allclose(dx, dy * (w / np.sqrt(rv + 1e-5))[:, None], rtol=2e-16 * 4, atol=0)
-
-
-@pytest.mark.parametrize("convention,momentum", [("onnx", 0.9), ("flax", 0.99)])
-def test_running_stats_old_weighted_conventions(convention, momentum):
-    """ONNX BatchNormalization-14 / Flax: new = m * old + (1 - m) * batch, biased variance."""
-    rng = np.random.default_rng(9)
-    x = noncentred(rng, (4, 3, 2, 2))
-    rm, rv = np.zeros(3), np.ones(3)
-    m, v = refnorm.batch_norm_running_stats(x, rm, rv, momentum, convention=convention)
-    bm = x.mean(axis=(0, 2, 3))
-    bv = x.var(axis=(0, 2, 3))
-    np.testing.assert_allclose(m, momentum * rm + (1 - momentum) * bm, rtol=1e-14, atol=1e-15)
-    np.testing.assert_allclose(v, momentum * rv + (1 - momentum) * bv, rtol=1e-14)
-    mt, vt = refnorm.batch_norm_running_stats(x, rm, rv, 1 - momentum)  # torch: unbiased
-    n = 16
-    np.testing.assert_allclose(vt, momentum * rv + (1 - momentum) * bv * n / (n - 1), rtol=1e-14)
-    np.testing.assert_allclose(mt, m, rtol=1e-14, atol=1e-15)

@@ -1,5 +1,6 @@
 """Nonlinearity gains: DeepMind constants verbatim, analytic gains by quadrature
-against SPEC 5.3's analytic column, closed forms and mpmath quadrature."""
+against the analytic values of the gain table (docs/ops/weight_standardization.md#ws-gains),
+closed forms and mpmath quadrature."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ mpmath = pytest.importorskip("mpmath")
 
 # Tolerances (local: quadrature is not in tests/_tolerances.py's kernel/backward table).
 QUAD_VS_MPMATH = 4e-15  # both float64-accurate: a few u of the gain after 1/sqrt
-SPEC_PRINTED = 6e-11  # SPEC prints the analytic gains to 10 decimals: half a unit of the last digit
+SPEC_PRINTED = 6e-11  # the table has 10 decimals: half a unit of the last digit
 
-# SPEC 5.3 table: name -> (DeepMind constant, analytic Var^(-1/2), rel. diff)
+# the gain table (docs/ops/weight_standardization.md#ws-gains): name -> (DeepMind constant,
+# analytic Var^(-1/2), rel. diff)
 SPEC_TABLE = {
     "relu": (1.7139588594436646, 1.7128585504, 6.4e-4),
     "silu": (1.7881293296813965, 1.7871872221, 5.3e-4),
@@ -43,7 +45,7 @@ def test_analytic_matches_spec_column(name):
     dm, an, rel = SPEC_TABLE[name]
     got = nonlinearity_gain(name, source="analytic")
     assert abs(got - an) <= SPEC_PRINTED, (name, got, an)
-    assert abs((dm - got) / got - rel) <= 0.051e-4, (name, (dm - got) / got, rel)  # SPEC prints 2 digits
+    assert abs((dm - got) / got - rel) <= 0.051e-4, (name, (dm - got) / got, rel)  # 2 digits in the table
 
 
 def test_closed_forms():

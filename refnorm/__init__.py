@@ -18,7 +18,7 @@ arguments>) -> (y, {"mean": ..., "rstd": ...})`` exposing the saved statistics
 (ml_dtypes), float32 or float64 are upcast exactly; every result is float64;
 no input is ever modified.
 
-The four seed layers (SPEC 3-6), each with ``<op>_backward`` and, where it
+The four seed layers (docs/ops/index.md#seed-layers), each with ``<op>_backward`` and, where it
 saves statistics, ``<op>_stats``::
 
     proxy_norm(x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps=0.03, num_points=200)

@@ -8,7 +8,7 @@ e.g. ``-1`` for NHWC; it may not be the batch axis 0).  Every other axis is a
 position.  Below ``x[n, c, p]`` denotes the input viewed as ``(N, C, S)``,
 ``S = prod(spatial)``, and ``M = N * S``.
 
-Signal-propagation metrics (SPEC 5.5; DeepMind ``nfnets/base.py``
+Signal-propagation metrics (docs/papers.md#papers-signal-metrics; DeepMind ``nfnets/base.py``
 ``signal_metrics``, "Characterizing signal propagation to close the
 performance gap in unnormalized ResNets", Brock, De, Smith, ICLR 2021):
 per-channel statistics over the batch and spatial positions, averaged over
@@ -24,8 +24,8 @@ channels::
 post).  ``res_avg_var`` is measured on the output of the residual branch
 ``f_i`` *before* any skip gain, stochastic depth or ``alpha`` scaling.
 
-Power decomposition of pre-activations (SPEC 3.7; "Proxy-Normalizing
-Activations to Match Batch Normalization while Removing Batch Dependence",
+Power decomposition of pre-activations (docs/papers.md#papers-power-decomposition;
+"Proxy-Normalizing Activations to Match Batch Normalization while Removing Batch Dependence",
 Labatie et al., NeurIPS 2021; *paper-inspired*: the definitions below are
 derived from the paper's abstract and figure captions, not checked against its
 text).  For pre-activations ``y[n, c, p]`` (instance ``n``, channel ``c``,
@@ -124,7 +124,7 @@ def _channel_variance(name, x3, d) -> np.ndarray:
 # --- signal-propagation metrics (NF-nets) -------------------------------------
 
 def avg_channel_squared_mean(x, *, channel_axis=1, per_channel=False):
-    """Average channel squared mean (SPEC 5.5, DeepMind ``avg_sq_mean``).
+    """Average channel squared mean (DeepMind ``avg_sq_mean``; module docstring).
 
     .. math:: \\frac{1}{C}\\sum_c \\Big(\\frac{1}{N S}\\sum_{n,p} x_{n,c,p}\\Big)^2
 
@@ -148,7 +148,7 @@ def avg_channel_squared_mean(x, *, channel_axis=1, per_channel=False):
 
 
 def avg_channel_variance(x, *, estimator="biased", channel_axis=1, per_channel=False):
-    """Average channel variance (SPEC 5.5, DeepMind ``avg_var``).
+    """Average channel variance (DeepMind ``avg_var``; module docstring).
 
     .. math:: \\frac{1}{C}\\sum_c \\frac{1}{N S - d}\\sum_{n,p} (x_{n,c,p} - m_c)^2,
               \\quad m_c = \\frac{1}{N S}\\sum_{n,p} x_{n,c,p}
@@ -172,7 +172,7 @@ def avg_channel_variance(x, *, estimator="biased", channel_axis=1, per_channel=F
 
 
 def residual_variance(residual, *, estimator="biased", channel_axis=1, per_channel=False):
-    """Residual-branch average channel variance (SPEC 5.5, DeepMind ``res_avg_var``).
+    """Residual-branch average channel variance (DeepMind ``res_avg_var``; module docstring).
 
     The average channel variance (:func:`avg_channel_variance`) of the output
     ``f_i(.)`` of a residual branch, *before* the skip gain, stochastic depth
@@ -230,7 +230,7 @@ def _ratio(a, b):
 
 
 class PowerDecomposition(NamedTuple):
-    """The power decomposition of pre-activations (module docstring; SPEC 3.7).
+    """The power decomposition of pre-activations (module docstring).
 
     ``power == channel_mean_power + instance_mean_var + instance_var_mean`` up
     to rounding.  Each field is a float (channel average) or, with

@@ -13,7 +13,8 @@ import pytest
 
 from refnorm import __version__
 from refnorm.cli import build_parser, main
-from refnorm.golden.corpus import _choices, generate
+from refnorm.golden.corpus import generate
+from refnorm.golden.selection import choices
 
 from .conformance.test_backend_loading import _syntax_error, _write_backend, folder  # noqa: F401  (a fixture)
 from .golden.test_corpus import fake_catalogue, install_fake
@@ -94,12 +95,12 @@ CHECK = ["check", "--backend", "numpy32"]
 @pytest.mark.parametrize("command", [["list"], ["generate"], CHECK])
 @pytest.mark.parametrize("what", ["op", "dtype", "tier"])
 def test_unknown_selection_values_are_usage_errors(capsys, command, what):
-    good = _choices(what)[0]
+    good = choices(what)[0]
     with pytest.raises(SystemExit) as info:
         main([*command, f"--{what}s", good, f"{good},bogus"])
     err = capsys.readouterr().err
     assert info.value.code == 2
-    assert f"argument --{what}s: unknown {what} 'bogus'; expected one of {', '.join(_choices(what))}" in err
+    assert f"argument --{what}s: unknown {what} 'bogus'; expected one of {', '.join(choices(what))}" in err
     with pytest.raises(SystemExit) as info:
         main([*command, f"--{what}s", ","])
     assert info.value.code == 2 and f"',' names no {what}" in capsys.readouterr().err
@@ -107,11 +108,12 @@ def test_unknown_selection_values_are_usage_errors(capsys, command, what):
 
 def test_selection_values_come_from_the_registry_and_manifest():
     from refnorm._registry import registry
-    from refnorm.golden.manifest import DTYPE_NAMES, TIERS
+    from refnorm.golden.casespec import TIERS
+    from refnorm.golden.dtypes import DTYPE_NAMES
 
-    assert (_choices("op"), _choices("dtype"), _choices("tier")) == (tuple(registry()), DTYPE_NAMES, TIERS)
+    assert (choices("op"), choices("dtype"), choices("tier")) == (tuple(registry()), DTYPE_NAMES, TIERS)
     with pytest.raises(ValueError, match="what must be 'op', 'dtype' or 'tier', got 'ops'"):
-        _choices("ops")
+        choices("ops")
 
 
 def test_generate_and_verify(fake, tmp_path, capsys):

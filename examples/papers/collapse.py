@@ -12,7 +12,7 @@ scaled down.  For ``l = 1..depth``::
     h^l = conv3x3(z^{l-1})                      # periodic boundary, He init, no bias
     y^l = Norm(h^l)                             # no affine: the measured pre-activation
     z^l = relu(gamma^l * y^l + beta^l)          # gamma ~ N(1, 0.2^2), beta ~ N(0, 0.2^2) per channel
-    z^l = proxy_norm(y^l, gamma^l, beta^l, 0, 0)    # instead, for LN+PN (PN-Act, SPEC 3.2)
+    z^l = proxy_norm(y^l, gamma^l, beta^l, 0, 0)    # instead, for LN+PN (PN-Act)
 
 with ``Norm`` one of ``refnorm.batch_norm`` (training, batch statistics),
 ``refnorm.layer_norm`` over ``(C, H, W)``, ``refnorm.instance_norm``,
@@ -27,7 +27,7 @@ Measured at each depth, on ``y^l``, with :func:`refnorm.analysis.power_decomposi
 the channel-wise collapse ``E_c[mu_c^2] / P(y)`` (``collapse``), the
 instance-mean variance fraction ``E_c[Var_n mu_c(n)] / P(y)`` and the relative
 spread of the instance standard deviations ``E_c[Var_n s_c(n)] / E_c[E_n
-s_c(n)^2]``.  The metric definitions are "paper-inspired" (SPEC 3.7).
+s_c(n)^2]``.  The metric definitions are "paper-inspired" (:mod:`refnorm.analysis`).
 
 ``python examples/papers/collapse.py [OUT.png]`` writes the plot (default
 ``examples/papers/out/collapse.png``) and prints the numbers; :func:`run`

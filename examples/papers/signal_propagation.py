@@ -26,7 +26,7 @@ SkipInit, so that the branches contribute at initialization; for ReLU the
 DeepMind order ``gain * relu(h) / beta`` equals the paper's ``f(h / beta)``).
 
 Measured after each block with :func:`refnorm.analysis.signal_metrics`
-(SPEC 5.5, biased): the average channel squared mean, the average channel
+(biased, as DeepMind's ``signal_metrics``): the average channel squared mean, the average channel
 variance of ``h_i`` and the residual-branch variance of ``f``'s output (before
 ``alpha``).  Two scale-free forms of the claim:
 

@@ -17,9 +17,10 @@ batch "channel"          (N*P, d, 1)        j           index j
 Statistics come from :func:`refnorm.ops._kernels.moments` (double-double,
 compensated, ``eps`` inside the square root).
 
-Backward (SPEC 6.5, derived): ``y = gamma*(w_F*xhat_F + w_B*xhat_B)/sqrt(d) + beta``
-is linear in the two normalizations, so ``dx`` is the sum of two normalization
-backwards, each over its own reduction sets, with the branch cotangent
+Backward (derived; docs/ops/batch_layer_norm.md#bln-backward):
+``y = gamma*(w_F*xhat_F + w_B*xhat_B)/sqrt(d) + beta`` is linear in the two
+normalizations, so ``dx`` is the sum of two normalization backwards, each
+over its own reduction sets, with the branch cotangent
 ``g = (gamma * dy) * (w / sqrt(d))``.  For one set of ``n`` elements with
 ``xhat = (x - mean_use) * r``, ``r = (var_use + eps)^(-1/2)``::
 
@@ -306,7 +307,8 @@ def batch_layer_norm_stats(x, weight, bias, batch_size=None, eps=1e-3, *, traini
 def batch_layer_norm(x, weight, bias, batch_size=None, eps=1e-3, *, training=True, moving_stats=None,
                      flags=(True, True, False, False), feature_axis=-1, batch_stats="position",
                      weight_offset=1e-4, sqrt_d_scale=True):
-    """Batch Layer Normalization as coded by its authors (SPEC 6.2-6.4); the math,
+    """Batch Layer Normalization as coded by its authors
+    (docs/ops/batch_layer_norm.md#bln-defaults); the math,
     shapes and conventions are in :mod:`refnorm.reference.batch_layer_norm`.
 
     Parameters
@@ -340,7 +342,8 @@ def batch_layer_norm_backward(dy, x, weight, bias, batch_size=None, eps=1e-3, *,
                               weight_offset=1e-4, sqrt_d_scale=True):
     """Gradients of :func:`batch_layer_norm` for the cotangent ``dy``:
     ``{"x": dx, "weight": dgamma, "bias": dbeta}`` (the last two only when
-    given), float64.  Moving statistics are constants (SPEC 6.5)."""
+    given), float64.  Moving statistics are constants
+    (docs/ops/batch_layer_norm.md#bln-backward)."""
     lay, w, b, eps, use, moving, w_F, w_B, sqrt_d = _prepare(
         x, weight, bias, batch_size, eps, training, moving_stats, flags, feature_axis, batch_stats,
         weight_offset, sqrt_d_scale)
@@ -367,7 +370,8 @@ def batch_layer_norm_backward(dy, x, weight, bias, batch_size=None, eps=1e-3, *,
 
 
 def batch_layer_norm_batch_stats(x, *, feature_axis=-1, batch_stats="position"):
-    """The current statistics a training step adds to the moving sums (SPEC 6.3):
+    """The current statistics a training step adds to the moving sums
+    (docs/ops/batch_layer_norm.md#bln-moving-statistics):
     ``{"batch_mean", "batch_var", "feature_mean", "feature_var"}``, biased
     variances, keepdims shapes in x's layout."""
     xa = V.check_input("x", x, min_ndim=2, layout="(B, ..., d) features last, or (N, C, *spatial) with "
@@ -390,7 +394,8 @@ def batch_layer_norm_batch_stats(x, *, feature_axis=-1, batch_stats="position"):
 
 
 def batch_layer_norm_moving_stats(sums, steps, batch_size, *, feature_var_correction=True):
-    """The per-epoch moving statistics of the Keras callback (SPEC 6.3) from the
+    """The per-epoch moving statistics of the Keras callback
+    (docs/ops/batch_layer_norm.md#bln-moving-statistics) from the
     sums of :func:`batch_layer_norm_batch_stats` over the ``steps`` batches of an epoch::
 
         batch_mean   = S_Bmean / steps

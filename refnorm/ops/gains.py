@@ -4,7 +4,7 @@ A gain ``gamma`` makes ``gamma * phi(z)`` have unit variance when ``z ~ N(0, 1)`
 
 .. math:: \\gamma_\\phi = \\mathrm{Var}_{z\\sim N(0,1)}[\\phi(z)]^{-1/2}
 
-Two sources (SPEC 5.3):
+Two sources (docs/ops/weight_standardization.md#ws-gains):
 
 * ``source="deepmind"`` (default): the constants of DeepMind's
   ``nfnets/base.py`` (``nonlinearities``), copied verbatim into timm's
@@ -22,8 +22,9 @@ Two sources (SPEC 5.3):
 
 Conventions of the analytic functions (as the JAX functions DeepMind used):
 ``leaky_relu`` negative slope 0.01; ``elu``/``celu`` alpha 1; ``selu`` with
-the Klambauer et al. constants; ``gelu`` is the exact (erf) GELU (SPEC's
-"gelu (erf)" column); ``gelu_tanh`` the tanh approximation (``jax.nn.gelu``'s
+the Klambauer et al. constants; ``gelu`` is the exact (erf) GELU (the
+analytic value docs/ops/weight_standardization.md#ws-gains compares with
+DeepMind's ``gelu`` constant); ``gelu_tanh`` the tanh approximation (``jax.nn.gelu``'s
 default); ``glu`` is ``a * sigmoid(b)`` with ``a, b`` independent N(0, 1)
 halves, so ``Var = E[sigmoid(b)^2]``.  ``log_softmax`` has no analytic gain
 (it depends on the length of the softmax axis): asking for it is an error.
@@ -37,7 +38,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-#: DeepMind ``nfnets/base.py`` constants, verbatim (SPEC 5.3).
+#: DeepMind ``nfnets/base.py`` constants, verbatim (docs/ops/weight_standardization.md#ws-gains).
 DEEPMIND_GAINS = MappingProxyType({
     "identity": 1.0,
     "celu": 1.270926833152771,

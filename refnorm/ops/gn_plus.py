@@ -1,6 +1,6 @@
 """GN+: the fast path.
 
-The definition is :mod:`refnorm.reference.gn_plus` (SPEC 4).  ``x`` of shape
+The definition is :mod:`refnorm.reference.gn_plus` (docs/ops/gn_plus.md).  ``x`` of shape
 ``(N, C, *spatial)`` is held as a contiguous ``(N, C, HW)`` array; each
 normalization is an eps-on-std normalization ``(t - mean)/(std + eps)`` of the
 reduction sets ``t[:, b, :]`` of one reshape (never a copy) of such an array,
@@ -21,8 +21,8 @@ from :func:`refnorm.ops._kernels.moments` (double-double, compensated);
 Backward
 --------
 The map of one eps-on-std normalization ``a = tc/(s + eps)``, ``tc = t - mean``,
-``s = sqrt(sum tc^2/(n - 1))``, applied to a cotangent ``g`` of ``a`` (SPEC 4.5,
-derived)::
+``s = sqrt(sum tc^2/(n - 1))``, applied to a cotangent ``g`` of ``a`` (derived;
+docs/ops/gn_plus.md#gnplus-backward)::
 
     ds/dt_i  = tc_i / ((n - 1) s)
     da_i     = dt_i/(s + eps) - tc_i ds/(s + eps)^2,  dt -> dt - mean(dt)
@@ -298,7 +298,8 @@ def _sigmoid(mix):
 # --- public API ----------------------------------------------------------------
 
 def gn_plus(x, num_groups, weight, bias, mix, eps=1e-5, variant="gn_first", batch_stats="position"):
-    """GN+ (SPEC 4): ``y = (lam*a + (1 - lam)*b) * weight_c + bias_c``, ``lam = sigmoid(mix)``.
+    """GN+ (docs/ops/gn_plus.md): ``y = (lam*a + (1 - lam)*b) * weight_c + bias_c``,
+    ``lam = sigmoid(mix)``.
 
     ``a`` is a GroupNorm branch and ``b`` a batch branch, both normalizing with
     the UNBIASED std and ``eps`` added to the std, ``(t - mean)/(std + eps)``:

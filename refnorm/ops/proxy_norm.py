@@ -1,6 +1,6 @@
 """Proxy Normalization (PN-Act): the fast path.
 
-The definition is :mod:`refnorm.reference.proxy_norm` (SPEC 3).  ``x`` of shape
+The definition is :mod:`refnorm.reference.proxy_norm` (docs/ops/proxy_norm.md).  ``x`` of shape
 ``(N, C, *spatial)`` is viewed as ``(N, C, S)``.  Three kernels:
 
 1. :func:`_proxy_points` writes the proxy activations ``P[0, c, k] =
@@ -11,7 +11,8 @@ The definition is :mod:`refnorm.reference.proxy_norm` (SPEC 3).  ``x`` of shape
    :func:`refnorm.ops._kernels.moments` (double-double, compensated).
 2. :func:`_forward`: ``y = (phi(gamma * x + beta) - m) * s`` elementwise, with
    the double-double ``m`` and ``s`` (the ``xhat`` rounding of ``_kernels``).
-3. :func:`_backward`, one channel per thread (SPEC 3.5, derived; verified
+3. :func:`_backward`, one channel per thread (derived in
+   docs/ops/proxy_norm.md#pn-backward; verified
    against autograd and finite differences in tests/ops/test_proxy_norm.py).
    With ``G = dy``, ``u = gamma*x + beta``, ``u_k = gamma*Y_k + beta``,
    ``P_k = phi(u_k)``, sums over the channel's (n, spatial) positions::
@@ -255,7 +256,8 @@ def proxy_norm_stats(x, weight, bias, proxy_shift, proxy_scale, activation="relu
 
 
 def proxy_norm(x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps=0.03, num_points=200):
-    """Proxy-normalized activation (PN-Act), as the Graphcore code (SPEC 3).
+    """Proxy-normalized activation (PN-Act), as the Graphcore code
+    (docs/ops/proxy_norm.md#pn-defaults).
 
     ``u = weight*x + bias``, ``z = act(u)``; the same affine and activation are
     applied to the K proxy points ``Y_k = proxy_shift + (1 + proxy_scale) * q_k``
@@ -280,7 +282,8 @@ def proxy_norm(x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps
 
 def proxy_norm_backward(dy, x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps=0.03,
                         num_points=200):
-    """Gradients of :func:`proxy_norm` through the proxy statistics (SPEC 3.5):
+    """Gradients of :func:`proxy_norm` through the proxy statistics
+    (docs/ops/proxy_norm.md#pn-backward):
     ``{"x", "weight", "bias", "proxy_shift", "proxy_scale"}``.
 
     Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); the four parameter

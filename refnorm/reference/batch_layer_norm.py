@@ -8,8 +8,9 @@
 
    w_F = \\frac{1}{B} - o, \\qquad w_B = 1 - \\Big(\\frac{1}{B} + o\\Big)
 
-as coded by the authors (Keras ``bln_layer``, SPEC 6.2): ``mu_B, sigma2_B``
-over the batch axis 0 only (one statistic per position and feature,
+as coded by the authors (Keras ``bln_layer``;
+docs/ops/batch_layer_norm.md#bln-defaults): ``mu_B, sigma2_B`` over the batch
+axis 0 only (one statistic per position and feature,
 ``batch_stats="position"``; ``"channel"``: over every axis but the feature
 axis), ``mu_F, sigma2_F`` over the feature axis only (one per sample and
 position); ``d`` = size of the feature axis; ``B`` = ``batch_size``, the
@@ -24,7 +25,8 @@ Shapes
     (``"channel"``: every non-feature axis set to 1); feature ``x.shape`` with
     the feature axis set to 1.  ``moving_stats`` (keys ``"batch_mean"``,
     ``"batch_var"``, ``"feature_mean"``, ``"feature_var"``) has these shapes, so
-    moving feature statistics (stored per batch slot, SPEC 6.3) need an
+    moving feature statistics (stored per batch slot,
+    docs/ops/batch_layer_norm.md#bln-inference) need an
     inference batch of the same size.
 
 Conventions
@@ -43,7 +45,8 @@ Conventions
 References
     Ziaee & Cano, "Batch Layer Normalization, A new normalization layer for
     CNNs and RNN", arXiv:2209.08898; code ``A2Amir/Batch-Layer-Normalization``
-    ``helpers/bln_layer.py`` @ a79b8565; SPEC 6.2-6.6.
+    ``helpers/bln_layer.py`` @ a79b8565; the choices and defaults:
+    docs/ops/batch_layer_norm.md#bln-defaults.
 """
 
 import autograd.numpy as np

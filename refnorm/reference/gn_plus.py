@@ -38,7 +38,7 @@ References
     arXiv:2207.01972; code (inferred to be the paper's) agusgun/CS-570-Project
     @ 498ce84f ``main_training_script/utils/normalization_layer.py``
     (``GNPlusSequentialGNFirst``, ``GNPlusSequentialBNFirst``, ``GNPlusParallel``);
-    SPEC 4.2-4.6.
+    the choices and defaults: docs/ops/gn_plus.md#gnplus-defaults.
 """
 
 import autograd.numpy as np

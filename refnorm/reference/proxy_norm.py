@@ -45,7 +45,8 @@ References
     Match Batch Normalization while Removing Batch Dependence", NeurIPS 2021,
     arXiv:2106.03743; code: graphcore/examples @ b30108fb
     ``applications/tensorflow/cnns/training/Models/proxy_norm.py``
-    (``get_rand``, ``proxy_fw``, ``proxy_initialiser``); SPEC 3.2-3.5.
+    (``get_rand``, ``proxy_fw``, ``proxy_initialiser``); the choices and
+    defaults: docs/ops/proxy_norm.md#pn-defaults.
 """
 
 import math

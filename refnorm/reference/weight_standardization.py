@@ -39,15 +39,17 @@ Conventions
     same function as ``gain*(W - mean)*r`` (only roundings differ).  The
     floor's ``max`` has zero derivative w.r.t. var when the floor is active,
     and at an exact tie ``s v == eps`` the derivative is split 0.5/0.5
-    (``jnp.maximum``'s and autograd's convention, SPEC 5.6).  Nonlinearity
-    gains (SPEC 5.3) are :mod:`refnorm.ops.gains`; the gain argument here is
-    the learnable per-channel one.
+    (``jnp.maximum``'s and autograd's convention;
+    docs/ops/weight_standardization.md#ws-backward).  Nonlinearity gains
+    (docs/ops/weight_standardization.md#ws-gains) are :mod:`refnorm.ops.gains`;
+    the gain argument here is the learnable per-channel one.
 
 References
     Qiao et al., "Micro-Batch Training with Batch-Channel Normalization and
     Weight Standardization", arXiv:1903.10520; Brock, De & Smith,
     "Characterizing signal propagation to close the performance gap in
-    unnormalized ResNets", arXiv:2101.08692; SPEC 5.2, 5.6, 5.7.
+    unnormalized ResNets", arXiv:2101.08692; the styles and why:
+    docs/ops/weight_standardization.md#ws-styles.
 """
 
 import autograd.numpy as np

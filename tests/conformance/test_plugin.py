@@ -10,7 +10,7 @@ from refnorm.conformance.backends import load_backend
 from refnorm.conformance.cli_check import default_xfails
 from refnorm.conformance.harness import check, read_xfails
 from refnorm.golden import GoldenFormatError, load_cases
-from refnorm.golden.corpus import _choices
+from refnorm.golden.selection import choices
 
 from .test_backend_loading import _syntax_error
 
@@ -158,6 +158,6 @@ def test_missing_xfail_file_is_a_usage_error(pytester):
 
 @pytest.mark.parametrize("what", ["op", "dtype", "tier"])
 def test_unknown_selection_values_are_usage_errors(pytester, what):
-    r = pytester.runpytest(f"--refnorm-{what}s={_choices(what)[0]}, bogus", "-q")
+    r = pytester.runpytest(f"--refnorm-{what}s={choices(what)[0]}, bogus", "-q")
     assert _usage_error(r) == (f"ERROR: --refnorm-{what}s: unknown {what} 'bogus'; "
-                               f"expected one of {', '.join(_choices(what))}")
+                               f"expected one of {', '.join(choices(what))}")

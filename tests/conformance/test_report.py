@@ -18,9 +18,10 @@ import pytest
 from refnorm.cli import main
 from refnorm.conformance.harness import Outcome, Report, check, check_function
 from refnorm.conformance.mutants import load_mutant
-from refnorm.conformance.report import DTYPE_ORDER, HANG, failures, table
+from refnorm.conformance.report import HANG, failures, table
 from refnorm.golden import load_case, load_cases
-from refnorm.golden.tolerance import compare
+from refnorm.golden.comparison import compare
+from refnorm.golden.dtypes import DTYPE_NAMES
 
 MAX_LINE = 160  # the brief the report is written to: a terminal-width listing
 OPS = ["layer_norm", "rms_norm", "group_norm"]
@@ -138,11 +139,11 @@ def test_summary_ties_are_all_named_in_dtype_order():
     def oc(dtype, tier):
         return Outcome(f"layer_norm/x__{dtype}", "layer_norm", dtype, tier, "layer_norm", "failed")
 
-    dtypes = list(reversed(DTYPE_ORDER[:2]))  # given out of order
+    dtypes = list(reversed(DTYPE_NAMES[:2]))  # given out of order
     r = Report("b", [oc(dtypes[0], "exact"), oc(dtypes[1], "exact"), oc(dtypes[1], "adversarial"),
                      oc(dtypes[0], "statistical")], 0.0, {})
     lines = table(r).splitlines()
-    assert f"(most: {DTYPE_ORDER[0]} and {DTYPE_ORDER[1]})" in lines[-2]
+    assert f"(most: {DTYPE_NAMES[0]} and {DTYPE_NAMES[1]})" in lines[-2]
     assert lines[-1].startswith("unexpected by tier: exact 2, ") and lines[-1].endswith("(most: exact)")
 
 

@@ -31,7 +31,8 @@ module-level protocol functions.
 The only refinement over the textbook algorithm: the second pass divides the
 centred values by a power of two ``s >= max|x - mean|`` (exact) when that
 maximum exceeds 1, so float32 squares of values near 1e30 do not overflow
-(CONFORMANCE-NOTES E7; PyTorch PR #178123); ``rstd = 1 / (s * sqrt(m2 + eps / s**2))``.
+(E7 of the edge-case catalogue, docs/edge-cases.md#e7; PyTorch PR #178123);
+``rstd = 1 / (s * sqrt(m2 + eps / s**2))``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Each mutant is :mod:`refnorm.conformance.backends.numpy32` with exactly one
 piece replaced by a bug seen in a real implementation (its module docstring
-names the bug class, the CONFORMANCE-NOTES entry and the issue, and the
+names the bug class, its entry in the edge-case catalogue (docs/edge-cases.md)
+and the issue, and the
 functions it affects).  Each module exposes the full protocol (unaffected
 functions behave as numpy32), ``BACKEND_INFO``, ``AFFECTS`` and a
 ``DEMO_INPUT`` on which the bug shows.  ``racy_reduction`` is caught only by

@@ -1,10 +1,10 @@
 """Mutant: the backward drops the mean term ``c1 = mean(g)``.
 
-Bug class: incomplete hand-derived backward (DESIGN §4: caught only with a
-random cotangent and non-centred x; "two well-known libraries ship" the
-vacuous ones-cotangent test).  Seen in: derivations that treat the mean as
-a constant (CS231n staged-backprop errata; llm.c ``doc/layernorm``
-derivation discussion).
+Bug class: incomplete hand-derived backward, caught only with a random
+cotangent and non-centred x: with a ones cotangent and a uniform weight the
+correct dx and this one are both zero (docs/edge-cases.md#inputs-that-can-fail).
+Seen in: derivations that treat the mean as a constant (CS231n
+staged-backprop errata; llm.c ``doc/layernorm`` derivation discussion).
 Affects: layer_norm_backward, group_norm_backward, batch_norm_backward
 (training), instance_norm_backward (RMSNorm has no c1 term).
 """

@@ -1,8 +1,10 @@
 """Mutant: the backward drops the variance term ``xhat * c2``, ``c2 = mean(g * xhat)``.
 
-Bug class: incomplete hand-derived backward (treating rstd as a constant);
-DESIGN §4, CONFORMANCE-NOTES §1 (llm.c's ``dnorm - mean(dnorm) -
-norm*mean(dnorm*norm)``).
+Bug class: incomplete hand-derived backward (treating rstd as a constant;
+docs/edge-cases.md#inputs-that-can-fail).  The complete formula is llm.c's
+``dnorm - mean(dnorm) - norm*mean(dnorm*norm)`` (karpathy/llm.c
+``doc/layernorm/layernorm.md``) and the ``c2`` term of
+docs/ops/layer_norm.md#the-backward-step-by-step.
 Affects: every ``<op>_backward`` with batch statistics, RMSNorm included.
 """
 

@@ -1,7 +1,8 @@
 """Mutant: BatchNorm in eval mode (``training=False``) normalizes with the batch statistics.
 
-Bug class: train/eval mode confusion (SPEC §2.1: eval uses the running
-statistics; batch statistics only when the buffers are None).  Seen in:
+Bug class: train/eval mode confusion (docs/ops/batch_norm.md#bn-definition:
+eval normalizes with the running statistics; PyTorch's module falls back to
+batch statistics only when it tracks none).  Seen in:
 pytorch#1381-era reports of "model.eval() has no effect" in hand-rolled BN,
 ONNX exporters mapping BN to training mode.
 Affects: batch_norm, batch_norm_backward, batch_norm_stats (training=False).

@@ -1,9 +1,11 @@
 """Mutant: eps added to the standard deviation, ``1 / (sqrt(var) + eps)``.
 
-Bug class: eps placement (a convention every suite must pin, DESIGN §2;
-SPEC §2 "eps inside the sqrt").  Seen in: hand-written kernels and the
-"std + eps" form of several early GroupNorm/LayerNorm ports (e.g. the
-``(x - mean) / (std + eps)`` of the Annotated Transformer's LayerNorm).
+Bug class: eps placement, a convention every suite must pin: the standard
+layers put eps inside the square root (docs/ops/index.md#standard-layers);
+GN+ and Qiao's WS add it to the std
+(docs/differences.md#diff-seed-conventions).  Seen in: hand-written kernels
+and the "std + eps" form of several early GroupNorm/LayerNorm ports (e.g.
+the ``(x - mean) / (std + eps)`` of the Annotated Transformer's LayerNorm).
 Affects: every normalizing function (forward, backward, stats).
 """
 

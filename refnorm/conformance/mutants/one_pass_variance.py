@@ -1,7 +1,7 @@
 """Mutant: one-pass variance ``E[x^2] - E[x]^2`` in the accumulation dtype (float32).
 
 Bug class: catastrophic cancellation for large-mean, small-spread data
-(CONFORMANCE-NOTES E1).  Seen in: the ONNX LayerNormalization-17 and
+(E1, docs/edge-cases.md#e1).  Seen in: the ONNX LayerNormalization-17 and
 GroupNormalization-21 function bodies (``onnx/defs/nn/defs.cc`` ~2587, ~2836),
 ``jax.nn.standardize(algorithm="fast")``, Flax ``use_fast_variance=True``,
 pytorch#51102 / #40302, tracel-ai/burn#5607.

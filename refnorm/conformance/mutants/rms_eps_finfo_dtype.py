@@ -3,7 +3,7 @@
 Bug class: default-eps semantics (E16): the ``nn.RMSNorm`` docs say
 ``torch.finfo(x.dtype).eps`` and the OpInfo ``reference_rms_norm`` does so,
 but the CPU kernel uses the float32 epsilon for float16/bfloat16
-(SPEC §2.5; ``torch/nn/modules/normalization.py:368-371``).  For bfloat16
+(docs/differences.md#diff-rms-eps; ``torch/nn/modules/normalization.py:368-371``).  For bfloat16
 that is 0.0078125 instead of 1.19e-7.
 Affects: rms_norm, rms_norm_backward, rms_norm_stats with eps=None and a half dtype.
 """

@@ -1,8 +1,9 @@
 """Mutant: the unbiased variance (divisor n - 1) used to normalize.
 
 Bug class: biased vs unbiased variance (E26: an unbiased ``torch.var``
-reference flagged in the review of NVIDIA/cudnn-frontend PR #432; SPEC §2
-"biased estimator").  Affects: every op that normalizes with batch
+reference flagged in the review of NVIDIA/cudnn-frontend PR #432; the
+standard layers normalize with the biased variance,
+docs/ops/index.md#standard-layers).  Affects: every op that normalizes with batch
 statistics (forward, backward, stats); RMSNorm divides by n - 1 too.
 """
 

@@ -11,9 +11,9 @@ the records.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable
+from typing import Callable, Mapping
 
 from . import reference as ref
 from .ops import batch_layer_norm as bln
@@ -31,28 +31,66 @@ from .reference import proxy_norm as ref_pn
 from .reference import weight_standardization as ref_ws
 
 
+#: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
+#: the analytic model of a mean/variance normalizer over one canonical view
+#: (:mod:`refnorm.golden.tolerance`); ``"running_error"``, a running error
+#: analysis of the op's staged formula (:mod:`refnorm.golden.error_bounds`).
+TOLERANCE_ROUTES = ("moments", "running_error")
+
+
 @dataclass(frozen=True)
 class OpSpec:
-    """Everything refnorm knows about one op.
+    """Everything refnorm knows about one op; the rest of refnorm reads it
+    from here (the golden catalogue, the tolerance model, the harness, the
+    docs, the tests), so nothing else names the op.
 
     Attributes
     ----------
-    name : the public name (``refnorm.<name>``, ``refnorm.<name>_backward``).
-    forward : the public forward (returns ``y``).
-    backward : ``(dy, *forward_args) -> dict`` of gradients.
+    name : the public name (``refnorm.<name>``, ``refnorm.<name>_backward``,
+        ``refnorm.<name>_stats``).
+    forward : the public forward.  It returns ``y``, or, for an op with several
+        :attr:`outputs`, a tuple of them in that order.
+    backward : ``(d<output> for each output, *forward_args) -> dict``: the
+        gradient of every differentiable argument that was given, keyed by the
+        argument's name.  A backend's backward returns the same dict; the
+        corpus stores the gradient of argument ``a`` as ``"d" + a``.
     reference : the autograd.numpy definition, same signature as ``forward``
         (validated float64 arrays only; ``eps`` already resolved).
-    forward_with_stats : ``(*forward_args) -> (y, {name: statistic})``, the
-        statistics the op saves: ``{"mean", "rstd"}`` for the standard ops
-        (RMSNorm: ``rstd``), PN's proxy ``{"mean", "var", "rstd"}``, WS's
-        ``{"mean", "scale"}``, BLN's ``{"batch_mean", "batch_rstd",
-        "feature_mean", "feature_rstd"}``; None for an op that exposes none (GN+).
-    differentiable : names of the arguments the backward returns gradients for
-        (when given); the first is the normalized input (``"x"``, or
-        ``"weight"`` for weight standardization).
-    running_stats : the op's running/moving-statistics update (its own
-        signature: BN/IN ``(x, running_mean, running_var, momentum, ...)``, BLN
-        ``(sums, steps, batch_size, ...)``), or None.
+    forward_with_stats : ``(*forward_args) -> (forward's result, {name: statistic})``;
+        None for an op that saves no statistics (GN+).
+    differentiable : the arguments the backward returns gradients for (when
+        given); the first is the normalized input (``"x"``, or ``"weight"`` for
+        weight standardization), whose shape every output has.
+    layout : ``(<normalized input's shape>, <attributes>) -> Layout`` (see
+        :mod:`refnorm.ops._layout`): the canonical view, the affine rule, the
+        shapes of the saved statistics and where the parameters lie.  Its
+        other arguments are named like the forward's and read from a case's
+        attributes.  The op's ``_prepare`` views its input through it.
+    stats : the saved statistics every golden case stores (the keys of
+        ``layout(...).stats``; ``forward_with_stats`` may return more, e.g.
+        PN's ``var``).
+    outputs : the forward's outputs: ``("y",)``, or e.g. ``("y", "h")`` for a
+        fused op; the backward takes one cotangent ``"d" + name`` per output.
+    tolerance : the tolerance route, one of :data:`TOLERANCE_ROUTES`.
+    center : False for an op that does not subtract a mean (RMSNorm): the
+        ``"moments"`` model drops the mean terms.
+    batch_stats_flag : the boolean argument that selects batch statistics
+        (``"training"``, ``"use_input_stats"``); when it is False the running
+        statistics are constants.  None: always batch statistics.
+    running_stats : the op's running/moving-statistics update, or None: BN/IN
+        ``<op>_running_stats(x, running_mean, running_var, momentum, *,
+        num_batches_tracked, convention) -> (mean, var)`` (in the conformance
+        protocol and the corpus); BLN ``batch_layer_norm_moving_stats(sums,
+        steps, batch_size, ...)`` (its own signature, not in the corpus).
+    running_conventions : the conventions whose updated running statistics
+        the corpus stores, PyTorch's first.
+    grouped_inputs : keyword argument -> input-name prefix: the case inputs
+        ``<prefix><key>`` form the dict argument ``{<key>: ...}`` (BLN's
+        ``moving_stats`` from ``moving_batch_mean`` ...).
+    per_sample : True when a sample's outputs depend on that sample alone (the
+        harness's batch-invariance check applies).
+    eps_default : ``dtype -> eps``, the eps the forward uses for ``eps=None``
+        (RMSNorm), or None when eps is always given.
     seed : True for the seed layers (proxy norm, GN+, weight standardization,
         BLN); False for the standard normalizers (BN, LN, IN, GN, RMSNorm: the
         ones PyTorch has, which take ``out=`` and have an exact oracle).
@@ -64,13 +102,102 @@ class OpSpec:
     reference: Callable
     forward_with_stats: Callable | None
     differentiable: tuple[str, ...]
+    layout: Callable
+    stats: tuple[str, ...]
+    outputs: tuple[str, ...] = ("y",)
+    tolerance: str = "moments"
+    center: bool = True
+    batch_stats_flag: str | None = None
     running_stats: Callable | None = None
+    running_conventions: tuple[str, ...] = ("torch",)
+    grouped_inputs: Mapping[str, str] = field(default_factory=dict)
+    per_sample: bool = False
+    eps_default: Callable | None = None
     seed: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "grouped_inputs", MappingProxyType(dict(self.grouped_inputs)))
+        _check_spec(self)
 
     @property
     def parameters(self) -> tuple[str, ...]:
         """The forward's argument names, in order (the protocol: without ``out``)."""
         return protocol_parameters(self.forward)
+
+    @property
+    def primary(self) -> str:
+        """The normalized input (``"x"``, ``"weight"`` for weight standardization)."""
+        return self.differentiable[0]
+
+    @property
+    def cotangents(self) -> tuple[str, ...]:
+        """The backward's leading arguments: ``"d" + output`` for each output."""
+        return tuple(grad_name(o) for o in self.outputs)
+
+    def grad_names(self) -> tuple[str, ...]:
+        """The golden name of every gradient the backward can return (``"d" + argument``)."""
+        return tuple(grad_name(a) for a in self.differentiable)
+
+    def layout_of(self, shapes: Mapping, attrs: Mapping):
+        """:attr:`layout` for a case: the primary input's shape from ``shapes``,
+        the other arguments from ``attrs`` (their defaults when absent)."""
+        params = list(inspect.signature(self.layout).parameters.values())[1:]
+        kw = {p.name: attrs[p.name] for p in params if p.name in attrs}
+        return self.layout(tuple(shapes[self.primary]), **kw)
+
+
+def grad_name(argument: str) -> str:
+    """The one naming rule for gradients and cotangents: ``"d" + name``."""
+    return "d" + argument
+
+
+def _check_spec(s: OpSpec) -> None:
+    """Refuse a record with a missing or inconsistent piece, naming it."""
+    where = f"OpSpec {s.name!r}"
+    for piece in ("forward", "backward", "reference", "layout"):
+        if not callable(getattr(s, piece)):
+            raise TypeError(f"{where}: {piece} must be a function, got {getattr(s, piece)!r}")
+    names = {"forward": s.name, "backward": s.name + "_backward"}
+    if s.forward_with_stats is not None:
+        names["forward_with_stats"] = s.name + "_stats"
+    if s.running_stats is not None:
+        names["running_stats"] = (s.name + "_running_stats", s.name + "_moving_stats")
+    for piece, want in names.items():
+        got = getattr(getattr(s, piece), "__name__", None)
+        if got not in ((want,) if isinstance(want, str) else want):
+            raise ValueError(f"{where}: {piece} must be the public function {want}(), got {got}()")
+    params = s.parameters
+    if not s.differentiable or any(a not in params for a in s.differentiable):
+        raise ValueError(f"{where}: differentiable {s.differentiable} must name arguments of the forward {params}")
+    if not s.outputs or len(set(s.outputs)) != len(s.outputs):
+        raise ValueError(f"{where}: outputs must be distinct names, got {s.outputs}")
+    clash = set(s.cotangents) & set(params)
+    if clash:
+        raise ValueError(f"{where}: cotangent names {sorted(clash)} collide with forward arguments")
+    want_bwd = s.cotangents + params
+    if protocol_parameters(s.backward) != want_bwd:
+        raise ValueError(f"{where}: backward must take {want_bwd}, takes {protocol_parameters(s.backward)}")
+    if protocol_parameters(s.reference) != params:
+        raise ValueError(f"{where}: reference must take the forward's arguments {params}, "
+                         f"takes {protocol_parameters(s.reference)}")
+    if s.forward_with_stats is None:
+        if s.stats:
+            raise ValueError(f"{where}: stats {s.stats} need forward_with_stats ({s.name}_stats)")
+    elif protocol_parameters(s.forward_with_stats) != params:
+        raise ValueError(f"{where}: forward_with_stats must take the forward's arguments {params}")
+    lay = list(inspect.signature(s.layout).parameters)
+    if not lay or any(a not in params for a in lay[1:]):
+        raise ValueError(f"{where}: layout must take the primary input's shape, then forward arguments; "
+                         f"takes {lay}")
+    if s.tolerance not in TOLERANCE_ROUTES:
+        raise ValueError(f"{where}: tolerance route must be one of {TOLERANCE_ROUTES}, got {s.tolerance!r}")
+    if s.batch_stats_flag is not None and s.batch_stats_flag not in params:
+        raise ValueError(f"{where}: batch_stats_flag {s.batch_stats_flag!r} is not a forward argument")
+    if not s.running_conventions or s.running_conventions[0] != "torch":
+        raise ValueError(f"{where}: running_conventions must start with 'torch', got {s.running_conventions}")
+    for kw in s.grouped_inputs:
+        if kw not in params:
+            raise ValueError(f"{where}: grouped input {kw!r} is not a forward argument")
 
 
 def protocol_parameters(fn: Callable) -> tuple[str, ...]:
@@ -83,27 +210,36 @@ def protocol_parameters(fn: Callable) -> tuple[str, ...]:
 
 
 def _build() -> dict[str, OpSpec]:
+    standard = dict(stats=("mean", "rstd"))
     specs = [
         OpSpec("batch_norm", bn.batch_norm, bn.batch_norm_backward, ref.batch_norm.batch_norm,
-               bn.batch_norm_stats, ("x", "weight", "bias"), bn.batch_norm_running_stats),
+               bn.batch_norm_stats, ("x", "weight", "bias"), bn.layout, **standard, batch_stats_flag="training",
+               running_stats=bn.batch_norm_running_stats, running_conventions=("torch", "onnx", "flax")),
         OpSpec("layer_norm", ln.layer_norm, ln.layer_norm_backward, ref.layer_norm.layer_norm,
-               ln.layer_norm_stats, ("x", "weight", "bias")),
+               ln.layer_norm_stats, ("x", "weight", "bias"), ln.layout, **standard, per_sample=True),
         OpSpec("instance_norm", inn.instance_norm, inn.instance_norm_backward,
-               ref.instance_norm.instance_norm, inn.instance_norm_stats, ("x", "weight", "bias"),
-               inn.instance_norm_running_stats),
+               ref.instance_norm.instance_norm, inn.instance_norm_stats, ("x", "weight", "bias"), inn.layout,
+               **standard, batch_stats_flag="use_input_stats", running_stats=inn.instance_norm_running_stats,
+               per_sample=True),
         OpSpec("group_norm", gn.group_norm, gn.group_norm_backward, ref.group_norm.group_norm,
-               gn.group_norm_stats, ("x", "weight", "bias")),
+               gn.group_norm_stats, ("x", "weight", "bias"), gn.layout, **standard, per_sample=True),
         OpSpec("rms_norm", rms.rms_norm, rms.rms_norm_backward, ref.rms_norm.rms_norm,
-               rms.rms_norm_stats, ("x", "weight")),
+               rms.rms_norm_stats, ("x", "weight"), rms.layout, stats=("rstd",), center=False, per_sample=True,
+               eps_default=rms.default_eps),
         # the seed layers (docs/ops/index.md#seed-layers)
         OpSpec("proxy_norm", pn.proxy_norm, pn.proxy_norm_backward, ref_pn.proxy_norm, pn.proxy_norm_stats,
-               ("x", "weight", "bias", "proxy_shift", "proxy_scale"), seed=True),
+               ("x", "weight", "bias", "proxy_shift", "proxy_scale"), pn.layout, stats=("mean", "rstd"),
+               tolerance="running_error", seed=True),
         OpSpec("gn_plus", gnp.gn_plus, gnp.gn_plus_backward, ref_gnp.gn_plus, None, ("x", "weight", "bias", "mix"),
-               seed=True),
+               gnp.layout, stats=(), tolerance="running_error", seed=True),
         OpSpec("weight_standardization", ws.weight_standardization, ws.weight_standardization_backward,
-               ref_ws.weight_standardization, ws.weight_standardization_stats, ("weight", "gain"), seed=True),
+               ref_ws.weight_standardization, ws.weight_standardization_stats, ("weight", "gain"), ws.layout,
+               stats=("mean", "scale"), tolerance="running_error", seed=True),
         OpSpec("batch_layer_norm", bln.batch_layer_norm, bln.batch_layer_norm_backward, ref_bln.batch_layer_norm,
-               bln.batch_layer_norm_stats, ("x", "weight", "bias"), bln.batch_layer_norm_moving_stats, seed=True),
+               bln.batch_layer_norm_stats, ("x", "weight", "bias"), bln.layout,
+               stats=("batch_mean", "batch_rstd", "feature_mean", "feature_rstd"), tolerance="running_error",
+               running_stats=bln.batch_layer_norm_moving_stats, grouped_inputs={"moving_stats": "moving_"},
+               seed=True),
     ]
     return {s.name: s for s in specs}
 

@@ -7,15 +7,21 @@ golden case, each protocol function that applies is checked on its own:
 ==========================  =====================================================
 function                    outputs compared
 ==========================  =====================================================
-``<op>``                    ``y``
-``<op>_backward``           ``dx``, ``dweight``, ``dbias`` (those in the case); the seed
-                            layers' ``dproxy_shift``, ``dproxy_scale``, ``dmix``, ``dgain``
-``<op>_stats``              ``mean``, ``rstd`` (the saved statistics); the seed layers'
-                            ``scale`` (WS) and ``batch_mean``, ``batch_rstd``,
-                            ``feature_mean``, ``feature_rstd`` (BLN)
+``<op>``                    every output of :attr:`OpSpec.outputs` (``y``; a fused
+                            op returns a tuple, e.g. ``(y, h)``)
+``<op>_backward``           ``d<argument>`` for every gradient the case stores
+                            (``dx``, ``dweight``, ``dbias``, ``dproxy_shift``, ``dmix``,
+                            ``dgain`` ...): the backend returns ``{argument: gradient}``
+                            and every key refnorm stores is compared
+``<op>_stats``              the saved statistics of :attr:`OpSpec.stats` in the case
 ``<op>_running_stats``      ``new_running_mean_<conv>``, ``new_running_var_<conv>``
                             for each convention the case carries
 ==========================  =====================================================
+
+The backward takes one cotangent per output first (``dy``; ``dy, dh`` for a
+fused op), then the forward's arguments.  An expected output the backend does
+not return fails the check (*missing*); an output the case does not store is
+ignored.
 
 A function the backend does not define, or that raises ``NotImplementedError``,
 is *not implemented* (reported, never a failure).  Error cases (``expect.kind ==
@@ -31,7 +37,6 @@ forward output does not depend on the rest of the batch (per-sample ops only).
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,17 +44,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import _registry
+from .._registry import grad_name
+from ..golden.calls import backward_cotangents, call_arguments
 from ..golden.comparison import compare
 from ..golden.reader import load_cases
 
 STATUSES = ("passed", "failed", "xfailed", "xpassed", "not_implemented")
-GRAD_NAMES = {"x": "dx", "weight": "dweight", "bias": "dbias", "proxy_shift": "dproxy_shift",
-              "proxy_scale": "dproxy_scale", "mix": "dmix", "gain": "dgain"}
-STAT_NAMES = ("mean", "rstd", "scale", "batch_mean", "batch_rstd", "feature_mean", "feature_rstd")
-# Inputs named moving_<key> form BLN's keyword argument moving_stats = {<key>: ...}.
-MOVING_PREFIX = "moving_"
-# Ops whose output for one sample depends only on that sample.
-PER_SAMPLE_OPS = ("layer_norm", "rms_norm", "group_norm", "instance_norm")
 
 
 class NotImplementedByBackend(Exception):
@@ -174,33 +174,10 @@ def match_xfail(rules, case_id: str, function: str) -> XfailRule | None:
 
 
 def _forward_args(case) -> tuple[list, dict]:
-    """Positional and keyword-only arguments of the op's forward, from the case's
-    inputs and attrs (a keyword-only argument the case does not state keeps its
-    default; BLN's ``moving_stats`` is assembled from the ``moving_*`` inputs)."""
-    spec = _registry.get(case.op)
-    params = inspect.signature(spec.forward).parameters
-    args, kwargs = [], {}
-    moving = {k[len(MOVING_PREFIX):]: v for k, v in case.inputs.items() if k.startswith(MOVING_PREFIX)}
-    for name, p in params.items():
-        if p.kind is inspect.Parameter.KEYWORD_ONLY:
-            if name in case.inputs:
-                kwargs[name] = case.inputs[name]
-            elif name in case.attrs:
-                v = case.attrs[name]
-                kwargs[name] = tuple(v) if isinstance(v, list) else v
-            elif name == "moving_stats" and moving:
-                kwargs[name] = moving
-            continue
-        if name in case.inputs:
-            args.append(case.inputs[name])
-        elif name in case.attrs:
-            v = case.attrs[name]
-            args.append(tuple(v) if name == "normalized_shape" else v)
-        elif p.default is not inspect.Parameter.empty:
-            args.append(p.default)
-        else:
-            args.append(None)  # a required argument the case leaves out (e.g. running stats): None
-    return args, kwargs
+    """Positional and keyword-only arguments of the op's forward for the case
+    (:func:`refnorm.golden.calls.call_arguments`, the mapping refnorm's own
+    generator uses)."""
+    return call_arguments(case.op, case.inputs, case.attrs)
 
 
 def _get(backend, name):
@@ -236,15 +213,29 @@ def _running_momentum(case, convention):
                      f"attrs.running_stats.{convention}.momentum")
 
 
+def _forward_outputs(spec, result) -> dict:
+    """A forward's result by output name: ``y``, or the tuple of a fused op's outputs."""
+    if len(spec.outputs) == 1:
+        return {spec.outputs[0]: result}
+    if not isinstance(result, (tuple, list)) or len(result) != len(spec.outputs):
+        raise TypeError(f"{spec.name} must return a tuple of {len(spec.outputs)} outputs {spec.outputs}, got "
+                        f"{type(result).__name__}" + (f" of length {len(result)}" if isinstance(result, (tuple, list))
+                                                      else ""))
+    return dict(zip(spec.outputs, result))
+
+
 def produce(backend, case, function: str) -> dict[str, np.ndarray]:
     """Call ``function`` of ``backend`` on ``case``; return its outputs by golden name."""
     op = case.op
+    spec = _registry.get(op)
     args, kwargs = _forward_args(case)
     if function == op:
-        return {"y": _call(_get(backend, op), *args, **kwargs)}
+        return _forward_outputs(spec, _call(_get(backend, op), *args, **kwargs))
     if function == f"{op}_backward":
-        grads = _call(_get(backend, f"{op}_backward"), case.inputs["dy"], *args, **kwargs)
-        return {GRAD_NAMES[k]: v for k, v in grads.items() if k in GRAD_NAMES}
+        grads = _call(_get(backend, f"{op}_backward"), *backward_cotangents(op, case.inputs), *args, **kwargs)
+        if not isinstance(grads, dict):
+            raise TypeError(f"{op}_backward must return a dict {{argument: gradient}}, got {type(grads).__name__}")
+        return {grad_name(k): v for k, v in grads.items()}
     if function == f"{op}_stats":
         _, stats = _call(_get(backend, f"{op}_stats"), *args, **kwargs)
         return dict(stats)
@@ -273,17 +264,32 @@ def _conventions(case) -> list[str]:
     return sorted(k[len("new_running_mean_"):] for k in case.expected if k.startswith("new_running_mean_"))
 
 
+def expected_outputs(case, function: str) -> list[str]:
+    """The outputs the case stores for ``function``: what a check of it compares."""
+    spec = _registry.get(case.op)
+    if function == case.op:
+        names = spec.outputs
+    elif function == f"{case.op}_backward":
+        names = spec.grad_names()
+    elif function == f"{case.op}_stats":
+        names = spec.stats
+    elif function == f"{case.op}_running_stats":
+        names = [f"new_running_{s}_{c}" for c in _conventions(case) for s in ("mean", "var")]
+    else:
+        raise ValueError(f"unknown function {function!r} for op {case.op!r}")
+    return [n for n in names if n in case.expected]
+
+
 def applicable_functions(case) -> list[str]:
     """The protocol functions a case checks."""
     op = case.op
     if case.expect.get("kind") == "error":
         return [op]
-    fns = []
-    if "y" in case.expected:
-        fns.append(op)
-    if any(k in case.expected for k in GRAD_NAMES.values()) and "dy" in case.inputs:
+    spec = _registry.get(op)
+    fns = [op] if expected_outputs(case, op) else []
+    if expected_outputs(case, f"{op}_backward") and any(c in case.inputs for c in spec.cotangents):
         fns.append(f"{op}_backward")
-    if any(k in case.expected for k in STAT_NAMES):
+    if expected_outputs(case, f"{op}_stats"):
         fns.append(f"{op}_stats")
     if _conventions(case):
         fns.append(f"{op}_running_stats")
@@ -293,7 +299,7 @@ def applicable_functions(case) -> list[str]:
 # ----------------------------------------------------------------------------- checking
 
 
-def _compare_outputs(case, outputs: dict) -> tuple[bool, float, list[Mismatch], dict]:
+def _compare_outputs(case, outputs: dict, function: str) -> tuple[bool, float, list[Mismatch], dict]:
     """Compare each output the case expects; return whether all are within
     tolerance, the worst ratio, a :class:`Mismatch` per output that is not, and
     the worst ratio per output."""
@@ -314,7 +320,7 @@ def _compare_outputs(case, outputs: dict) -> tuple[bool, float, list[Mismatch], 
         if not cmp.ok:
             ok = False
             bad.append(_mismatch(name, case.expected[name], a, cmp))
-    missing = [n for n in _expected_names(case, outputs) if n not in outputs]
+    missing = [n for n in _expected_names(case, outputs, function) if n not in outputs]
     if missing:
         ok, worst = False, float("inf")
         bad.extend(Mismatch(n, note="missing (the backend returned no such output)") for n in missing)
@@ -333,18 +339,15 @@ def _mismatch(name: str, expected, actual: np.ndarray, cmp) -> Mismatch:
                     float(cmp.worst_ulps))
 
 
-def _expected_names(case, outputs) -> list[str]:
-    keys = set(outputs)
-    if any(k.startswith("new_running_") for k in keys):
-        # the conventions the backend implements (a NotImplementedError skips one), both statistics each
-        convs = {k.rsplit("_", 1)[1] for k in keys if k.startswith("new_running_")}
+def _expected_names(case, outputs, function: str) -> list[str]:
+    """The outputs that must be present: all the case stores for ``function``;
+    for running statistics, both statistics of each convention the backend
+    implements (a NotImplementedError skips a convention)."""
+    if function == f"{case.op}_running_stats":
+        convs = {k.rsplit("_", 1)[1] for k in outputs if k.startswith("new_running_")}
         return [f"new_running_{s}_{c}" for c in sorted(convs) for s in ("mean", "var")
                 if f"new_running_{s}_{c}" in case.expected]
-    if keys & set(GRAD_NAMES.values()):
-        return [k for k in GRAD_NAMES.values() if k in case.expected]
-    if keys & set(STAT_NAMES):
-        return [k for k in STAT_NAMES if k in case.expected]
-    return [k for k in outputs if k in case.expected]
+    return expected_outputs(case, function)
 
 
 def _bits(outputs: dict) -> dict:
@@ -369,25 +372,32 @@ def _check_repeat(backend, case, function, first, repeat) -> str:
 
 
 def _check_batch_invariance(backend, case) -> str:
-    """Sample i's output computed in the full batch, alone, and inside a
+    """Sample i's outputs computed in the full batch, alone, and inside a
     batch padded with copies of other samples must be bit-identical."""
-    x = case.inputs["x"]
-    if case.op not in PER_SAMPLE_OPS or x.ndim < 2 or x.shape[0] < 2:
+    spec = _registry.get(case.op)
+    x = case.inputs[spec.primary]
+    if not spec.per_sample or x.ndim < 2 or x.shape[0] < 2:
         return ""
     args, kwargs = _forward_args(case)
     fn = _get(backend, case.op)
-    full = _as_f64(_call(fn, *args, **kwargs))
+
+    def run(xs):
+        return {k: _as_f64(v) for k, v in _forward_outputs(spec, _call(fn, xs, *args[1:], **kwargs)).items()}
+
+    full = run(x)
     n = x.shape[0]
     for i in sorted({0, n - 1}):
-        alone = _as_f64(_call(fn, x[i:i + 1], *args[1:], **kwargs))
         padded_x = np.concatenate([x[i:i + 1]] + [x] * 3, axis=0)
-        padded = _as_f64(_call(fn, padded_x, *args[1:], **kwargs))[:1]
-        for label, got in (("alone", alone), ("in a padded batch of " + str(padded_x.shape[0]), padded)):
-            same = (got == full[i:i + 1]) | (np.isnan(got) & np.isnan(full[i:i + 1]))
-            if not np.all(same):
-                j = tuple(int(v) for v in np.unravel_index(int(np.flatnonzero(~same)[0]), got.shape))
-                return (f"batch-variant: sample {i} computed {label} differs from the full batch "
-                        f"at {j}: {float(got[j])!r} vs {float(full[i:i + 1][j])!r}")
+        for label, outs in (("alone", run(x[i:i + 1])),
+                            ("in a padded batch of " + str(padded_x.shape[0]), run(padded_x))):
+            for name, got in outs.items():
+                got, want = got[:1], full[name][i:i + 1]
+                same = (got == want) | (np.isnan(got) & np.isnan(want))
+                if not np.all(same):
+                    j = tuple(int(v) for v in np.unravel_index(int(np.flatnonzero(~same)[0]), got.shape))
+                    where = "" if len(spec.outputs) == 1 else f" ({name})"
+                    return (f"batch-variant: sample {i} computed {label} differs from the full batch{where} "
+                            f"at {j}: {float(got[j])!r} vs {float(want[j])!r}")
     return ""
 
 
@@ -401,7 +411,7 @@ def check_function(backend, case, function: str, *, xfails=(), repeat: int = 1,
             oc.status, oc.message = _check_error(backend, case)
         else:
             outputs = produce(backend, case, function)
-            ok, worst, bad, per = _compare_outputs(case, outputs)
+            ok, worst, bad, per = _compare_outputs(case, outputs, function)
             oc.worst_ratio, oc.outputs, oc.mismatches = worst, per, bad
             oc.status = "passed" if ok else "failed"
             oc.message = "\n".join(m.line() for m in bad)

@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._registry import SEED_OPS, registry
-from ..ops.batch_norm import batch_norm_running_stats
-from ..ops.instance_norm import instance_norm_running_stats
+from .._registry import get, grad_name
 from . import recipes as R
 from .casespec import CaseSpec
-from .catalogue import INPUT_ORDER, STAT_OUTPUTS, forward_args, forward_kwargs, has_running_update, output_shapes
+from .catalogue import call, has_running_update, output_shapes, running_factors
 from .dtypes import DTYPES
 from .tolerance import scale_tensor_outputs, tolerances
 
@@ -46,73 +44,65 @@ class BuiltCase:
 
 
 def build_inputs(spec: CaseSpec) -> dict[str, np.ndarray]:
-    """The case's inputs in ``spec.dtype``, drawn by their recipes, in :data:`INPUT_ORDER`."""
+    """The case's inputs in ``spec.dtype``, drawn by their recipes, in the case's order.
+
+    A recipe that reads other tensors (``cancel_bias`` reads ``x`` and
+    ``weight``) is drawn after every tensor that is drawn alone; each tensor has
+    its own random stream, so the order changes no value."""
     built: dict[str, np.ndarray] = {}
-    # bias may depend on x and weight (cancel_bias): build in dependency order
-    for name in ("x", "weight", "running_mean", "running_var", "bias", "dy") + tuple(
-            n for n in INPUT_ORDER if n not in ("x", "weight", "running_mean", "running_var", "bias", "dy")):
-        if name in spec.shapes:
-            built[name] = R.make_tensor(name, spec.shapes[name], spec.recipe[name], spec.dtype, spec.seed,
-                                        spec.op, spec.attrs, built)
-    return {k: built[k] for k in INPUT_ORDER if k in built}
+    later = [n for n in spec.shapes if spec.recipe[n]["kind"] in R.DEPENDENT_KINDS]
+    for name in [n for n in spec.shapes if n not in later] + later:
+        built[name] = R.make_tensor(name, spec.shapes[name], spec.recipe[name], spec.dtype, spec.seed,
+                                    spec.op, spec.attrs, built)
+    return {k: built[k] for k in spec.shapes}
+
+
+def _outputs(op, result) -> dict:
+    """The forward's result by output name (a tuple for an op with several outputs)."""
+    if len(op.outputs) == 1:
+        return {op.outputs[0]: result}
+    return dict(zip(op.outputs, result, strict=True))
 
 
 def expected_from_inputs(spec, inputs: dict) -> dict[str, np.ndarray]:
-    """float64 expected outputs recomputed by refnorm from exactly ``inputs``."""
+    """float64 expected outputs recomputed by refnorm from exactly ``inputs``:
+    every forward output, the saved statistics of :attr:`OpSpec.stats`, the
+    gradient ``d<name>`` of every argument the backward returns (given the
+    cotangents), and the running-statistics updates of every convention."""
     if spec.expect.get("kind") == "error":
         return {}
-    if spec.op in SEED_OPS:
-        return _seed_expected(spec, inputs)
-    op = registry()[spec.op]
-    args = forward_args(spec, inputs)
-    with np.errstate(all="ignore"):
-        y, stats = op.forward_with_stats(*args)
-        out = {"y": np.asarray(y, dtype=np.float64)}
-        for k in ("mean", "rstd"):
-            if k in stats:
-                out[k] = np.asarray(stats[k], dtype=np.float64)
-        if "dy" in inputs:
-            g = op.backward(inputs["dy"], *args)
-            out["dx"] = g["x"]
-            if "weight" in g:
-                out["dweight"] = g["weight"]
-            if "bias" in g:
-                out["dbias"] = g["bias"]
-        if has_running_update(spec):
-            x, rm, rv = inputs["x"], inputs["running_mean"], inputs["running_var"]
-            a = spec.attrs
-            if spec.op == "batch_norm":
-                nm, nv = batch_norm_running_stats(x, rm, rv, a["momentum"],
-                                                  num_batches_tracked=a.get("num_batches_tracked"), convention="torch")
-                out["new_running_mean_torch"], out["new_running_var_torch"] = nm, nv
-                for conv in ("onnx", "flax"):
-                    mom = a["running_stats"][conv]["momentum"]
-                    nm, nv = batch_norm_running_stats(x, rm, rv, mom, convention=conv)
-                    out[f"new_running_mean_{conv}"], out[f"new_running_var_{conv}"] = nm, nv
-            else:
-                nm, nv = instance_norm_running_stats(x, rm, rv, a["momentum"])
-                out["new_running_mean_torch"], out["new_running_var_torch"] = nm, nv
-    return {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in out.items()}
-
-
-def _seed_expected(spec, inputs: dict) -> dict[str, np.ndarray]:
-    """A seed layer's expected outputs: ``y``, its :data:`STAT_OUTPUTS`, and the
-    gradient ``d<name>`` of every differentiable argument the backward returns."""
-    op = registry()[spec.op]
-    args, kwargs = forward_args(spec, inputs), forward_kwargs(spec, inputs)
+    op = get(spec.op)
+    args, kwargs = call(spec, inputs)
     with np.errstate(all="ignore"):
         if op.forward_with_stats is None:
-            y, stats = op.forward(*args, **kwargs), {}
+            result, stats = op.forward(*args, **kwargs), {}
         else:
-            y, stats = op.forward_with_stats(*args, **kwargs)
-        out = {"y": y}
-        for k in STAT_OUTPUTS[spec.op]:
+            result, stats = op.forward_with_stats(*args, **kwargs)
+        out = _outputs(op, result)
+        for k in op.stats:
             out[k] = stats[k]
-        if "dy" in inputs:
-            g = op.backward(inputs["dy"], *args, **kwargs)
+        cot = [inputs.get(c) for c in op.cotangents]
+        if any(c is not None for c in cot):
+            g = op.backward(*cot, *args, **kwargs)
+            unknown = sorted(set(g) - set(op.differentiable))
+            if unknown:
+                raise ValueError(f"{spec.id}: {op.name}_backward returned gradients of {unknown}, which are not "
+                                 f"differentiable arguments {op.differentiable}")
             for name in op.differentiable:
                 if name in g:
-                    out["d" + name] = g[name]
+                    out[grad_name(name)] = g[name]
+        if has_running_update(spec):
+            a = spec.attrs
+            for conv in running_factors(spec):
+                kw = {"convention": conv}
+                if conv == "torch":
+                    momentum = a["momentum"]
+                    if "num_batches_tracked" in a:
+                        kw["num_batches_tracked"] = a["num_batches_tracked"]
+                else:
+                    momentum = a["running_stats"][conv]["momentum"]
+                nm, nv = op.running_stats(inputs["x"], inputs["running_mean"], inputs["running_var"], momentum, **kw)
+                out[f"new_running_mean_{conv}"], out[f"new_running_var_{conv}"] = nm, nv
     # np.array, not ascontiguousarray: that one turns GN+'s 0-d mix gradient into shape (1,)
     return {k: np.array(v, dtype=np.float64, order="C") for k, v in out.items()}
 

@@ -4,7 +4,9 @@ Random numbers
 --------------
 Every tensor draws from its own stream, the raw 64-bit output of
 ``numpy.random.PCG64(numpy.random.SeedSequence([seed, k]))``, where ``seed``
-is the case seed and ``k`` the tensor's stream number (:data:`STREAMS`).
+is the case seed and ``k`` the tensor's stream number (:func:`stream`: the
+fixed numbers of :data:`STREAMS`, which never change, or, for any other
+tensor name, ``1000 + crc32(name) % 2**20``).
 Only the *BitGenerator* output is used, which NumPy keeps stable across
 versions; NumPy's distributions (``standard_normal`` ...) and transcendental
 functions are never used, since neither is promised stable across versions
@@ -34,8 +36,9 @@ Tensor recipes (``recipe[name] = {"kind": ..., params}``)
 ``pow2_gamma``  ``2**(c % 7) / 8`` at flat index c (benchdnn)
 ``pow2_beta``   ``((c % 3) - 1) * 2**(c % 7) / 512`` (benchdnn)
 ``pm_pow2``     ``±2**e``, e uniform in ``exp = [lo, hi]``, random sign
-``cancel_bias`` (bias only) ``-weight * xhat`` of row/sample ``index`` rounded to
-                the dtype: y of that row is ~0 (E14, output cancellation)
+``cancel_bias`` (bias only) ``-weight * xhat`` of reduction set ``row`` rounded to
+                the dtype: y of that set is ~0 (E14, output cancellation); for
+                an op whose affine is per element of a set (LayerNorm-like)
 
 Any recipe may add ``"set": [[index, value], ...]`` (values are numbers or the
 strings ``"nan"``, ``"inf"``, ``"-inf"``; applied after rounding) and
@@ -43,8 +46,8 @@ strings ``"nan"``, ``"inf"``, ``"-inf"``; applied after rounding) and
 
 In the chain of :mod:`refnorm.golden` this module comes after the dtype facts
 (:mod:`refnorm.golden.dtypes`) and before the catalogue, which records
-:data:`GENERATOR` in every case; :func:`reduction_view` also serves the
-tolerance model.
+:data:`GENERATOR` in every case.  Where an input's reduction sets lie comes
+from the op's own layout (:attr:`refnorm.OpSpec.layout`).
 """
 
 from __future__ import annotations
@@ -54,15 +57,30 @@ import math
 
 import numpy as np
 
-from ..ops.layer_norm import layer_norm
+import zlib
+
+from .._registry import get
+from .calls import call_arguments
 from .dtypes import DTYPES, EMIN, MAXVAL, PRECISION
 
 GENERATOR = "pcg64-seedsequence([seed,stream])-raw; uniform=(r>>11)*2^-53; normal=irwin-hall-12 (r>>32); v1"
+
+#: recipes that read other tensors of the case (drawn after the others)
+DEPENDENT_KINDS = ("cancel_bias",)
 
 STREAMS = {"x": 0, "weight": 1, "bias": 2, "running_mean": 3, "running_var": 4, "dy": 5,
            # the seed layers' own inputs (new streams: the ones above never change)
            "proxy_shift": 6, "proxy_scale": 7, "mix": 8, "gain": 9, "moving_batch_mean": 10,
            "moving_batch_var": 11, "moving_feature_mean": 12, "moving_feature_var": 13}
+
+
+def tensor_stream(name: str) -> int:
+    """The stream number of the tensor ``name``: :data:`STREAMS`, or, for a
+    name not listed there (a new op's input), ``1000 + crc32(name) % 2**20``,
+    so that a new op needs no entry and no listed stream ever moves."""
+    if name in STREAMS:
+        return STREAMS[name]
+    return 1000 + zlib.crc32(name.encode("utf-8")) % (1 << 20)
 
 
 # ----------------------------------------------------------------------------- random streams
@@ -119,24 +137,11 @@ def round_to(x64: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def reduction_view(op: str, shape, attrs: dict):
-    """(to_sets, from_sets): maps between ``x`` and its (num_sets, K) view."""
-    shape = tuple(shape)
-    if op in ("layer_norm", "rms_norm"):
-        D = math.prod(attrs["normalized_shape"])
-        rows = math.prod(shape) // D if D else 0
-        return (lambda a: a.reshape(rows, D)), (lambda s: s.reshape(shape))
-    N, C = shape[0], shape[1]
-    HW = math.prod(shape[2:])
-    if op == "group_norm":
-        G = attrs["num_groups"]
-        return (lambda a: a.reshape(N * G, (C // G) * HW)), (lambda s: s.reshape(shape))
-    if op == "instance_norm":
-        return (lambda a: a.reshape(N * C, HW)), (lambda s: s.reshape(shape))
-    if op == "batch_norm":
-        to = lambda a: a.reshape(N, C, HW).transpose(1, 0, 2).reshape(C, N * HW)  # noqa: E731
-        back = lambda s: s.reshape(C, N, HW).transpose(1, 0, 2).reshape(shape)  # noqa: E731
-        return to, back
-    raise ValueError(f"unknown op {op!r}")
+    """(to_sets, from_sets): maps between the op's normalized input of
+    ``shape`` and its (num_sets, K) view (the op's :attr:`OpSpec.layout`)."""
+    spec = get(op)
+    lay = spec.layout_of({spec.primary: tuple(shape)}, attrs)
+    return lay.to_sets, lay.from_sets
 
 
 # ----------------------------------------------------------------------------- exact construction
@@ -303,7 +308,7 @@ def make_tensor(name: str, shape, r: dict, dtype: str, seed: int, op: str, attrs
     """Build one input tensor (stored in ``dtype``) from its recipe ``r``."""
     shape = tuple(int(s) for s in shape)
     n = math.prod(shape)
-    stream = STREAMS[name]
+    stream = tensor_stream(name)
     kind = r["kind"]
     if kind == "normal":
         v = r["loc"] + r["scale"] * normal(seed, stream, n)
@@ -318,7 +323,7 @@ def make_tensor(name: str, shape, r: dict, dtype: str, seed: int, op: str, attrs
     elif kind == "exact_x":
         to_sets, from_sets = reduction_view(op, shape, attrs)
         ns, K = to_sets(np.zeros(shape)).shape
-        sets, _, _ = exact_sets(ns, K, dtype, r, seed, stream, center=op != "rms_norm",
+        sets, _, _ = exact_sets(ns, K, dtype, r, seed, stream, center=get(op).center,
                                 eps=attrs.get("eps", 1 / 16))
         v = from_sets(sets).reshape(-1)
     elif kind == "exact_running_mean":
@@ -355,15 +360,15 @@ def make_tensor(name: str, shape, r: dict, dtype: str, seed: int, op: str, attrs
 
 
 def _cancel_bias(shape, r, dtype, op, attrs, built):
-    """bias = -(weight * xhat) of one row (LN) or sample (GN/IN/BN, at
-    spatial position 0), rounded to the dtype: y there is ~0 while |w*xhat|
-    is O(1) (E14)."""
-    x = built["x"]
-    w = built.get("weight")
-    if op != "layer_norm":
-        raise ValueError("cancel_bias is implemented for layer_norm")
-    ns = attrs["normalized_shape"]
-    y = layer_norm(x, ns, w, None, attrs["eps"])
+    """bias = -(weight * xhat) of one reduction set (LayerNorm: a row), rounded
+    to the dtype: y there is ~0 while |w*xhat| is O(1) (E14).  Needs an affine
+    per element of a set (``P = 1, T = 1``), so that the bias is one set long."""
+    spec = get(op)
+    lay = spec.layout_of({spec.primary: built[spec.primary].shape}, attrs)
+    if lay.affine is None or lay.affine[0] != 1 or lay.affine[2] != 1:
+        raise ValueError(f"cancel_bias needs an affine per element of a reduction set (LayerNorm-like); "
+                         f"{op} has affine (P, Q, T) = {lay.affine}")
+    args, kwargs = call_arguments(op, {k: v for k, v in built.items() if k != "bias"}, attrs)
+    y = spec.forward(*args, **kwargs)
     row = int(r.get("row", 0))
-    D = math.prod(ns)
-    return -y.reshape(-1, D)[row].reshape(shape)
+    return -lay.to_sets(y)[row].reshape(shape)

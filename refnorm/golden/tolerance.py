@@ -104,10 +104,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._registry import SEED_OPS
+from .._registry import get
 from . import error_bounds as EB
-from . import recipes as R
-from .catalogue import has_running_update, output_shapes, running_factors
+from .catalogue import const_stats, has_running_update, layout, output_shapes, running_factors
 from .comparison import Comparison, compare
 from .dtypes import PRECISION
 from .rounding import LAMBDA, acc_roundoff, growth, unit_roundoff
@@ -122,31 +121,6 @@ EXACT_STATS = ("mean", "rstd", "dbias", "dweight")
 
 
 # ----------------------------------------------------------------------------- structure of a case
-
-
-def _const_stats(spec) -> bool:
-    return (spec.op == "batch_norm" and not spec.attrs["training"]) or (
-        spec.op == "instance_norm" and not spec.attrs["use_input_stats"])
-
-
-def _param_view(spec, w, xshape):
-    """Broadcast a weight-like parameter over x."""
-    if w is None:
-        return None
-    if spec.op in ("layer_norm", "rms_norm"):
-        return np.broadcast_to(w, xshape)
-    shape = [1] * len(xshape)
-    shape[1] = xshape[1]
-    return np.broadcast_to(w.reshape(shape), xshape)
-
-
-def _param_sum(spec, a, pshape):
-    """Sum a full-size array over the positions reduced into each parameter element."""
-    if spec.op in ("layer_norm", "rms_norm"):
-        lead = a.ndim - len(pshape)
-        return a.sum(axis=tuple(range(lead))) if lead else a.copy()
-    axes = tuple(i for i in range(a.ndim) if i != 1)
-    return a.sum(axis=axes)
 
 
 def _nanmax(a, default=0.0) -> float:
@@ -169,7 +143,7 @@ class _Analysis:
 def _analyse(spec, inputs, expected) -> _Analysis:
     x = inputs["x"].astype(np.float64)
     rstd = expected["rstd"]
-    if _const_stats(spec):
+    if const_stats(spec):
         C = x.shape[1]
         shape = [1] * x.ndim
         shape[1] = C
@@ -182,17 +156,19 @@ def _analyse(spec, inputs, expected) -> _Analysis:
             # scale-shift form y = x*(w*rstd) + (b - rm*w*rstd): rounding relative to |x|, |rm|
             kappa = _nanmax(np.maximum(ch_abs, np.abs(rm.reshape(C))) * np.abs(rstd.reshape(C)))
         return _Analysis(0, xhat, np.broadcast_to(r, x.shape), None, kappa, None, None)
-    to_sets, from_sets = R.reduction_view(spec.op, x.shape, spec.attrs)
+    lay = layout(spec)
+    to_sets, from_sets = lay.to_sets, lay.from_sets
     sets = to_sets(x)
     S, K = sets.shape
     r = rstd.reshape(S, 1)
+    center = get(spec.op).center
     with np.errstate(all="ignore"):
-        if spec.op == "rms_norm":
+        if not center:
             xh = sets * r
         else:
             xh = (sets - expected["mean"].reshape(S, 1)) * r
         mean_abs = np.abs(sets).mean(axis=1) if K else np.zeros(S)
-        kappa = 0.0 if spec.op == "rms_norm" else _nanmax(mean_abs * rstd.reshape(S))
+        kappa = 0.0 if not center else _nanmax(mean_abs * rstd.reshape(S))
     rfull = from_sets(np.broadcast_to(r, (S, K)).copy())
     lead = expected["rstd"].shape
     return _Analysis(K, from_sets(xh), rfull, mean_abs.reshape(lead), kappa, to_sets, from_sets)
@@ -202,12 +178,12 @@ def scale_tensor_outputs(spec) -> list[str]:
     """Outputs whose tolerance uses a stored scale tensor ``<name>.scale``."""
     if spec.tier == "exact" or spec.expect.get("kind") == "error":
         return []
-    if spec.op in SEED_OPS:  # every output: the scale is its running error bound
+    if get(spec.op).tolerance == "running_error":  # every output: the scale is its running error bound
         return list(output_shapes(spec))
     out = []
     if "bias" in spec.shapes:
         out.append("y")
-    if spec.op != "rms_norm":
+    if get(spec.op).center:
         out.append("mean")
     if "dy" in spec.shapes:
         out.append("dx")
@@ -235,7 +211,7 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     """(output -> tolerance dict, output -> float64 scale tensor) for a built case."""
     if not expected:
         return {}, {}
-    if spec.op in SEED_OPS:
+    if get(spec.op).tolerance == "running_error":
         return _seed_tolerances(spec, inputs, expected)
     dt = spec.dtype
     if spec.tier == "exact":
@@ -255,7 +231,8 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     c = SAFETY
     uo, ua = unit_roundoff(dt), acc_roundoff(dt)
     A = _analyse(spec, inputs, expected)
-    const = _const_stats(spec)
+    const = const_stats(spec)
+    lay = layout(spec)
     K = A.K
     fK = growth(K)
     # mean error in units of the std: the sum (f(K)), the centring / scale-shift
@@ -275,7 +252,7 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     w = inputs.get("weight")
     b = inputs.get("bias")
     w64 = None if w is None else w.astype(np.float64)
-    wfull = _param_view(spec, w64, x.shape)
+    wfull = lay.param_view(w64)
     maxw = _nanmax(np.abs(w64), 1.0) if w is not None else 1.0
     if w is not None and w.size == 0:
         maxw = 1.0
@@ -287,7 +264,7 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
         d = f"rtol=c*(u_out+eps_r+4u_acc)={_g(rtol)}, atol=c*max|w|*eps_m={_g(atol)}; " + common
         if b is not None:
             wx = A.xhat if wfull is None else wfull * A.xhat
-            scales["y"] = np.abs(wx) + np.abs(_param_view(spec, b.astype(np.float64), x.shape))
+            scales["y"] = np.abs(wx) + np.abs(lay.param_view(b.astype(np.float64)))
             tols["y"] = _tol(atol, rtol, None, "tensor", "scale=|w*xhat|+|b|; " + d)
         else:
             tols["y"] = _tol(atol, rtol, None, "expected", "scale=|y|=|w*xhat|; " + d)
@@ -324,7 +301,7 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
                 m_gx = agx.sum(axis=1, keepdims=True) / Kd
                 xh_sets = np.abs(A.to_sets(A.xhat))
                 terms = ag + xh_sets * m_gx
-                if spec.op != "rms_norm":
+                if get(spec.op).center:
                     terms = terms + m_g
                 scales["dx"] = A.from_sets(np.ascontiguousarray(terms)) * A.rstd_full
                 X = _nanmax(np.abs(A.xhat))
@@ -337,8 +314,8 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
             M = x.size // max(1, (w.size if w is not None else (b.size if b is not None else 1)))
             fM = growth(M)
             if "dweight" in expected:
-                scales["dweight"] = _param_sum(spec, np.abs(dy * A.xhat), w.shape)
-                sum_dy = _param_sum(spec, np.abs(dy), w.shape)
+                scales["dweight"] = lay.param_sum(np.abs(dy * A.xhat))
+                sum_dy = lay.param_sum(np.abs(dy))
                 rtol = c * (uo + (fM + 2) * ua + eps_r) + U_REF
                 atol = c * eps_m * _nanmax(sum_dy)
                 tols["dweight"] = _tol(atol, rtol, None, "tensor",
@@ -346,7 +323,7 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
                                        f"rtol=c*(u_out+(f(M)+2)u_acc+eps_r)={_g(rtol)}, "
                                        f"atol=c*eps_m*max sum|dy|={_g(atol)}; " + common)
             if "dbias" in expected:
-                scales["dbias"] = _param_sum(spec, np.abs(dy), b.shape)
+                scales["dbias"] = lay.param_sum(np.abs(dy))
                 rtol = c * (uo + fM * ua) + U_REF
                 tols["dbias"] = _tol(0.0, rtol, None, "tensor",
                                      f"scale=sum|dy| over M={M} positions, f(M)={_g(fM)}; "
@@ -354,12 +331,11 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
         # ---- running statistics
         if any(k.startswith("new_running_") for k in expected):
             rm = inputs["running_mean"].astype(np.float64)
-            if spec.op == "batch_norm":
-                ch_abs = expected["mean"] * 0 + A.set_mean_abs  # per channel
-                Kr = K
-            else:  # instance norm: mean over N of per-instance statistics
+            if A.set_mean_abs.shape == rm.shape:  # one set per channel (BatchNorm)
+                ch_abs = expected["mean"] * 0 + A.set_mean_abs
+            else:  # sets per (sample, channel) (InstanceNorm): the mean over the samples
                 ch_abs = np.nanmean(A.set_mean_abs, axis=0) if A.set_mean_abs.shape[0] else np.zeros(rm.shape)
-                Kr = K
+            Kr = K
             fR = growth(Kr)
             max_abs = _nanmax(ch_abs)
             for conv, m in running_factors(spec).items():
@@ -385,19 +361,6 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
 
 
 # ----------------------------------------------------------------------------- the seed layers
-
-_SEED_FORMULAS = {
-    "proxy_norm": "u = w x + b, z = phi(u); proxy Y = beta~ + (1 + gamma~) q, P = phi(w Y + b); m = mean P, "
-                  "v = mean (P - m)^2, s = 1/sqrt(v + eps); y = (z - m) s; backward as in docs/ops/proxy_norm.md#pn-backward",
-    "gn_plus": "GN and BN0 as (t - mean)/(std_unbiased + eps) chained by the variant, z = lam a + (1 - lam) b, "
-               "lam = 1/(1 + exp(-mix)), y = z w + b; backward of ops/gn_plus.py (N^T maps)",
-    "weight_standardization": "mean, wc = W - mean, var = sum wc^2/(n - delta), scale r by the eps mode, "
-                              "W_hat = gain wc r; backward dW = r (gd - mean gd) + c3 wc, dgain = r sum dy wc",
-    "batch_layer_norm": "two-pass batch and feature statistics (or the moving ones), xhat_B, xhat_F, "
-                        "w_F = 1/B - o, w_B = 1 - (1/B + o), y = gamma (w_F xhat_F + w_B xhat_B)/sqrt(d) + beta; "
-                        "backward as two normalization backwards (docs/ops/batch_layer_norm.md#bln-backward)",
-}
-
 
 def _seed_tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     """Seed layers: per-element first-order running error bounds
@@ -431,7 +394,7 @@ def _seed_tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
             rel = float(np.max(sc[fin] / np.maximum(np.abs(exp[fin]), np.finfo(float).tiny))) if fin.any() else 0.0
         tols[name] = _tol(0.0, SAFETY, None, "tensor",
                           f"scale = per-element first-order running error bound (Wilkinson; "
-                          f"refnorm/golden/error_bounds.py) of {_SEED_FORMULAS[spec.op]}, evaluated with "
+                          f"refnorm/golden/error_bounds.py) of {EB.FORMULAS[spec.op]}, evaluated with "
                           f"u = u_acc + 2^-53 (u_acc={'2^-53' if dt == 'float64' else '2^-24 (float32 accumulation)'}"
                           f"; + 2^-53: refnorm's float64 evaluation), sums f(K)=6*sqrt(K)+1, library functions "
                           f"{EB.LIB_ULPS:g} ulp, saved statistics rounded to {dt}; plus u_out=2^-{PRECISION[dt]} "

@@ -45,6 +45,7 @@ import numpy as np
 
 from .. import _validate as V
 from . import _kernels as K
+from . import _layout as L
 from ._dd import dd_div_int, two_sum
 from ._jit import pjit, prange
 from ._kernels import _xhat
@@ -162,6 +163,27 @@ def _batch_stats_mode(batch_stats):
     return batch_stats
 
 
+def _stat_shape(shape, fa, mode, which):
+    """keepdims shape in x's layout of a batch or feature statistic."""
+    shape = tuple(shape)
+    if which == "feature":
+        return tuple(1 if a == fa else s for a, s in enumerate(shape))
+    if mode == "position":
+        return (1,) + shape[1:]
+    return tuple(s if a == fa else 1 for a, s in enumerate(shape))
+
+
+def layout(x_shape, feature_axis=-1, batch_stats="position") -> L.Layout:
+    """Parameters per feature (``x.shape[feature_axis]``); the four saved
+    statistics keepdims in x's layout; no single canonical view (a feature
+    view and a batch view, see :class:`_Layout`)."""
+    fa = _feature_axis(feature_axis, len(x_shape))
+    mode = _batch_stats_mode(batch_stats)
+    fs, bs = _stat_shape(x_shape, fa, mode, "feature"), _stat_shape(x_shape, fa, mode, "batch")
+    return L.Layout(x_shape, {"batch_mean": bs, "batch_rstd": bs, "feature_mean": fs, "feature_rstd": fs},
+                    None, None, (fa,))
+
+
 class _Layout:
     """x in the features-last contiguous view (N, P, d) and the maps between layouts."""
 
@@ -187,11 +209,7 @@ class _Layout:
 
     def stat_shape(self, which):
         """keepdims shape in x's layout of a batch or feature statistic."""
-        if which == "feature":
-            return tuple(1 if a == self.fa else s for a, s in enumerate(self.shape))
-        if self.mode == "position":
-            return (1,) + self.shape[1:]
-        return tuple(s if a == self.fa else 1 for a, s in enumerate(self.shape))
+        return _stat_shape(self.shape, self.fa, self.mode, which)
 
     def to_x(self, flat, which):
         """Flat canonical statistic -> keepdims array in x's layout."""

@@ -8,6 +8,7 @@ is one reduction set of ``N * HW`` elements (``A = N``, ``B = C``,
 from __future__ import annotations
 
 from .. import _validate as V
+from . import _layout as L
 from . import _normalize as nz
 from . import _running as R
 
@@ -28,6 +29,13 @@ def _values_per_channel(shape) -> int:
     return shape[0] * V.prod(shape[2:])
 
 
+def layout(x_shape) -> L.Layout:
+    """The view ``(N, C, HW)`` (each channel one set), a per-channel affine
+    (``P = C``, ``T = HW``), ``mean``/``rstd`` of shape ``(C,)``."""
+    N, C, HW = x_shape[0], x_shape[1], V.prod(x_shape[2:])
+    return L.channels(x_shape, (N, C, HW), (C, 1, HW), {"mean": (C,), "rstd": (C,)})
+
+
 def _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps):
     xa, rm, rv = _check_common(x, running_mean, running_var)
     N, C = xa.shape[0], xa.shape[1]
@@ -42,8 +50,7 @@ def _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps
     if training and _values_per_channel(xa.shape) == 1:
         raise ValueError("Expected more than 1 value per channel when training, "
                          f"got x of shape {tuple(xa.shape)}")
-    HW = V.prod(xa.shape[2:])
-    x3 = V.to_f64(xa).reshape(N, C, HW)
+    x3 = V.to_f64(xa).reshape(layout(xa.shape).view)
     return xa.shape, C, x3, w, b, eps, (None if training else (rm, rv))
 
 

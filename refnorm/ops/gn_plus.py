@@ -69,6 +69,7 @@ import numpy as np
 
 from .. import _validate as V
 from . import _kernels as K
+from . import _layout as L
 from ._dd import dd_div_int, two_sum
 from ._jit import pjit, prange
 
@@ -259,6 +260,12 @@ def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def layout(x_shape, num_groups) -> L.Layout:
+    """Per-channel parameters, no saved statistics; no single canonical view
+    (a GN view and a BN0 view, see :func:`_views`)."""
+    return L.Layout(x_shape, {}, None, None, (1,))
 
 
 def _prepare(x, num_groups, weight, bias, mix, eps, variant, batch_stats):

@@ -9,7 +9,15 @@ channel covering ``T = HW`` consecutive elements of its set.
 from __future__ import annotations
 
 from .. import _validate as V
+from . import _layout as L
 from . import _normalize as nz
+
+
+def layout(x_shape, num_groups) -> L.Layout:
+    """The view ``(1, N*G, C/G * HW)``, a per-channel affine (``P = G``,
+    ``Q = C/G``, ``T = HW``), ``mean``/``rstd`` of shape ``(N, G)``."""
+    N, C, HW, G = x_shape[0], x_shape[1], V.prod(x_shape[2:]), int(num_groups)
+    return L.channels(x_shape, (1, N * G, (C // G) * HW), (G, C // G, HW), {"mean": (N, G), "rstd": (N, G)})
 
 
 def _prepare(x, num_groups, weight, bias, eps):
@@ -22,7 +30,7 @@ def _prepare(x, num_groups, weight, bias, eps):
     b = V.check_param("bias", bias, (C,), "one value per channel C")
     eps = V.check_real("eps", eps)
     HW = V.prod(xa.shape[2:])
-    x3 = V.to_f64(xa).reshape(1, N * G, (C // G) * HW)
+    x3 = V.to_f64(xa).reshape(layout(xa.shape, G).view)
     return xa.shape, G, HW, x3, w, b, eps
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate as V
+from . import _layout as L
 from . import _normalize as nz
 from . import _running as R
 
@@ -32,6 +33,15 @@ def _check_spatial(shape):
                          f"got x of shape {tuple(shape)}")
 
 
+def layout(x_shape, use_input_stats=True) -> L.Layout:
+    """The view ``(1, N*C, HW)`` (each (sample, channel) one set), a
+    per-channel affine (``P = C``, ``T = HW``); ``mean``/``rstd`` of shape
+    ``(N, C)``, or ``(C,)`` when the running statistics are used."""
+    N, C, HW = x_shape[0], x_shape[1], V.prod(x_shape[2:])
+    stat = (N, C) if use_input_stats else (C,)
+    return L.channels(x_shape, (1, N * C, HW), (C, 1, HW), {"mean": stat, "rstd": stat})
+
+
 def _prepare(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps):
     xa, rm, rv = _check_common(x, running_mean, running_var)
     N, C = xa.shape[0], xa.shape[1]
@@ -44,8 +54,7 @@ def _prepare(x, running_mean, running_var, weight, bias, use_input_stats, moment
         _check_spatial(xa.shape)
     elif rm is None:
         raise ValueError("running_mean and running_var are required when use_input_stats=False")
-    HW = V.prod(xa.shape[2:])
-    x3 = V.to_f64(xa).reshape(1, N * C, HW)
+    x3 = V.to_f64(xa).reshape(layout(xa.shape, use_input_stats).view)
     return xa.shape, N, C, x3, w, b, eps, (None if use_input_stats else (rm, rv))
 
 

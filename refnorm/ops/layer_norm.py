@@ -11,7 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate as V
+from . import _layout as L
 from . import _normalize as nz
+
+
+def layout(x_shape, normalized_shape) -> L.Layout:
+    """Each row of the trailing ``normalized_shape`` is a reduction set: the
+    view ``(1, rows, D)``, a per-element affine, ``mean``/``rstd`` shaped like
+    the leading dimensions."""
+    return L.trailing(x_shape, V.check_normalized_shape(normalized_shape, x_shape), ("mean", "rstd"))
 
 
 def _prepare(x, normalized_shape, weight, bias, eps):
@@ -20,9 +28,7 @@ def _prepare(x, normalized_shape, weight, bias, eps):
     w = V.check_param("weight", weight, ns, "normalized_shape")
     b = V.check_param("bias", bias, ns, "normalized_shape")
     eps = V.check_real("eps", eps)
-    D = V.prod(ns)
-    rows = V.prod(xa.shape[: xa.ndim - len(ns)])
-    x3 = V.to_f64(xa).reshape(1, rows, D)
+    x3 = V.to_f64(xa).reshape(layout(xa.shape, ns).view)
     return xa.shape, ns, x3, w, b, eps
 
 

@@ -46,6 +46,7 @@ import numpy as np
 from .. import _validate as V
 from ..reference.proxy_norm import proxy_quantiles as _quantiles
 from . import _kernels as K
+from . import _layout as L
 from ._dd import two_sum
 from ._jit import jit, pjit, prange
 from ._kernels import _xhat
@@ -202,6 +203,13 @@ def _check_num_points(num_points) -> int:
     return V.check_int("num_points", num_points, minimum=1)
 
 
+def layout(x_shape) -> L.Layout:
+    """``x`` viewed as ``(N, C, HW)`` with per-channel parameters; the saved
+    proxy statistics ``mean``/``rstd`` are ``(C,)``."""
+    N, C, HW = x_shape[0], x_shape[1], V.prod(x_shape[2:])
+    return L.channels(x_shape, (N, C, HW), (C, 1, HW), {"mean": (C,), "rstd": (C,)})
+
+
 def _prepare(x, weight, bias, proxy_shift, proxy_scale, activation, eps, num_points):
     xa = V.check_input("x", x, min_ndim=2, layout="(N, C, *spatial)")
     C = xa.shape[1]
@@ -215,7 +223,7 @@ def _prepare(x, weight, bias, proxy_shift, proxy_scale, activation, eps, num_poi
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     K_ = _check_num_points(num_points)
-    x3 = V.to_f64(xa).reshape(xa.shape[0], C, V.prod(xa.shape[2:]))
+    x3 = V.to_f64(xa).reshape(layout(xa.shape).view)
     return xa.shape, x3, params, code, eps, K_
 
 

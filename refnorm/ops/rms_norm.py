@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate as V
+from . import _layout as L
 from . import _normalize as nz
 
 
@@ -23,14 +24,18 @@ def default_eps(dtype) -> float:
     return float(np.finfo(np.float64).eps) if np.dtype(dtype) == np.float64 else float(np.finfo(np.float32).eps)
 
 
+def layout(x_shape, normalized_shape) -> L.Layout:
+    """As LayerNorm's (``(1, rows, D)``, per-element weight); the only saved
+    statistic is ``rstd``."""
+    return L.trailing(x_shape, V.check_normalized_shape(normalized_shape, x_shape), ("rstd",))
+
+
 def _prepare(x, normalized_shape, weight, eps):
     xa = V.check_input("x", x, min_ndim=1, layout="(*, *normalized_shape)")
     ns = V.check_normalized_shape(normalized_shape, xa.shape)
     w = V.check_param("weight", weight, ns, "normalized_shape")
     eps = default_eps(xa.dtype) if eps is None else V.check_real("eps", eps)
-    D = V.prod(ns)
-    rows = V.prod(xa.shape[: xa.ndim - len(ns)])
-    return xa.shape, ns, V.to_f64(xa).reshape(1, rows, D), w, eps
+    return xa.shape, ns, V.to_f64(xa).reshape(layout(xa.shape, ns).view), w, eps
 
 
 def _rms_norm(x, normalized_shape, weight, eps, out):

@@ -39,6 +39,7 @@ import numpy as np
 from .. import _validate as V
 from ..reference.weight_standardization import STYLES, resolve_options
 from . import _kernels as K
+from . import _layout as L
 from ._dd import dd_div_int, dd_mul_round, renormalize, rsqrt_dd, two_prod, two_sum
 from ._jit import pjit, prange
 
@@ -123,6 +124,13 @@ def _backward(dy, w, mean, mean_lo, r, r_lo, kv, gain, n_div, dw, dgain):
         dgain[i] = dd_mul_round(s4h, s4l, rh, r_lo[i])  # r * sum(dy * wc)
 
 
+def layout(weight_shape) -> L.Layout:
+    """The weight viewed as ``(1, C_out, fan_in)``: each output channel is one
+    set; ``gain``, ``mean`` and ``scale`` are per output channel."""
+    C, n = weight_shape[0], V.prod(weight_shape[1:])
+    return L.Layout(weight_shape, {"mean": (C,), "scale": (C,)}, (1, C, n), (C, 1, n), (0,))
+
+
 def _prepare(weight, gain, eps, style, estimator, eps_mode, fan_in_scaling):
     wa = V.check_input("weight", weight, min_ndim=2, layout="(C_out, C_in/groups, *kernel)")
     C, n = wa.shape[0], V.prod(wa.shape[1:])
@@ -151,7 +159,7 @@ def _prepare(weight, gain, eps, style, estimator, eps_mode, fan_in_scaling):
     if n_div == 0:
         raise ValueError("estimator 'unbiased' needs fan_in = prod(weight.shape[1:]) >= 2, got weight of shape "
                          f"{tuple(wa.shape)}")
-    w3 = V.to_f64(wa).reshape(1, C, n)
+    w3 = V.to_f64(wa).reshape(layout(wa.shape).view)
     opts = dict(n_div=n_div, s=float(n) if fan else 1.0, eps=float(eps), mode=_MODES[mode])
     return wa.shape, w3, g, opts
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from refnorm.golden import recipes as R
-from refnorm.golden.catalogue import forward_args, forward_kwargs, has_running_update, resolved_eps
+from refnorm.golden.catalogue import call, has_running_update, resolved_eps
 
 
 class Unsupported(Exception):
@@ -292,7 +292,7 @@ def run_torch_seed(spec, inputs) -> dict:
         out["mean"], out["scale"] = mean[:, 0], scale[:, 0]
     elif spec.op == "batch_layer_norm":
         x = T["x"]
-        kw = forward_kwargs(spec, inputs)
+        kw = call(spec, inputs)[1]
         fa = kw.get("feature_axis", -1) % x.ndim
         d = x.shape[fa]
         eps = a["eps"]
@@ -328,4 +328,4 @@ def run_torch_seed(spec, inputs) -> dict:
     return {k: _round_out(v, dt) for k, v in out.items()}
 
 
-__all__ = ["Unsupported", "run_torch", "run_torch_seed", "run_numpy32", "TORCH_NO_STATS", "forward_args"]
+__all__ = ["Unsupported", "run_torch", "run_torch_seed", "run_numpy32", "TORCH_NO_STATS"]

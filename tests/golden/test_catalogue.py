@@ -215,7 +215,7 @@ def test_error_cases_raise_the_declared_error(spec):
     b = B.build_case(spec)
     assert b.expected == {} and b.tolerances == {}
     exc = {"ValueError": ValueError, "TypeError": TypeError}[spec.expect["type"]]
-    args, kwargs = C.forward_args(spec, b.inputs), C.forward_kwargs(spec, b.inputs)
+    args, kwargs = C.call(spec, b.inputs)
     with pytest.raises(exc, match=re.escape(spec.expect["match"])):
         getattr(refnorm, spec.op)(*args, **kwargs)
     dy = np.zeros(b.inputs[C.primary_input(spec)].shape)

@@ -27,9 +27,9 @@ GOLDEN = PACKAGE / "golden"
 COMMITTED = Path(__file__).resolve().parents[2] / "spec" / "golden"
 
 #: The reader's side of refnorm.golden, in chain order: where the spec files are,
-#: the dtype facts, the comparison rule, what a case is, the corpus format, the
+#: the dtype facts, the comparison rule, what a case is, how a case becomes a call, the corpus format, the
 #: selection of cases, reading cases.
-READER = ("locations", "dtypes", "comparison", "casespec", "safetensors", "manifest", "selection", "reader")
+READER = ("locations", "dtypes", "comparison", "casespec", "calls", "safetensors", "manifest", "selection", "reader")
 #: The generator's side, in chain order: input recipes, the catalogue, the rounding
 #: model, the seed layers' error bounds, the tolerance model, building a case,
 #: generating and verifying a corpus.

@@ -171,9 +171,15 @@ def _check_spec(s: OpSpec) -> None:
         raise ValueError(f"{where}: differentiable {s.differentiable} must name arguments of the forward {params}")
     if not s.outputs or len(set(s.outputs)) != len(s.outputs):
         raise ValueError(f"{where}: outputs must be distinct names, got {s.outputs}")
-    clash = set(s.cotangents) & set(params)
-    if clash:
-        raise ValueError(f"{where}: cotangent names {sorted(clash)} collide with forward arguments")
+    # inputs, cotangents, outputs, gradients and statistics share one namespace in a golden case
+    groups = {"forward arguments": params, "cotangents": s.cotangents, "outputs": s.outputs,
+              "gradients": tuple(grad_name(a) for a in s.differentiable), "stats": s.stats}
+    seen: dict[str, str] = {}
+    for group, names_ in groups.items():
+        for n in names_:
+            if n in seen:
+                raise ValueError(f"{where}: the name {n!r} is both one of the {seen[n]} and one of the {group}")
+            seen[n] = group
     want_bwd = s.cotangents + params
     if protocol_parameters(s.backward) != want_bwd:
         raise ValueError(f"{where}: backward must take {want_bwd}, takes {protocol_parameters(s.backward)}")

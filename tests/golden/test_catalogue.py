@@ -3,6 +3,8 @@ exact tier in the dtype under test, size budget, declared errors."""
 
 from __future__ import annotations
 
+import inspect
+
 import math
 import re
 from functools import lru_cache
@@ -73,18 +75,20 @@ def test_every_op_in_every_tier_and_dtype():
     assert not [s.id for s in committed() if s.op in SEED_OPS and s.tier == "exact"]
 
 
-# the optional affine parameters of each op (PN and GN+ require theirs; WS's is the gain)
-OPTIONAL_PARAMS = {"batch_norm": ("weight", "bias"), "layer_norm": ("weight", "bias"),
-                   "instance_norm": ("weight", "bias"), "group_norm": ("weight", "bias"), "rms_norm": ("weight",),
-                   "proxy_norm": (), "gn_plus": (), "weight_standardization": ("gain",),
-                   "batch_layer_norm": ("weight", "bias")}
+def optional_params(op):
+    """The op's optional differentiable parameters (default None: weight and
+    bias of the standard ops and BLN, WS's gain; PN and GN+ require theirs)."""
+    spec = refnorm.registry()[op]
+    params = inspect.signature(spec.forward).parameters
+    return tuple(a for a in spec.differentiable[1:] if params[a].default is None)
 
 
 def test_weight_and_bias_present_and_absent():
-    assert set(OPTIONAL_PARAMS) == set(refnorm.registry())
+    assert optional_params("layer_norm") == ("weight", "bias") and optional_params("gn_plus") == ()
+    assert optional_params("weight_standardization") == ("gain",) and optional_params("rms_norm") == ("weight",)
     for op in refnorm.registry():
         specs = [s for s in committed() if s.op == op and s.expect["kind"] == "value"]
-        for p in OPTIONAL_PARAMS[op]:
+        for p in optional_params(op):
             assert any(p in s.shapes for s in specs) and any(p not in s.shapes for s in specs), (op, p)
 
 

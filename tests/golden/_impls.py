@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+import refnorm
 from refnorm.golden import recipes as R
-from refnorm.golden.catalogue import call, has_running_update, resolved_eps
+from refnorm.golden.catalogue import call, const_stats, has_running_update, layout, resolved_eps
 
 
 class Unsupported(Exception):
@@ -82,7 +83,7 @@ def run_torch(spec, inputs) -> dict:
                 out["mean"], out["rstd"] = _n(sm), _n(sr)
             y = F.batch_norm(x, rm, rv, w, b, a["training"], m, a["eps"])
         else:
-            raise Unsupported(spec.op)
+            raise Unsupported(f"tests/golden/_impls.py has no PyTorch transcription of {spec.op} (run_torch)")
         out["y"] = _n(y)
         if "dy" in inputs:
             y.backward(_t(inputs["dy"]).to(y.dtype))
@@ -105,22 +106,14 @@ def run_numpy32(spec, inputs, *, one_pass: bool = False) -> dict:
     """Plain float32 NumPy (pairwise sums): two-pass statistics, or the
     one-pass E[x^2] - E[x]^2 variance when ``one_pass``."""
     f = np.float32
-    a = spec.attrs
     x = inputs["x"].astype(f)
     w = None if inputs.get("weight") is None else inputs["weight"].astype(f)
     b = None if inputs.get("bias") is None else inputs["bias"].astype(f)
     eps = f(resolved_eps(spec, inputs))
-    const = (spec.op == "batch_norm" and not a["training"]) or (
-        spec.op == "instance_norm" and not a["use_input_stats"])
-
-    def pview(p):
-        if p is None:
-            return None
-        if spec.op in ("layer_norm", "rms_norm"):
-            return np.broadcast_to(p, x.shape)
-        shape = [1] * x.ndim
-        shape[1] = x.shape[1]
-        return np.broadcast_to(p.reshape(shape), x.shape)
+    const = const_stats(spec)
+    lay = layout(spec)
+    center = refnorm.registry()[spec.op].center
+    pview = lay.param_view
 
     out = {}
     with np.errstate(all="ignore"):
@@ -133,10 +126,10 @@ def run_numpy32(spec, inputs, *, one_pass: bool = False) -> dict:
             rstd_full = np.broadcast_to(rstd_c.reshape(shape), x.shape)
             out["mean"], out["rstd"] = rm.astype(np.float64), rstd_c.astype(np.float64)
         else:
-            to_sets, from_sets = R.reduction_view(spec.op, x.shape, a)
+            to_sets, from_sets = lay.to_sets, lay.from_sets
             s = to_sets(x)
             K = f(s.shape[1])
-            if spec.op == "rms_norm":
+            if not center:
                 ms = (s * s).sum(axis=1, dtype=f) / K
                 rstd = f(1) / np.sqrt(ms + eps)
                 xh = s * rstd[:, None]
@@ -149,9 +142,8 @@ def run_numpy32(spec, inputs, *, one_pass: bool = False) -> dict:
                     var = (d * d).sum(axis=1, dtype=f) / K
                 rstd = f(1) / np.sqrt(var + eps)
                 xh = (s - mean[:, None]) * rstd[:, None]
-                lead = _lead(spec)
-                out["mean"] = mean.astype(np.float64).reshape(lead)
-            out["rstd"] = rstd.astype(np.float64).reshape(_lead(spec))
+                out["mean"] = mean.astype(np.float64).reshape(lay.stats["mean"])
+            out["rstd"] = rstd.astype(np.float64).reshape(lay.stats["rstd"])
             xhat = from_sets(np.ascontiguousarray(xh))
             rstd_full = from_sets(np.ascontiguousarray(np.broadcast_to(rstd[:, None], s.shape)))
         wv, bv = pview(w), pview(b)
@@ -171,14 +163,11 @@ def run_numpy32(spec, inputs, *, one_pass: bool = False) -> dict:
                 mgx = gxs.sum(axis=1, dtype=f) / Kf
                 xs = to_sets(xhat)
                 inner = gs - xs * mgx[:, None]
-                if spec.op != "rms_norm":
+                if center:
                     inner = inner - mg[:, None]
                 dx = from_sets(np.ascontiguousarray(inner)) * rstd_full
             out["dx"] = dx.astype(np.float64)
-            if spec.op in ("layer_norm", "rms_norm"):
-                axes = tuple(range(x.ndim - len(a["normalized_shape"])))
-            else:
-                axes = tuple(i for i in range(x.ndim) if i != 1)
+            axes = tuple(i for i in range(x.ndim) if i not in lay.param_axes)
             if w is not None:
                 out["dweight"] = (dy * xhat).sum(axis=axes, dtype=f).astype(np.float64)
             if b is not None:
@@ -186,17 +175,6 @@ def run_numpy32(spec, inputs, *, one_pass: bool = False) -> dict:
     for k in list(out):
         out[k] = out[k].astype(np.float64)
     return out
-
-
-def _lead(spec):
-    x, a = spec.shapes["x"], spec.attrs
-    if spec.op in ("layer_norm", "rms_norm"):
-        return tuple(x[: len(x) - len(a["normalized_shape"])])
-    if spec.op == "group_norm":
-        return (x[0], a["num_groups"])
-    if spec.op == "instance_norm":
-        return (x[0], x[1])
-    return (x[1],)
 
 
 # ----------------------------------------------------------------------------- the seed layers, PyTorch

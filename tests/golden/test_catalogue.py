@@ -297,9 +297,9 @@ def test_exact_tier_statistics_are_order_independent_in_the_dtype(spec):
     x = b.inputs["x"]
     eps = dt.type(spec.attrs["eps"])
     assert float(eps) == spec.attrs["eps"] == 1 / 16
-    const = (spec.op == "batch_norm" and not spec.attrs["training"]) or (
-        spec.op == "instance_norm" and not spec.attrs["use_input_stats"])
-    if const:
+    op = refnorm.registry()[spec.op]
+    lay = C.layout(spec)
+    if C.const_stats(spec):
         rv = b.inputs["running_var"]
         rstd = (dt.type(1) / np.sqrt((rv + eps).astype(dt))).astype(dt)
         assert np.array_equal(rstd.astype(np.float64), b.expected["rstd"])
@@ -313,7 +313,7 @@ def test_exact_tier_statistics_are_order_independent_in_the_dtype(spec):
         assert K & (K - 1) == 0, f"{spec.id}: exact-tier sets must have a power-of-two size, got {K}"
         rstds = []
         for i, order in enumerate(_orders(K, 0)):
-            if spec.op == "rms_norm":
+            if not op.center:
                 ms = (_sum_in((s * s).astype(dt), spec.dtype, order) / dt.type(K)).astype(dt)
                 r = (dt.type(1) / np.sqrt((ms + eps).astype(dt))).astype(dt)
                 xh = (s * r[:, None]).astype(dt)
@@ -332,12 +332,10 @@ def test_exact_tier_statistics_are_order_independent_in_the_dtype(spec):
         for name, terms in (("dbias", dy), ("dweight", (dy * xhat).astype(dt))):
             if name not in b.expected:
                 continue
-            if spec.op in ("layer_norm", "rms_norm"):
-                P = math.prod(b.expected[name].shape)
-                cols = terms.reshape(-1, P).T  # (P, rows)
-            else:
-                C_ = x.shape[1]
-                cols = np.moveaxis(terms, 1, 0).reshape(C_, -1)
+            # one row per parameter element, its terms in ascending position order
+            P = math.prod(lay.param_shape)
+            front = tuple(range(len(lay.param_axes)))
+            cols = np.moveaxis(terms, lay.param_axes, front).reshape(P, -1)
             for i, order in enumerate(_orders(cols.shape[1], 1)):
                 got = _sum_in(cols, spec.dtype, order).astype(np.float64)
                 assert np.array_equal(got, b.expected[name].reshape(-1)), (spec.id, name, i)

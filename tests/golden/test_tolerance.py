@@ -89,10 +89,19 @@ def torch_result(case_id):
 # ----------------------------------------------------------------------------- (a) PyTorch
 
 
+def torch_has(op: str) -> bool:
+    """PyTorch has the op (``torch.nn.functional.<op>``): then the model is
+    calibrated against it, and tests/golden/_impls.py must transcribe it.  An
+    op PyTorch lacks is calibrated by the plain float32 implementations (b), (c)."""
+    return hasattr(torch.nn.functional, op)
+
+
 def test_torch_passes_every_case_within_the_model():
     worst = defaultdict(lambda: (0.0, ""))
     failures, xfail_ok, xfail_broken = [], [], []
     for s in standard_value_cases():
+        if not torch_has(s.op):
+            continue
         cmps, refused = torch_result(s.id)
         xf = _torch_expected_failure(s)
         bad = {k: c for k, c in cmps.items() if not c.ok}

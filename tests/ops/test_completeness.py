@@ -7,6 +7,7 @@ fail naming it and the piece to add to tests/ops/cases/<op>.py."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import types
 from types import MappingProxyType
@@ -35,12 +36,30 @@ CHECKS = {
 }
 
 
+def _renamed(fn, suffix):
+    """``fn`` under the fake op's public name (the record checks the names)."""
+    if fn is None:
+        return None
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    wrapper.__name__ = wrapper.__qualname__ = FAKE + suffix
+    return wrapper
+
+
 def _register(monkeypatch, like="layer_norm", drop=()):
-    """Register FAKE (a copy of ``like``'s record; none if ``like`` is None) and
-    unregister the ops ``drop``."""
+    """Register FAKE (a copy of ``like``'s record, its functions renamed; none
+    if ``like`` is None) and unregister the ops ``drop``."""
     reg = {k: v for k, v in refnorm.registry().items() if k not in drop}
     if like is not None:
-        reg[FAKE] = dataclasses.replace(refnorm.registry()[like], name=FAKE)
+        spec = refnorm.registry()[like]
+        running = spec.running_stats
+        reg[FAKE] = dataclasses.replace(
+            spec, name=FAKE, forward=_renamed(spec.forward, ""), backward=_renamed(spec.backward, "_backward"),
+            forward_with_stats=_renamed(spec.forward_with_stats, "_stats"),
+            running_stats=_renamed(running, running.__name__[len(like):]) if running is not None else None)
     monkeypatch.setattr(_registry, "_REGISTRY", MappingProxyType(reg))
     assert list(refnorm.registry()) == list(reg)
 

@@ -55,7 +55,7 @@ def test_registry_is_explicit_and_complete():
             else:
                 assert "out" not in params, fn.__name__
         ref = list(inspect.signature(spec.reference).parameters)
-        assert bwd == ["dy"] + fwd, f"{name}_backward must take (dy, <forward args>)"
+        assert bwd == list(spec.cotangents) + fwd, f"{name}_backward must take ({', '.join(spec.cotangents)}, <forward args>)"
         assert ref == fwd, f"reference.{name} must have the forward's signature"
         # the first differentiable argument is the normalized input: the forward's
         # first parameter (x; weight standardization standardizes its weight)
@@ -77,7 +77,28 @@ def _differentiable_given(spec, kw):
 
 def _backward_expr(op, name, seed):
     """The gradient the backward tests check, as a repro expression (:func:`tests._util.repro`)."""
-    return f"refnorm.{op}_backward(random_dy(y.shape, seed={seed}), **kw)[{name!r}]"
+    if len(refnorm.registry()[op].outputs) == 1:
+        return f"refnorm.{op}_backward(random_dy(y.shape, seed={seed}), **kw)[{name!r}]"
+    return (f"refnorm.{op}_backward(*[random_dy(o.shape, seed={seed} + k) for k, o in enumerate(y)], "
+            f"**kw)[{name!r}]")
+
+
+def _outputs(spec, result) -> tuple:
+    """The forward's outputs as a tuple (one for ``y``; a fused op returns several)."""
+    if len(spec.outputs) == 1:
+        return (result,)
+    assert isinstance(result, tuple) and len(result) == len(spec.outputs), (spec.name, type(result))
+    return result
+
+
+def _cotangents(spec, result, seed) -> list:
+    """One random cotangent per output (``dy``, ``dh`` ...), never ones."""
+    return [random_dy(np.shape(o), seed=seed + k) for k, o in enumerate(_outputs(spec, result))]
+
+
+def _pairing(spec, result, dys):
+    """sum over the outputs of <output, its cotangent>: the loss whose gradient the backward is."""
+    return sum(np.sum(o * d) for o, d in zip(_outputs(spec, result), dys))
 
 
 def test_repro_reruns_the_case():
@@ -110,14 +131,15 @@ def test_forward_matches_reference(op, cid, kw):
 def test_backward_matches_autograd(op, cid, kw):
     spec = refnorm.registry()[op]
     y = spec.forward(**kw)
-    dy = random_dy(y.shape, seed=1)
-    got = spec.backward(dy, **kw)
+    dys = _cotangents(spec, y, seed=1)
+    dy = dys[0]
+    got = spec.backward(*dys, **kw)
     names = _differentiable_given(spec, kw)
     assert sorted(got) == sorted(names), f"{op}[{cid}]: backward returned {sorted(got)}, expected {sorted(names)}"
     rkw = reference_kwargs(op, kw)
     for name in names:
         def loss(v, name=name):
-            return np.sum(spec.reference(**{**rkw, name: v}) * dy)
+            return _pairing(spec, spec.reference(**{**rkw, name: v}), dys)
 
         want = grad(loss)(np.asarray(rkw[name], dtype=np.float64))
         assert got[name].shape == np.shape(kw[name])
@@ -129,8 +151,9 @@ def test_backward_matches_autograd(op, cid, kw):
 def test_backward_matches_finite_differences(op, cid, kw):
     spec = refnorm.registry()[op]
     y = spec.forward(**kw)
-    dy = random_dy(y.shape, seed=2)
-    got = spec.backward(dy, **kw)
+    dys = _cotangents(spec, y, seed=2)
+    dy = dys[0]
+    got = spec.backward(*dys, **kw)
     h = 1e-5
     for name in _differentiable_given(spec, kw):
         base = np.array(kw[name], dtype=np.float64)
@@ -141,7 +164,7 @@ def test_backward_matches_finite_differences(op, cid, kw):
             minus[i] -= h
             fp = spec.forward(**{**kw, name: plus})
             fm = spec.forward(**{**kw, name: minus})
-            fd[i] = np.sum((fp - fm) * dy) / (2 * h)
+            fd[i] = sum(np.sum((a - b) * d) for a, b, d in zip(_outputs(spec, fp), _outputs(spec, fm), dys)) / (2 * h)
         assert_close(got[name], fd, "backward_vs_fd", op=op, case=cid, array=f"d{name}",
                      repro=repro(op, cid, _backward_expr(op, name, seed=2)), scale=gradient_scale(spec, kw, dy, name))
 
@@ -151,7 +174,7 @@ def test_inputs_are_not_modified(op, cid, kw):
     spec = refnorm.registry()[op]
     before = copy.deepcopy(kw)
     y = spec.forward(**kw)
-    spec.backward(random_dy(y.shape), **kw)
+    spec.backward(*_cotangents(spec, y, seed=0), **kw)
     if spec.running_stats is not None:
         args = cases.get(op, "running_stats_args")(kw)
         if args is not None:

@@ -22,6 +22,7 @@ import pytest
 import refnorm
 from refnorm import _registry
 from refnorm.golden import error_bounds as EB
+from refnorm.golden import tolerance as TM
 
 from ._util import op_cases
 
@@ -72,10 +73,10 @@ def test_a_running_error_op_without_a_program_is_refused(monkeypatch):
     fake = dataclasses.replace(LN, tolerance="running_error")
     monkeypatch.setattr(_registry, "_REGISTRY", MappingProxyType({"layer_norm": fake}))
     with pytest.raises(LookupError, match="'layer_norm' has tolerance route 'running_error'.*no program"):
-        EB._check_programs()
+        TM._check_programs()
     monkeypatch.setattr(EB, "PROGRAMS", dict(EB.PROGRAMS, layer_norm=EB.PROGRAMS["proxy_norm"]))
     with pytest.raises(LookupError, match="no formula"):
-        EB._check_programs()
+        TM._check_programs()
 
 
 CASES = [(op, cid, kw) for op in refnorm.registry() for cid, kw in op_cases(op)]

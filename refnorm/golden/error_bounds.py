@@ -74,7 +74,6 @@ import math
 import numpy as np
 
 from .. import _libm
-from .._registry import registry
 from ..reference.proxy_norm import proxy_quantiles
 from ..reference.weight_standardization import resolve_options
 from .rounding import growth
@@ -496,33 +495,6 @@ def batch_layer_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
 PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardization": weight_standardization,
             "batch_layer_norm": batch_layer_norm}
 
-#: the staged formula of each program, as the tolerance derivation text names it
-FORMULAS = {
-    "proxy_norm": "u = w x + b, z = phi(u); proxy Y = beta~ + (1 + gamma~) q, P = phi(w Y + b); m = mean P, "
-                  "v = mean (P - m)^2, s = 1/sqrt(v + eps); y = (z - m) s; backward as in docs/ops/proxy_norm.md#pn-backward",
-    "gn_plus": "GN and BN0 as (t - mean)/(std_unbiased + eps) chained by the variant, z = lam a + (1 - lam) b, "
-               "lam = 1/(1 + exp(-mix)), y = z w + b; backward of ops/gn_plus.py (N^T maps)",
-    "weight_standardization": "mean, wc = W - mean, var = sum wc^2/(n - delta), scale r by the eps mode, "
-                              "W_hat = gain wc r; backward dW = r (gd - mean gd) + c3 wc, dgain = r sum dy wc",
-    "batch_layer_norm": "two-pass batch and feature statistics (or the moving ones), xhat_B, xhat_F, "
-                        "w_F = 1/B - o, w_B = 1 - (1/B + o), y = gamma (w_F xhat_F + w_B xhat_B)/sqrt(d) + beta; "
-                        "backward as two normalization backwards (docs/ops/batch_layer_norm.md#bln-backward)",
-}
-
-
-def _check_programs() -> None:
-    """Every op whose tolerance route is ``"running_error"`` has a program and
-    its formula here; a registered op without them is refused at import."""
-    for name, spec in registry().items():
-        if spec.tolerance != "running_error":
-            continue
-        for table, what in ((PROGRAMS, "program"), (FORMULAS, "formula")):
-            if name not in table:
-                raise LookupError(f"op {name!r} has tolerance route 'running_error' but refnorm/golden/"
-                                  f"error_bounds.py has no {what} for it ({'PROGRAMS' if table is PROGRAMS else 'FORMULAS'})")
-
-
-_check_programs()
 
 
 def bounds(spec, inputs: dict, u: float, u_out: float) -> dict[str, Bound]:
@@ -531,4 +503,4 @@ def bounds(spec, inputs: dict, u: float, u_out: float) -> dict[str, Bound]:
         return PROGRAMS[spec.op](spec, inputs, u, u_out)
 
 
-__all__ = ["Bound", "FORMULAS", "LIB_ULPS", "PROGRAMS", "activation", "bounds", "quantiles"]
+__all__ = ["Bound", "LIB_ULPS", "PROGRAMS", "activation", "bounds", "quantiles"]

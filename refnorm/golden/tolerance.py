@@ -104,7 +104,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._registry import get
+from .._registry import get, registry
 from . import error_bounds as EB
 from .catalogue import const_stats, has_running_update, layout, output_shapes, running_factors
 from .comparison import Comparison, compare
@@ -293,7 +293,6 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
                                   f"running statistics: dx=rstd*w*dy; scale=rstd*|g|; rtol=c*(u_out+4u_acc+eps_r)="
                                   f"{_g(rtol)}; " + common)
             else:
-                S = A.to_sets(x).shape[0]
                 Kd = max(K, 1)
                 ag = A.to_sets(np.abs(g))
                 agx = A.to_sets(np.abs(g * A.xhat))
@@ -310,7 +309,6 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
                                   "scale=rstd*(|g|+mean|g|+|xhat|*mean|g*xhat|), g=w*dy; "
                                   f"rtol=c*(u_out+(f(K)+6)u_acc+2eps_r+eps_m(1+max|xhat|))={_g(rtol)}, "
                                   f"max|xhat|={_g(X)}; " + common)
-                del S
             M = x.size // max(1, (w.size if w is not None else (b.size if b is not None else 1)))
             fM = growth(M)
             if "dweight" in expected:
@@ -362,6 +360,38 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
 
 # ----------------------------------------------------------------------------- the seed layers
 
+#: the staged formula of each running-error program, as the derivation text names it
+FORMULAS = {
+    "proxy_norm": "u = w x + b, z = phi(u); proxy Y = beta~ + (1 + gamma~) q, P = phi(w Y + b); m = mean P, "
+                  "v = mean (P - m)^2, s = 1/sqrt(v + eps); y = (z - m) s; backward as in docs/ops/proxy_norm.md#pn-backward",
+    "gn_plus": "GN and BN0 as (t - mean)/(std_unbiased + eps) chained by the variant, z = lam a + (1 - lam) b, "
+               "lam = 1/(1 + exp(-mix)), y = z w + b; backward of ops/gn_plus.py (N^T maps)",
+    "weight_standardization": "mean, wc = W - mean, var = sum wc^2/(n - delta), scale r by the eps mode, "
+                              "W_hat = gain wc r; backward dW = r (gd - mean gd) + c3 wc, dgain = r sum dy wc",
+    "batch_layer_norm": "two-pass batch and feature statistics (or the moving ones), xhat_B, xhat_F, "
+                        "w_F = 1/B - o, w_B = 1 - (1/B + o), y = gamma (w_F xhat_F + w_B xhat_B)/sqrt(d) + beta; "
+                        "backward as two normalization backwards (docs/ops/batch_layer_norm.md#bln-backward)",
+}
+
+
+def _check_programs() -> None:
+    """Every op whose tolerance route is ``"running_error"`` has a program in
+    :mod:`refnorm.golden.error_bounds` and its formula here; a registered op
+    without them is refused when the tolerance model is imported."""
+    for name, spec in registry().items():
+        if spec.tolerance != "running_error":
+            continue
+        if name not in EB.PROGRAMS:
+            raise LookupError(f"op {name!r} has tolerance route 'running_error' but refnorm/golden/error_bounds.py "
+                              "has no program for it (PROGRAMS)")
+        if name not in FORMULAS:
+            raise LookupError(f"op {name!r} has tolerance route 'running_error' but refnorm/golden/tolerance.py "
+                              "has no formula for it (FORMULAS)")
+
+
+_check_programs()
+
+
 def _seed_tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     """Seed layers: per-element first-order running error bounds
     (:mod:`refnorm.golden.error_bounds`): ``scale = e(u_acc + 2^-53) +
@@ -394,7 +424,7 @@ def _seed_tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
             rel = float(np.max(sc[fin] / np.maximum(np.abs(exp[fin]), np.finfo(float).tiny))) if fin.any() else 0.0
         tols[name] = _tol(0.0, SAFETY, None, "tensor",
                           f"scale = per-element first-order running error bound (Wilkinson; "
-                          f"refnorm/golden/error_bounds.py) of {EB.FORMULAS[spec.op]}, evaluated with "
+                          f"refnorm/golden/error_bounds.py) of {FORMULAS[spec.op]}, evaluated with "
                           f"u = u_acc + 2^-53 (u_acc={'2^-53' if dt == 'float64' else '2^-24 (float32 accumulation)'}"
                           f"; + 2^-53: refnorm's float64 evaluation), sums f(K)=6*sqrt(K)+1, library functions "
                           f"{EB.LIB_ULPS:g} ulp, saved statistics rounded to {dt}; plus u_out=2^-{PRECISION[dt]} "

@@ -49,11 +49,16 @@ DOCS = Path(__file__).resolve().parents[1]
 ROOT = DOCS.parent
 GENERATED = DOCS / "_generated"
 
-#: Modules documented as a whole on the API page (their objects are canonical there).
-SEED_MODULES = tuple(f"refnorm.ops.{m}" for m in ("proxy_norm", "gn_plus", "weight_standardization", "gains",
-                                                  "batch_layer_norm"))
 #: examples/papers/<name>.py, in page order.
 PAPER_EXAMPLES = ("collapse", "signal_propagation")
+
+
+def seed_modules() -> tuple[str, ...]:
+    """Modules documented as a whole on the API page (their objects are canonical
+    there): the seed layers' (from the registry records marked ``seed``), then the gains."""
+    from refnorm import registry
+
+    return tuple(spec.forward.__module__ for spec in registry().values() if spec.seed) + ("refnorm.ops.gains",)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -286,7 +291,7 @@ def api_reference() -> None:
             out += ["```{py:data} __version__", ":module: refnorm", f":value: {obj!r}", "",
                     "The version of this refnorm (also `refnorm --version` and the manifest's `refnorm_version`).",
                     "```", ""]
-        elif mod in SEED_MODULES:
+        elif mod in seed_modules():
             pointers.append(f"* `refnorm.{name}` is {{py:obj}}`{mod}.{name}`")
         elif inspect.isclass(obj):
             out += _directive("autoclass", f"refnorm.{name}", members=True)
@@ -297,7 +302,7 @@ def api_reference() -> None:
         out += ["Seed layers also exported at the top level (documented with their modules below):", ""]
         out += pointers + [""]
     out += ["## The seed layers", ""]
-    for mod in SEED_MODULES:
+    for mod in seed_modules():
         m = importlib.import_module(mod)
         out += [f"### `{mod}`", ""]
         out += _directive("automodule", mod, members=", ".join(getattr(m, "__all__", [])) or True)

@@ -28,18 +28,19 @@ is fixed by the caller's loop, so the result is deterministic.
 rounded software routine), so it is exact on every machine.  This is not
 "fastmath": an FMA is written explicitly where an exact product error is wanted,
 and nowhere else.
+
+This module is the scalar arithmetic; the 8-wide vector type the lane kernels
+use, and the lane-wise twins of ``two_prod`` and ``dd_mul_round``, are in
+:mod:`refnorm.ops._simd`.
 """
 
 from __future__ import annotations
 
 import math
-import operator
 
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils, errors
-from numba.core.datamodel import models
-from numba.core.extending import intrinsic, overload, register_model
+from numba.core.extending import intrinsic
 
 from ._jit import jit
 
@@ -154,195 +155,5 @@ def dd_mul_round(a_hi, a_lo, b_hi, b_lo):
     return p + (pe + (a_hi * b_lo + a_lo * b_hi))
 
 
-# ----------------------------------------------------------------------------- SIMD lanes
-#
-# The kernels advance eight *independent* reduction sets in lockstep, one per
-# lane of an 8-wide vector (refnorm.ops._kernels, "Speed: lanes").  f64x8 is
-# that vector as a Numba type: an LLVM <8 x double> held in a register.  Its
-# +, -, * and unary - are the IEEE operations applied lane by lane (no
-# fast-math flags, so no reassociation or contraction), which makes the
-# generic helpers above (two_sum) work on it unchanged; vtwo_prod and
-# vdd_mul_round are the lane-wise twins of two_prod and dd_mul_round.  Every
-# lane therefore performs exactly the operations of the scalar code: the same
-# bits.
-
-LANES = 8
-_V8 = ir.VectorType(ir.DoubleType(), LANES)
-
-
-class F64x8Type(types.Type):
-    """Eight float64 lanes in one SIMD register (LLVM ``<8 x double>``)."""
-
-    def __init__(self):
-        super().__init__(name="f64x8")
-
-
-f64x8 = F64x8Type()
-
-
-@register_model(F64x8Type)
-class _F64x8Model(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _V8)
-
-
-def _check_c_float64(arr, what):
-    if not (isinstance(arr, types.Array) and arr.dtype == types.float64 and arr.layout == "C"):
-        raise errors.TypingError(f"{what} needs a C-contiguous float64 array, got {arr}")
-
-
-def vector_pointer(context, builder, arrty, arr, i):
-    """LLVM pointer to ``<8 x double>`` at flat element ``i`` of a C-contiguous array."""
-    a = context.make_array(arrty)(context, builder, arr)
-    return builder.bitcast(builder.gep(a.data, [i]), _V8.as_pointer())
-
-
-@intrinsic
-def vload(typingctx, arr, i):
-    """``arr.flat[i:i + 8]`` as one vector (C-contiguous float64 ``arr``; no bounds check)."""
-    _check_c_float64(arr, "vload")
-
-    def codegen(context, builder, sig, args):
-        return builder.load(vector_pointer(context, builder, sig.args[0], args[0], args[1]), align=8)
-
-    return f64x8(arr, types.intp), codegen
-
-
-@intrinsic
-def vstore(typingctx, arr, i, v):
-    """``arr.flat[i:i + 8] = v`` (no bounds check)."""
-    _check_c_float64(arr, "vstore")
-
-    def codegen(context, builder, sig, args):
-        builder.store(args[2], vector_pointer(context, builder, sig.args[0], args[0], args[1]), align=8)
-        return context.get_dummy_value()
-
-    return types.void(arr, types.intp, f64x8), codegen
-
-
-@intrinsic
-def vsplat(typingctx, x):
-    """``x`` (a float64) in every lane."""
-
-    def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        v = builder.insert_element(ir.Constant(_V8, ir.Undefined), args[0], ir.Constant(i32, 0))
-        return builder.shuffle_vector(v, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(i32, LANES),
-                                                                                      [0] * LANES))
-
-    return f64x8(types.float64), codegen
-
-
-def _lanewise(instr):
-    @intrinsic
-    def op(typingctx, a, b):
-        def codegen(context, builder, sig, args):
-            return getattr(builder, instr)(*args)
-
-        return f64x8(f64x8, f64x8), codegen
-
-    return op
-
-
-@intrinsic
-def _vneg(typingctx, a):
-    def codegen(context, builder, sig, args):
-        return builder.fneg(args[0])
-
-    return f64x8(f64x8), codegen
-
-
-def _overload_binary(pyop, lanewise_op):
-    @overload(pyop)
-    def ov(a, b):
-        if isinstance(a, F64x8Type) and isinstance(b, F64x8Type):
-            return lambda a, b: lanewise_op(a, b)
-
-
-for _pyop, _instr in ((operator.add, "fadd"), (operator.sub, "fsub"), (operator.mul, "fmul")):
-    _overload_binary(_pyop, _lanewise(_instr))
-
-
-@overload(operator.neg)
-def _overload_neg(a):
-    if isinstance(a, F64x8Type):
-        return lambda a: _vneg(a)
-
-
-@intrinsic
-def vfma(typingctx, a, b, c):
-    """``a * b + c`` with one rounding per lane (``llvm.fma.v8f64``)."""
-
-    def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3), "llvm.fma.v8f64")
-        return builder.call(fn, args)
-
-    return f64x8(f64x8, f64x8, f64x8), codegen
-
-
-@intrinsic
-def vnan_or(typingctx, b, p, r):
-    """Per lane: ``b`` where ``b`` is a NaN; else ``r`` where ``p`` is finite;
-    else ``p`` (the branches of :func:`dd_mul_round`, as selects: no branch
-    in a vector loop)."""
-
-    def codegen(context, builder, sig, args):
-        b, p, r = args
-        fabs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8]), "llvm.fabs.v8f64")
-        inf = ir.Constant(_V8, [math.inf] * LANES)
-        finite = builder.fcmp_ordered("!=", builder.call(fabs, [p]), inf)  # false for +-inf and NaN
-        b_nan = builder.fcmp_unordered("uno", b, b)
-        return builder.select(b_nan, b, builder.select(finite, r, p))
-
-    return f64x8(f64x8, f64x8, f64x8), codegen
-
-
-@jit
-def vtwo_prod(a, b):
-    """:func:`two_prod` lane by lane."""
-    p = a * b
-    return p, vfma(a, b, -p)
-
-
-@jit
-def vdd_mul_round(a_hi, a_lo, b_hi, b_lo):
-    """:func:`dd_mul_round` lane by lane."""
-    p, pe = vtwo_prod(a_hi, b_hi)
-    return vnan_or(b_hi, p, p + (pe + (a_hi * b_lo + a_lo * b_hi)))
-
-
-@intrinsic
-def vstore_stream(typingctx, arr, i, v):
-    """``arr.flat[i:i + 8] = v`` with a non-temporal (streaming) store when the
-    address is 64-byte aligned -- the line goes to memory without being read
-    first -- and an ordinary store otherwise (no bounds check)."""
-    _check_c_float64(arr, "vstore_stream")
-
-    def codegen(context, builder, sig, args):
-        ptr = vector_pointer(context, builder, sig.args[0], args[0], args[1])
-        i64 = ir.IntType(64)
-        aligned = builder.icmp_unsigned("==", builder.and_(builder.ptrtoint(ptr, i64), ir.Constant(i64, 63)),
-                                        ir.Constant(i64, 0))
-        with builder.if_else(aligned) as (then, otherwise):
-            with then:
-                st = builder.store(args[2], ptr, align=64)
-                st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-            with otherwise:
-                builder.store(args[2], ptr, align=8)
-        return context.get_dummy_value()
-
-    return types.void(arr, types.intp, f64x8), codegen
-
-
-@intrinsic
-def misalignment(typingctx, arr, i):
-    """How many float64 elements ``arr.flat[i]`` lies past a 64-byte boundary (0..7)."""
-    _check_c_float64(arr, "misalignment")
-
-    def codegen(context, builder, sig, args):
-        a = context.make_array(sig.args[0])(context, builder, args[0])
-        i64 = ir.IntType(64)
-        addr = builder.ptrtoint(builder.gep(a.data, [args[1]]), i64)
-        return builder.lshr(builder.and_(addr, ir.Constant(i64, 63)), ir.Constant(i64, 3))
-
-    return types.intp(arr, types.intp), codegen
+__all__ = ["dd_div_int", "dd_mul_round", "fast_two_sum", "fma", "renormalize", "rsqrt_dd", "two_prod",
+           "two_sum"]

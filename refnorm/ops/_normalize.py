@@ -28,21 +28,46 @@ from . import _kernels as K
 
 @dataclass(frozen=True)
 class Stats:
-    """Double-double statistics of the reduction sets (length ``B``, or the
-    period of a per-channel running statistic)."""
+    """Double-double statistics of the reduction sets (``period`` of them:
+    ``B``, or the period of a per-channel running statistic).
 
-    mean: np.ndarray
-    mean_lo: np.ndarray
-    rstd: np.ndarray
-    rstd_lo: np.ndarray
-    m2: np.ndarray | None = None  # centred sum of squares (batch statistics only)
-    m2_lo: np.ndarray | None = None
+    ``data`` is the one float64 array the kernels read and write, shape
+    ``(K.NSTATS, period)``, rows ``K.MEAN``, ``K.MEAN_LO``, ``K.M2``,
+    ``K.M2_LO``, ``K.RSTD``, ``K.RSTD_LO`` (see :mod:`refnorm.ops._sets`);
+    the attributes below are views of its rows."""
+
+    data: np.ndarray
     n: int = 0  # size of each reduction set
     const: bool = False  # True: running statistics, constants for the backward
 
     @property
+    def mean(self) -> np.ndarray:
+        return self.data[K.MEAN]
+
+    @property
+    def mean_lo(self) -> np.ndarray:
+        return self.data[K.MEAN_LO]
+
+    @property
+    def rstd(self) -> np.ndarray:
+        return self.data[K.RSTD]
+
+    @property
+    def rstd_lo(self) -> np.ndarray:
+        return self.data[K.RSTD_LO]
+
+    @property
+    def m2(self) -> np.ndarray | None:
+        """The centred sum of squares (batch statistics only; None for constants)."""
+        return None if self.const else self.data[K.M2]
+
+    @property
+    def m2_lo(self) -> np.ndarray | None:
+        return None if self.const else self.data[K.M2_LO]
+
+    @property
     def period(self) -> int:
-        return self.mean.shape[0]
+        return self.data.shape[1]
 
     def var(self, correction: int = 0) -> np.ndarray:
         """``m2 / (n - correction)`` rounded once (batch statistics only):
@@ -53,35 +78,30 @@ class Stats:
         if d <= 0:
             return np.full_like(self.m2, np.nan)
         out = np.empty_like(self.m2)
-        K.divide_m2(self.m2, self.m2_lo, d, out)
+        K.divide_m2(self.data, d, out)
         return out
 
 
 def _empty_stats(x3) -> Stats:
-    B = x3.shape[1]
-    mean, mean_lo, m2, m2_lo, rstd, rstd_lo = (np.empty(B) for _ in range(6))
-    return Stats(mean, mean_lo, rstd, rstd_lo, m2, m2_lo, x3.shape[0] * x3.shape[2])
-
-
-def _stats_args(st: Stats):
-    return st.mean, st.mean_lo, st.m2, st.m2_lo, st.rstd, st.rstd_lo
+    return Stats(K.empty_stats(x3.shape[1]), x3.shape[0] * x3.shape[2])
 
 
 def batch_stats(x3: np.ndarray, eps: float, *, center: bool = True) -> Stats:
     """Statistics of each reduction set ``x3[:, b, :]``."""
     st = _empty_stats(x3)
-    K.moments(x3, center, float(eps), *_stats_args(st))
+    K.moments(x3, center, float(eps), st.data)
     return st
 
 
 def const_stats(mean: np.ndarray, var: np.ndarray, eps: float) -> Stats:
     """Statistics given as constants (running mean and variance)."""
-    mean = np.ascontiguousarray(mean, dtype=np.float64)
     var = np.ascontiguousarray(var, dtype=np.float64)
-    rstd = np.empty_like(var)
-    rstd_lo = np.empty_like(var)
-    K.rstd_of_var(var, float(eps), rstd, rstd_lo)
-    return Stats(mean, np.zeros_like(mean), rstd, rstd_lo, const=True)
+    data = K.empty_stats(var.shape[0])
+    data[K.MEAN] = mean
+    data[K.MEAN_LO] = 0.0
+    data[K.M2:K.M2_LO + 1] = np.nan  # no m2 for constants (never read)
+    K.rstd_of_var(var, float(eps), data)
+    return Stats(data, const=True)
 
 
 def affine_vectors(weight: np.ndarray | None, bias: np.ndarray | None, size: int):
@@ -127,8 +147,7 @@ def forward(x3, stats: Stats, weight, bias, P: int, Q: int, *, out=None) -> np.n
     T = _inner(x3, Q)
     w, b = affine_vectors(weight, bias, P * Q)
     y3 = _target(x3, out)
-    K.forward(x3, stats.mean, stats.mean_lo, stats.rstd, stats.rstd_lo, stats.period, w, b, P, Q, T, y3,
-              _stream(y3))
+    K.forward(x3, stats.data, w, b, P, Q, T, y3, _stream(y3))
     return y3
 
 
@@ -138,7 +157,7 @@ def normalize(x3, eps: float, weight, bias, P: int, Q: int, *, center: bool = Tr
     w, b = affine_vectors(weight, bias, P * Q)
     y3 = _target(x3, out)
     st = _empty_stats(x3)
-    K.normalize(x3, center, float(eps), w, b, P, Q, T, y3, *_stats_args(st), _stream(y3))
+    K.normalize(x3, center, float(eps), w, b, P, Q, T, y3, st.data, _stream(y3))
     return y3, st
 
 
@@ -191,19 +210,19 @@ def _backward(dy3, x3, stats: Stats, fresh: bool, eps: float, weight, P: int, Q:
     fuse = affine and _fuse_affine(x3, P, T)
     dweight = np.zeros(P * Q if fuse else 0)
     dbias = np.zeros(P * Q if fuse else 0)
-    m2 = stats.m2 if fresh else np.empty(0)
-    m2_lo = stats.m2_lo if fresh else np.empty(0)
     stream = _stream(dx3)
     separate = affine and not fuse  # dweight/dbias by K.backward_affine, after the input gradient
     acc = np.zeros((4, P * Q if separate else 0))  # its Sum2 accumulators, carried across bands
     block = K.affine_block(Q, T, numba.get_num_threads())
     band = _affine_band_sets(x3, P, T, fresh) if separate else 0
     for r in [slice(b0, b0 + band) for b0 in range(0, x3.shape[1], band)] if band else [slice(None)]:
-        st = [a[r] for a in (stats.mean, stats.mean_lo, m2, m2_lo, stats.rstd, stats.rstd_lo)]
-        K.backward_sets(dy3[:, r], x3[:, r], fresh, not rms, float(eps), *st, w, P, Q, T, mode, dx3[:, r],
-                        dweight, dbias, stream)
+        st = np.ascontiguousarray(stats.data[:, r]) if band else stats.data  # a band's statistics: its columns
+        K.backward_sets(dy3[:, r], x3[:, r], fresh, not rms, float(eps), st, w, P, Q, T, mode, dx3[:, r], dweight,
+                        dbias, stream)
         if separate:
-            K.backward_affine(dy3[:, r], x3[:, r], st[0], st[1], st[4], st[5], st[0].shape[0], P, Q, T, acc, block)
+            K.backward_affine(dy3[:, r], x3[:, r], st, P, Q, T, acc, block)
+        if band:
+            stats.data[:, r] = st
     if not affine:
         return dx3, None, None
     if separate:

@@ -48,41 +48,44 @@ from . import _kernels as K
 from . import _layout as L
 from ._dd import dd_div_int, two_sum
 from ._jit import pjit, prange
-from ._kernels import _xhat
+from ._sets import MEAN, MEAN_LO, RSTD, RSTD_LO, _xhat
 
 STAT_KEYS = ("batch_mean", "batch_var", "feature_mean", "feature_var")
 _FLAG_NAMES = ("batch_moving_mean", "batch_moving_var", "feature_moving_mean", "feature_moving_var")
 
 
 @pjit
-def _forward(x2, fm, fm_lo, fr, fr_lo, bm, bm_lo, br, br_lo, Pm, gamma, beta, w_F, w_B, sqrt_d, y2):
-    """``y = gamma * (w_F * xhat_F + w_B * xhat_B) / sqrt_d + beta`` on ``(R, d)``;
-    the batch statistic of element (r, j) is index ``(r % Pm) * d + j``."""
+def _forward(x2, fstats, bstats, Pm, weight, bias, w_F, w_B, sqrt_d, y2):
+    """``y = weight * (w_F * xhat_F + w_B * xhat_B) / sqrt_d + bias`` on ``(R, d)``
+    (``weight``, ``bias``: gamma, beta); the feature statistics of row r are
+    column r of ``fstats``, the batch statistics of element (r, j) column
+    ``(r % Pm) * d + j`` of ``bstats``."""
     R, d = x2.shape
     for r in prange(R):
         base = (r % Pm) * d
         for j in range(d):
             k = base + j
-            xf = _xhat(x2[r, j], fm[r], fm_lo[r], fr[r], fr_lo[r])  # (7)
-            xb = _xhat(x2[r, j], bm[k], bm_lo[k], br[k], br_lo[k])  # (6)
-            z = w_F * xf + w_B * xb  # (10)
-            y2[r, j] = (gamma[j] * z) / sqrt_d + beta[j]  # (11)-(13)
+            xhat_f = _xhat(x2[r, j], fstats[MEAN, r], fstats[MEAN_LO, r], fstats[RSTD, r], fstats[RSTD_LO, r])  # (7)
+            xhat_b = _xhat(x2[r, j], bstats[MEAN, k], bstats[MEAN_LO, k], bstats[RSTD, k], bstats[RSTD_LO, k])  # (6)
+            z = w_F * xhat_f + w_B * xhat_b  # (10)
+            y2[r, j] = (weight[j] * z) / sqrt_d + bias[j]  # (11)-(13)
 
 
 @pjit
-def _branch_dx(dy, x, gamma, d, coef, mean_use, mean_use_lo, rstd, rstd_lo, mean_cur, mean_cur_lo,
-               mean_const, var_const, accumulate, dx):
+def _branch_dx(dy, x, weight, d, coef, use, cur, mean_const, var_const, accumulate, dx):
     """One branch's input gradient on the view ``(A, B, S)`` (see module docstring);
-    ``gamma`` of element (a, b, s) is ``gamma[(b * S + s) % d]``; adds into ``dx``
-    when ``accumulate``."""
+    ``weight`` (gamma) of element (a, b, s) is ``weight[(b * S + s) % d]``; adds
+    into ``dx`` when ``accumulate``.  ``use``: the statistics the branch
+    normalizes with (``mean_use``, ``rstd``), ``cur``: its current ones
+    (``mean_cur``)."""
     A, B, S = x.shape
     n = A * S
     for b in prange(B):
-        mh = mean_use[b]
-        ml = mean_use_lo[b]
-        ch = mean_cur[b]
-        cl = mean_cur_lo[b]
-        rh = rstd[b]
+        mh = use[MEAN, b]
+        ml = use[MEAN_LO, b]
+        ch = cur[MEAN, b]
+        cl = cur[MEAN_LO, b]
+        rh = use[RSTD, b]
         c1 = 0.0
         c3 = 0.0
         if not (mean_const and var_const) and n > 0:
@@ -92,7 +95,7 @@ def _branch_dx(dy, x, gamma, d, coef, mean_use, mean_use_lo, rstd, rstd_lo, mean
             s2l = 0.0
             for a in range(A):
                 for s in range(S):
-                    g = coef * (gamma[(b * S + s) % d] * dy[a, b, s])
+                    g = coef * (weight[(b * S + s) % d] * dy[a, b, s])
                     e0, e1 = two_sum(x[a, b, s], -mh)
                     xc_use = e0 + (e1 - ml)
                     s1h, e = two_sum(s1h, g)
@@ -103,11 +106,12 @@ def _branch_dx(dy, x, gamma, d, coef, mean_use, mean_use_lo, rstd, rstd_lo, mean
                 c1h, c1l = dd_div_int(s1h, s1l, n)
                 c1 = c1h + c1l
             if not var_const:
+                # c2 differs from mean(g * xhat): mean(g * xc_use), xc_use = xhat / rstd
                 c2h, c2l = dd_div_int(s2h, s2l, n)
                 c3 = rh * rh * rh * (c2h + c2l)
         for a in range(A):
             for s in range(S):
-                g = coef * (gamma[(b * S + s) % d] * dy[a, b, s])
+                g = coef * (weight[(b * S + s) % d] * dy[a, b, s])
                 e0, e1 = two_sum(x[a, b, s], -ch)
                 xc_cur = e0 + (e1 - cl)
                 # term 1: r*g; term 2: -r*c1 (mean path); term 3: -c3*xc_cur (variance path)
@@ -119,8 +123,9 @@ def _branch_dx(dy, x, gamma, d, coef, mean_use, mean_use_lo, rstd, rstd_lo, mean
 
 
 @pjit
-def _affine(dy2, x2, fm, fm_lo, fr, fr_lo, bm, bm_lo, br, br_lo, Pm, w_F, w_B, sqrt_d, dgamma, dbeta):
-    """``dgamma_j = sum_r dy * z / sqrt_d`` and ``dbeta_j = sum_r dy``, r ascending."""
+def _affine(dy2, x2, fstats, bstats, Pm, w_F, w_B, sqrt_d, dweight, dbias):
+    """``dweight_j = sum_r dy * z / sqrt_d`` and ``dbias_j = sum_r dy`` (dgamma,
+    dbeta), r ascending; statistics as in :func:`_forward`."""
     R, d = x2.shape
     for j in prange(d):
         wh = 0.0
@@ -129,15 +134,15 @@ def _affine(dy2, x2, fm, fm_lo, fr, fr_lo, bm, bm_lo, br, br_lo, Pm, w_F, w_B, s
         bl = 0.0
         for r in range(R):
             k = (r % Pm) * d + j
-            xf = _xhat(x2[r, j], fm[r], fm_lo[r], fr[r], fr_lo[r])
-            xb = _xhat(x2[r, j], bm[k], bm_lo[k], br[k], br_lo[k])
-            z = w_F * xf + w_B * xb
+            xhat_f = _xhat(x2[r, j], fstats[MEAN, r], fstats[MEAN_LO, r], fstats[RSTD, r], fstats[RSTD_LO, r])
+            xhat_b = _xhat(x2[r, j], bstats[MEAN, k], bstats[MEAN_LO, k], bstats[RSTD, k], bstats[RSTD_LO, k])
+            z = w_F * xhat_f + w_B * xhat_b
             wh, e = two_sum(wh, dy2[r, j] * z)
             wl += e
             bh, e = two_sum(bh, dy2[r, j])
             bl += e
-        dgamma[j] = (wh + wl) / sqrt_d
-        dbeta[j] = bh + bl
+        dweight[j] = (wh + wl) / sqrt_d
+        dbias[j] = bh + bl
 
 
 # ----------------------------------------------------------------------------- validation and layout
@@ -278,20 +283,22 @@ def _prepare(x, weight, bias, batch_size, eps, training, moving_stats, flags, fe
 
 
 def _moments(view, eps):
-    B = view.shape[1]
-    mean, mean_lo, m2, m2_lo, rstd, rstd_lo = (np.empty(B) for _ in range(6))
-    K.moments(view, True, float(eps), mean, mean_lo, m2, m2_lo, rstd, rstd_lo)
-    return mean, mean_lo, m2, m2_lo, rstd, rstd_lo
+    st = K.empty_stats(view.shape[1])
+    K.moments(view, True, float(eps), st)
+    return st
 
 
 def _branch_stats(view, eps, moving_mean, moving_var, use_mean, use_var):
-    """(mean_use, mean_use_lo, rstd, rstd_lo, mean_cur, mean_cur_lo, m2, m2_lo) of one branch."""
-    mean, mean_lo, m2, m2_lo, rstd, rstd_lo = _moments(view, eps)
-    mu, mu_lo = (moving_mean, np.zeros_like(moving_mean)) if use_mean else (mean, mean_lo)
+    """``(use, cur)`` of one branch: the statistics arrays it normalizes with
+    (the moving mean and variance where flagged) and its current ones."""
+    cur = _moments(view, eps)
+    use = cur.copy() if use_mean or use_var else cur
+    if use_mean:
+        use[MEAN] = moving_mean
+        use[MEAN_LO] = 0.0
     if use_var:
-        rstd, rstd_lo = np.empty_like(moving_var), np.empty_like(moving_var)
-        K.rstd_of_var(np.ascontiguousarray(moving_var), float(eps), rstd, rstd_lo)
-    return mu, mu_lo, rstd, rstd_lo, mean, mean_lo, m2, m2_lo
+        K.rstd_of_var(np.ascontiguousarray(moving_var), float(eps), use)
+    return use, cur
 
 
 def _all_stats(lay, eps, use, moving):
@@ -315,10 +322,10 @@ def batch_layer_norm_stats(x, weight, bias, batch_size=None, eps=1e-3, *, traini
     beta = np.zeros(lay.d) if b is None else b
     x2 = lay.xt.reshape(lay.R, lay.d)
     y2 = np.empty_like(x2)
-    _forward(x2, F[0], F[1], F[2], F[3], Bs[0], Bs[1], Bs[2], Bs[3], lay.Pm, gamma, beta, w_F, w_B, sqrt_d, y2)
+    _forward(x2, F[0], Bs[0], lay.Pm, gamma, beta, w_F, w_B, sqrt_d, y2)
     y = np.ascontiguousarray(np.moveaxis(y2.reshape(lay.t_shape), -1, lay.fa))
-    stats = {"batch_mean": lay.to_x(Bs[0], "batch"), "batch_rstd": lay.to_x(Bs[2], "batch"),
-             "feature_mean": lay.to_x(F[0], "feature"), "feature_rstd": lay.to_x(F[2], "feature")}
+    stats = {"batch_mean": lay.to_x(Bs[0][MEAN], "batch"), "batch_rstd": lay.to_x(Bs[0][RSTD], "batch"),
+             "feature_mean": lay.to_x(F[0][MEAN], "feature"), "feature_rstd": lay.to_x(F[0][RSTD], "feature")}
     return y, {k: np.ascontiguousarray(v) for k, v in stats.items()}
 
 
@@ -371,15 +378,15 @@ def batch_layer_norm_backward(dy, x, weight, bias, batch_size=None, eps=1e-3, *,
     gamma = np.ones(lay.d) if w is None else w
     dxt = np.empty_like(lay.xt)
     d = lay.d
-    _branch_dx(lay.feature_view(dyt), lay.feature_view(lay.xt), gamma, d, w_F / sqrt_d, F[0], F[1], F[2], F[3],
-               F[4], F[5], use[2], use[3], False, lay.feature_view(dxt))
-    _branch_dx(lay.batch_view(dyt), lay.batch_view(lay.xt), gamma, d, w_B / sqrt_d, Bs[0], Bs[1], Bs[2], Bs[3],
-               Bs[4], Bs[5], use[0], use[1], True, lay.batch_view(dxt))
+    _branch_dx(lay.feature_view(dyt), lay.feature_view(lay.xt), gamma, d, w_F / sqrt_d, F[0], F[1], use[2], use[3],
+               False, lay.feature_view(dxt))
+    _branch_dx(lay.batch_view(dyt), lay.batch_view(lay.xt), gamma, d, w_B / sqrt_d, Bs[0], Bs[1], use[0], use[1],
+               True, lay.batch_view(dxt))
     out = {"x": np.ascontiguousarray(np.moveaxis(dxt, -1, lay.fa))}
     if w is not None or b is not None:
         dgamma, dbeta = np.empty(d), np.empty(d)
-        _affine(dyt.reshape(lay.R, d), lay.xt.reshape(lay.R, d), F[0], F[1], F[2], F[3], Bs[0], Bs[1], Bs[2],
-                Bs[3], lay.Pm, w_F, w_B, sqrt_d, dgamma, dbeta)
+        _affine(dyt.reshape(lay.R, d), lay.xt.reshape(lay.R, d), F[0], Bs[0], lay.Pm, w_F, w_B, sqrt_d, dgamma,
+                dbeta)
         if w is not None:
             out["weight"] = dgamma
         if b is not None:
@@ -400,10 +407,11 @@ def batch_layer_norm_batch_stats(x, *, feature_axis=-1, batch_stats="position"):
     out = {}
     for which, view in (("batch", lay.batch_view(lay.xt)), ("feature", lay.feature_view(lay.xt))):
         n = view.shape[0] * view.shape[2]
-        mean, _, m2, m2_lo, _, _ = _moments(view, 0.0)
-        var = np.empty_like(m2)
+        st = _moments(view, 0.0)
+        mean = st[MEAN]
+        var = np.empty(st.shape[1])
         if n > 0:
-            K.divide_m2(m2, m2_lo, n, var)
+            K.divide_m2(st, n, var)
         else:
             var[:] = np.nan
         out[f"{which}_mean"] = np.ascontiguousarray(lay.to_x(mean, which))

@@ -38,7 +38,7 @@ def layout(x_shape) -> L.Layout:
 
 def _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps):
     xa, rm, rv = _check_common(x, running_mean, running_var)
-    N, C = xa.shape[0], xa.shape[1]
+    C = xa.shape[1]
     w = V.check_param("weight", weight, (C,), "one value per channel C")
     b = V.check_param("bias", bias, (C,), "one value per channel C")
     training = V.check_bool("training", training)

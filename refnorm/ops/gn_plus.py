@@ -72,29 +72,32 @@ from . import _kernels as K
 from . import _layout as L
 from ._dd import dd_div_int, two_sum
 from ._jit import pjit, prange
+from ._sets import M2, M2_LO, MEAN, MEAN_LO
 
 VARIANTS = ("gn_first", "bn_first", "parallel")
 BATCH_STATS = ("position", "channel")
 
 
 @pjit
-def _std_eps(m2, m2_lo, n, eps, std, den):
-    """``std = sqrt(m2 / (n - 1))`` (unbiased) and ``den = std + eps`` per set."""
-    for b in prange(m2.shape[0]):
-        vh, vl = dd_div_int(m2[b], m2_lo[b], n - 1)
+def _std_eps(stats, n, eps, std, den):
+    """``std = sqrt(m2 / (n - 1))`` (unbiased) and ``den = std + eps`` per set
+    (``m2`` from the statistics array of :func:`refnorm.ops._kernels.moments`).
+    GN+ divides by ``den`` where the other kernels multiply by ``rstd``."""
+    for b in prange(stats.shape[1]):
+        vh, vl = dd_div_int(stats[M2, b], stats[M2_LO, b], n - 1)
         s = math.sqrt(vh + vl)
         std[b] = s
         den[b] = s + eps
 
 
 @pjit
-def _normalize(t, mean, mean_lo, den, out):
+def _normalize(t, stats, den, out):
     """``out = (t - mean) / (std + eps)`` on the view ``(A, B, S)``; ``t - mean``
-    is formed from the double-double mean and rounded once."""
+    is formed from the double-double mean (columns of ``stats``) and rounded once."""
     A, B, S = t.shape
     for b in prange(B):
-        mh = mean[b]
-        ml = mean_lo[b]
+        mh = stats[MEAN, b]
+        ml = stats[MEAN_LO, b]
         d_ = den[b]
         for a in range(A):
             for s in range(S):
@@ -103,14 +106,14 @@ def _normalize(t, mean, mean_lo, den, out):
 
 
 @pjit
-def _norm_backward(g, t, mean, mean_lo, std, den, accumulate, out):
+def _norm_backward(g, t, stats, std, den, accumulate, out):
     """``out (+)= N^T(g)``, the backward of :func:`_normalize` (module docstring),
-    on the view ``(A, B, S)``."""
+    on the view ``(A, B, S)``; ``g`` is the cotangent of the normalized value."""
     A, B, S = t.shape
     n = A * S
     for b in prange(B):
-        mh = mean[b]
-        ml = mean_lo[b]
+        mh = stats[MEAN, b]
+        ml = stats[MEAN_LO, b]
         s_ = std[b]
         d_ = den[b]
         s1h = 0.0  # sum g
@@ -130,7 +133,8 @@ def _norm_backward(g, t, mean, mean_lo, std, den, accumulate, out):
         if s_ == 0.0:
             c2 = 0.0  # constant set: the limit of term 2 is 0
         else:
-            c2 = (s2h + s2l) / (((n - 1) * s_) * (d_ * d_))  # term 2
+            # term 2; c2 differs from mean(g * xhat): the unbiased std + eps denominator
+            c2 = (s2h + s2l) / (((n - 1) * s_) * (d_ * d_))
         for a in range(A):
             for s in range(S):
                 d, de = two_sum(t[a, b, s], -mh)
@@ -168,24 +172,24 @@ def _mix_backward(dy, a, b, lam, weight, h_a, h_b, dweight, dbias, dmix_c):
         wl = 0.0
         bh = 0.0
         bl = 0.0
-        mh = 0.0
-        ml = 0.0
+        xh = 0.0  # sum g * (a - b), for dmix
+        xl = 0.0
         for n in range(N):
             for s in range(S):
-                g = dy[n, c, s]
-                h = g * w  # cotangent of z
-                h_a[n, c, s] = lam * h
-                h_b[n, c, s] = (1.0 - lam) * h
+                dyv = dy[n, c, s]
+                g = dyv * w  # weight * dy, the cotangent of z (h in the docstring)
+                h_a[n, c, s] = lam * g
+                h_b[n, c, s] = (1.0 - lam) * g
                 z = lam * a[n, c, s] + (1.0 - lam) * b[n, c, s]
-                wh, e = two_sum(wh, g * z)
+                wh, e = two_sum(wh, dyv * z)
                 wl += e
-                bh, e = two_sum(bh, g)
+                bh, e = two_sum(bh, dyv)
                 bl += e
-                mh, e = two_sum(mh, h * (a[n, c, s] - b[n, c, s]))
-                ml += e
+                xh, e = two_sum(xh, g * (a[n, c, s] - b[n, c, s]))
+                xl += e
         dweight[c] = wh + wl
         dbias[c] = bh + bl
-        dmix_c[c] = mh + ml
+        dmix_c[c] = xh + xl
 
 
 # --- the two normalizations, on views of (N, C, HW) arrays ----------------------
@@ -199,22 +203,20 @@ class _Norm:
         tv = view(t)
         self.t = tv
         B = tv.shape[1]
-        mean, mean_lo, m2, m2_lo, r, r_lo = (np.empty(B) for _ in range(6))
-        K.moments(tv, True, 0.0, mean, mean_lo, m2, m2_lo, r, r_lo)  # r, r_lo (biased rstd) unused
-        self.mean, self.mean_lo = mean, mean_lo
+        self.stats = K.empty_stats(B)
+        K.moments(tv, True, 0.0, self.stats)  # its rstd rows (biased, eps 0) are not used
         self.std, self.den = np.empty(B), np.empty(B)
-        _std_eps(m2, m2_lo, tv.shape[0] * tv.shape[2], float(eps), self.std, self.den)
+        _std_eps(self.stats, tv.shape[0] * tv.shape[2], float(eps), self.std, self.den)
 
     def forward(self):
         """The normalized input, in the view's shape."""
         out = np.empty_like(self.t)
-        _normalize(self.t, self.mean, self.mean_lo, self.den, out)
+        _normalize(self.t, self.stats, self.den, out)
         return out
 
     def backward(self, g3, out3, accumulate):
         """``out3 (+)= N^T(g3)`` for ``(N, C, HW)`` arrays ``g3``, ``out3``."""
-        _norm_backward(self.view(g3), self.t, self.mean, self.mean_lo, self.std, self.den, accumulate,
-                       self.view(out3))
+        _norm_backward(self.view(g3), self.t, self.stats, self.std, self.den, accumulate, self.view(out3))
 
 
 def _views(shape3, G, batch_stats):

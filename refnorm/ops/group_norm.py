@@ -23,7 +23,7 @@ def layout(x_shape, num_groups) -> L.Layout:
 def _prepare(x, num_groups, weight, bias, eps):
     xa = V.check_input("x", x, min_ndim=2, layout="(N, C, *spatial)")
     G = V.check_int("num_groups", num_groups, minimum=1)
-    N, C = xa.shape[0], xa.shape[1]
+    C = xa.shape[1]
     if C % G != 0:
         raise ValueError(f"num_groups must divide the number of channels C = {C}, got num_groups = {G}")
     w = V.check_param("weight", weight, (C,), "one value per channel C")

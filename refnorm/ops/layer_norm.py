@@ -8,7 +8,6 @@ parameters are per element of the row (``P = 1, T = 1``).
 
 from __future__ import annotations
 
-import numpy as np
 
 from .. import _validate as V
 from . import _layout as L

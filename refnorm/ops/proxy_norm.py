@@ -49,7 +49,7 @@ from . import _kernels as K
 from . import _layout as L
 from ._dd import two_sum
 from ._jit import jit, pjit, prange
-from ._kernels import _xhat
+from ._sets import MEAN, MEAN_LO, RSTD, RSTD_LO, _xhat
 
 #: Activation names accepted by ``activation`` and their kernel codes ("swish" is SiLU).
 ACTIVATION_CODES = {"relu": 0, "silu": 1, "swish": 1, "gelu": 2}
@@ -92,8 +92,10 @@ def _proxy_points(weight, bias, proxy_shift, proxy_scale, q, code, P):
 
 
 @pjit
-def _forward(x, weight, bias, code, m, m_lo, s, s_lo, y):
-    """``y = (phi(gamma * x + beta) - m) * s`` on the view ``(N, C, S)``, one (n, c) row per step."""
+def _forward(x, weight, bias, code, stats, y):
+    """``y = (phi(gamma * x + beta) - m) * s`` on the view ``(N, C, S)``, one (n, c) row per step:
+    the ``xhat`` of ``z = phi(u)`` with the proxy statistics ``m``, ``s`` (columns of ``stats``:
+    rows ``MEAN``, ``MEAN_LO``, ``RSTD``, ``RSTD_LO``)."""
     N, C, S = x.shape
     for r in prange(N * C):
         n = r // C
@@ -102,50 +104,52 @@ def _forward(x, weight, bias, code, m, m_lo, s, s_lo, y):
         b = bias[c]
         for t in range(S):
             z = _act(w * x[n, c, t] + b, code)[0]  # (1)-(2)
-            y[n, c, t] = _xhat(z, m[c], m_lo[c], s[c], s_lo[c])  # (10)
+            y[n, c, t] = _xhat(z, stats[MEAN, c], stats[MEAN_LO, c], stats[RSTD, c], stats[RSTD_LO, c])  # (10)
 
 
 @pjit
-def _backward(dy, x, weight, bias, proxy_shift, proxy_scale, q, code, m, m_lo, s,
-              dx, dweight, dbias, dshift, dscale):
+def _backward(dy, x, weight, bias, proxy_shift, proxy_scale, q, code, stats, dx, dweight, dbias, dshift, dscale):
     """The hand-derived backward (module docstring); one channel per thread,
-    every sum compensated and accumulated in a fixed order."""
+    every sum compensated and accumulated in a fixed order.  ``stats``: the
+    proxy statistics, ``mean`` (``m``) and ``rstd`` (``s``) in its columns.
+    ``g = dy`` is the cotangent of ``xhat`` (``G`` in the docstring: nothing
+    scales y after the normalization; the weight acts before phi)."""
     N, C, S = x.shape
     nk = q.shape[0]
     for c in prange(C):
         w = weight[c]
         b = bias[c]
-        mh = m[c]
-        ml = m_lo[c]
-        sc = s[c]
-        # pass over the data: dx, and the four sums of G
-        sg_h = 0.0  # sum G
+        mh = stats[MEAN, c]
+        ml = stats[MEAN_LO, c]
+        rh = stats[RSTD, c]  # s
+        # pass over the data: dx, and the four sums of g
+        sg_h = 0.0  # sum g
         sg_l = 0.0
-        sgz_h = 0.0  # sum G (phi(u) - m)
+        sgz_h = 0.0  # sum g (phi(u) - m)
         sgz_l = 0.0
-        sgd_h = 0.0  # sum G phi'(u)
+        sgd_h = 0.0  # sum g phi'(u)
         sgd_l = 0.0
-        sgdx_h = 0.0  # sum G phi'(u) x
+        sgdx_h = 0.0  # sum g phi'(u) x
         sgdx_l = 0.0
         for n in range(N):
             for t in range(S):
                 xv = x[n, c, t]
-                G = dy[n, c, t]
+                g = dy[n, c, t]
                 z, d = _act(w * xv + b, code)
-                dx[n, c, t] = ((G * sc) * d) * w  # term x
+                dx[n, c, t] = ((g * rh) * d) * w  # term x
                 zc, ze = two_sum(z, -mh)
                 zc = zc + (ze - ml)  # phi(u) - m
-                sg_h, e = two_sum(sg_h, G)
+                sg_h, e = two_sum(sg_h, g)
                 sg_l += e
-                sgz_h, e = two_sum(sgz_h, G * zc)
+                sgz_h, e = two_sum(sgz_h, g * zc)
                 sgz_l += e
-                sgd_h, e = two_sum(sgd_h, G * d)
+                sgd_h, e = two_sum(sgd_h, g * d)
                 sgd_l += e
-                sgdx_h, e = two_sum(sgdx_h, (G * d) * xv)
+                sgdx_h, e = two_sum(sgdx_h, (g * d) * xv)
                 sgdx_l += e
-        dLdm = -sc * (sg_h + sg_l)  # mean path
+        dLdm = -rh * (sg_h + sg_l)  # mean path
         dLds = sgz_h + sgz_l  # scale path
-        dLdv = -0.5 * dLds * (sc * sc * sc)
+        dLdv = -0.5 * dLds * (rh * rh * rh)
         # pass over the K proxy points: sums of phi'(u_k) t_k and (P_k - m) phi'(u_k) t_k
         a = 1.0 + proxy_scale[c]
         t1_h = 0.0  # sum phi'(u_k)
@@ -177,13 +181,14 @@ def _backward(dy, x, weight, bias, proxy_shift, proxy_scale, q, code, m, m_lo, s
             t2y_l += e
             t2q_h, e = two_sum(t2q_h, (pc * dk) * q[k])
             t2q_l += e
+        # c1, c2 here: the chain weights of the proxy statistics, not the set means of g of the other kernels
         c1 = dLdm / nk  # weight of (1/K) sum phi'(u_k) t_k
         c2 = 2.0 * dLdv / nk  # weight of (1/K) sum (P_k - m) phi'(u_k) t_k
         chain_1 = c1 * (t1_h + t1_l) + c2 * (t2_h + t2_l)  # chain(1)
         chain_y = c1 * (t1y_h + t1y_l) + c2 * (t2y_h + t2y_l)  # chain(Y_k)
         chain_q = c1 * (t1q_h + t1q_l) + c2 * (t2q_h + t2q_l)  # chain(q_k)
-        dweight[c] = sc * (sgdx_h + sgdx_l) + chain_y
-        dbias[c] = sc * (sgd_h + sgd_l) + chain_1
+        dweight[c] = rh * (sgdx_h + sgdx_l) + chain_y
+        dbias[c] = rh * (sgd_h + sgd_l) + chain_1
         dshift[c] = w * chain_1
         dscale[c] = w * chain_q
 
@@ -233,9 +238,9 @@ def _proxy_stats(params, code, eps, num_points):
     q = _quantiles(num_points)
     P = np.empty((1, C, num_points))
     _proxy_points(w, b, ps, pscale, q, code, P)
-    m, m_lo, m2, m2_lo, s, s_lo = (np.empty(C) for _ in range(6))
-    K.moments(P, True, eps, m, m_lo, m2, m2_lo, s, s_lo)
-    return q, m, m_lo, m2, m2_lo, s, s_lo
+    st = K.empty_stats(C)
+    K.moments(P, True, eps, st)
+    return q, st
 
 
 # --- public API ----------------------------------------------------------------
@@ -255,12 +260,12 @@ def proxy_norm_stats(x, weight, bias, proxy_shift, proxy_scale, activation="relu
     shape, x3, params, code, eps, nk = _prepare(x, weight, bias, proxy_shift, proxy_scale, activation, eps,
                                                 num_points)
     w, b = params[0], params[1]
-    q, m, m_lo, m2, m2_lo, s, s_lo = _proxy_stats(params, code, eps, nk)
-    var = np.empty_like(m)
-    K.divide_m2(m2, m2_lo, nk, var)
+    q, st = _proxy_stats(params, code, eps, nk)
+    var = np.empty(st.shape[1])
+    K.divide_m2(st, nk, var)
     y3 = np.empty_like(x3)
-    _forward(x3, w, b, code, m, m_lo, s, s_lo, y3)
-    return y3.reshape(shape), {"mean": m + m_lo, "var": var, "rstd": s + s_lo}
+    _forward(x3, w, b, code, st, y3)
+    return y3.reshape(shape), {"mean": st[MEAN] + st[MEAN_LO], "var": var, "rstd": st[RSTD] + st[RSTD_LO]}
 
 
 def proxy_norm(x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps=0.03, num_points=200):
@@ -301,11 +306,11 @@ def proxy_norm_backward(dy, x, weight, bias, proxy_shift, proxy_scale, activatio
                                                 num_points)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     w, b, ps, pscale = params
-    q, m, m_lo, m2, m2_lo, s, s_lo = _proxy_stats(params, code, eps, nk)
+    q, st = _proxy_stats(params, code, eps, nk)
     C = w.shape[0]
     dx3 = np.empty_like(x3)
     dw, db, dps, dpscale = (np.empty(C) for _ in range(4))
-    _backward(dy3, x3, w, b, ps, pscale, q, code, m, m_lo, s, dx3, dw, db, dps, dpscale)
+    _backward(dy3, x3, w, b, ps, pscale, q, code, st, dx3, dw, db, dps, dpscale)
     return {"x": dx3.reshape(shape), "weight": dw, "bias": db, "proxy_shift": dps, "proxy_scale": dpscale}
 
 

@@ -42,6 +42,7 @@ from . import _kernels as K
 from . import _layout as L
 from ._dd import dd_div_int, dd_mul_round, renormalize, rsqrt_dd, two_prod, two_sum
 from ._jit import pjit, prange
+from ._sets import M2, M2_LO, MEAN, MEAN_LO, RSTD, RSTD_LO
 
 MODE_FLOOR = 0
 MODE_VARIANCE = 1
@@ -51,10 +52,13 @@ _ESTIMATORS = ("biased", "unbiased")
 
 
 @pjit
-def _scale(m2, m2_lo, n_div, s, eps, mode, r, r_lo, kv):
-    """Per channel: ``r`` (double-double) and ``kv = dr/dv`` (see module docstring)."""
-    for i in prange(m2.shape[0]):
-        vh, vl = dd_div_int(m2[i], m2_lo[i], n_div)  # (5) v = m2 / (n - delta)
+def _scale(stats, n_div, s, eps, mode, kv):
+    """Per channel: ``r`` (double-double) and ``kv = dr/dv`` (see module docstring),
+    from the ``m2`` of the statistics array ``stats``.  ``r`` is written into its
+    rows ``RSTD``, ``RSTD_LO``: it takes rstd's place in ``W_hat = gain * (wc * r)``
+    (but differs from ``1/sqrt(var + eps)``: by ``eps_mode``, below)."""
+    for i in prange(stats.shape[1]):
+        vh, vl = dd_div_int(stats[M2, i], stats[M2_LO, i], n_div)  # (5) v = m2 / (n - delta)
         if mode == MODE_FLOOR:
             p, pe = two_prod(s, vh)  # (6) t = s * v, double-double
             th, tl = renormalize(p, pe + s * vl)
@@ -77,23 +81,27 @@ def _scale(m2, m2_lo, n_div, s, eps, mode, r, r_lo, kv):
             std = math.sqrt(vh + vl)
             rh = 1.0 / (math.sqrt(s) * (std + eps))  # (7) r = 1 / (sqrt(s) (std + eps))
             rl = 0.0
-            if m2[i] == 0.0:
+            if stats[M2, i] == 0.0:
                 kv[i] = 0.0  # constant channel: c2 == 0 and the std term is second order
             else:
                 kv[i] = -0.5 * rh * rh * math.sqrt(s) / std
-        r[i] = rh
-        r_lo[i] = rl
+        stats[RSTD, i] = rh
+        stats[RSTD_LO, i] = rl
 
 
 @pjit
-def _backward(dy, w, mean, mean_lo, r, r_lo, kv, gain, n_div, dw, dgain):
-    """``dW`` and the raw ``dgain`` on the view ``(C_out, n)``, one thread per channel."""
-    C, n = w.shape
+def _backward(dy, x, stats, kv, gain, n_div, dx, dgain):
+    """``dx = dW`` and the raw ``dgain`` on the view ``(C_out, n)``, one thread
+    per channel.  ``x`` is the weight ``W`` being standardized (the input of
+    this normalization); ``gain`` is its output scale, the ``weight`` of the
+    other kernels, so ``g = gain * dy`` (``gd`` in the docstring); the scale
+    ``r`` is in the rstd rows of ``stats`` (see :func:`_scale`)."""
+    C, n = x.shape
     for i in prange(C):
-        mh = mean[i]
-        ml = mean_lo[i]
-        gi = gain[i]
-        # pass 1: c1 = mean(gd), c2 = sum(gd * wc), c4 = sum(dy * wc), compensated
+        mh = stats[MEAN, i]
+        ml = stats[MEAN_LO, i]
+        w = gain[i]
+        # pass 1: c1 = mean(g), c2 = sum(g * wc), c4 = sum(dy * wc), compensated
         s1h = 0.0
         s1l = 0.0
         s2h = 0.0
@@ -101,27 +109,27 @@ def _backward(dy, w, mean, mean_lo, r, r_lo, kv, gain, n_div, dw, dgain):
         s4h = 0.0
         s4l = 0.0
         for j in range(n):
-            d, de = two_sum(w[i, j], -mh)
+            d, de = two_sum(x[i, j], -mh)
             wc = d + (de - ml)  # (3) W - mean
-            gd = gi * dy[i, j]
-            s1h, e = two_sum(s1h, gd)
+            g = w * dy[i, j]
+            s1h, e = two_sum(s1h, g)
             s1l += e
-            s2h, e = two_sum(s2h, gd * wc)
+            s2h, e = two_sum(s2h, g * wc)
             s2l += e
             s4h, e = two_sum(s4h, dy[i, j] * wc)
             s4l += e
         c1h, c1l = dd_div_int(s1h, s1l, n)
         c1 = c1h + c1l
-        c2 = s2h + s2l  # dL/dr
+        c2 = s2h + s2l  # dL/dr; differs from mean(g * xhat): the sum of g * wc
         c3 = 2.0 * kv[i] * c2 / n_div  # dL/dv * dv/dwc / wc
-        rh = r[i]
-        # pass 2: term 1 r*gd, term 2 -r*c1 (mean path), term 3 c3*wc (variance path)
+        rh = stats[RSTD, i]  # r
+        # pass 2: term 1 r*g, term 2 -r*c1 (mean path), term 3 c3*wc (variance path)
         for j in range(n):
-            d, de = two_sum(w[i, j], -mh)
+            d, de = two_sum(x[i, j], -mh)
             wc = d + (de - ml)
-            gd = gi * dy[i, j]
-            dw[i, j] = rh * (gd - c1) + c3 * wc
-        dgain[i] = dd_mul_round(s4h, s4l, rh, r_lo[i])  # r * sum(dy * wc)
+            g = w * dy[i, j]
+            dx[i, j] = rh * (g - c1) + c3 * wc
+        dgain[i] = dd_mul_round(s4h, s4l, rh, stats[RSTD_LO, i])  # r * sum(dy * wc)
 
 
 def layout(weight_shape) -> L.Layout:
@@ -166,11 +174,11 @@ def _prepare(weight, gain, eps, style, estimator, eps_mode, fan_in_scaling):
 
 def _stats(w3, opts):
     C = w3.shape[1]
-    mean, mean_lo, m2, m2_lo, rs, rs_lo = (np.empty(C) for _ in range(6))
-    K.moments(w3, True, 0.0, mean, mean_lo, m2, m2_lo, rs, rs_lo)  # (2)-(4); its rstd is not used
-    r, r_lo, kv = np.empty(C), np.empty(C), np.empty(C)
-    _scale(m2, m2_lo, opts["n_div"], opts["s"], opts["eps"], opts["mode"], r, r_lo, kv)
-    return mean, mean_lo, r, r_lo, kv
+    st = K.empty_stats(C)
+    K.moments(w3, True, 0.0, st)  # (2)-(4); its rstd rows are then replaced by the scale r
+    kv = np.empty(C)
+    _scale(st, opts["n_div"], opts["s"], opts["eps"], opts["mode"], kv)
+    return st, kv
 
 
 def weight_standardization_stats(weight, gain=None, eps=None, style="deepmind", *, estimator=None,
@@ -182,11 +190,11 @@ def weight_standardization_stats(weight, gain=None, eps=None, style="deepmind", 
     (``(C_out, C_in/groups, *kernel)``), ``mean`` and ``scale`` of shape ``(C_out,)``."""
     shape, w3, g, opts = _prepare(weight, gain, eps, style, estimator, eps_mode, fan_in_scaling)
     C, n = w3.shape[1], w3.shape[2]
-    mean, mean_lo, r, r_lo, _ = _stats(w3, opts)
+    st, _ = _stats(w3, opts)
     gv = np.ones(C) if g is None else g
     y3 = np.empty_like(w3)
-    K.forward(w3, mean, mean_lo, r, r_lo, C, gv, np.zeros(C), C, 1, n, y3)  # (8)-(9) gain*(wc*r)
-    return y3.reshape(shape), {"mean": mean, "scale": r}
+    K.forward(w3, st, gv, np.zeros(C), C, 1, n, y3)  # (8)-(9) gain*(wc*r)
+    return y3.reshape(shape), {"mean": st[MEAN], "scale": st[RSTD]}
 
 
 def weight_standardization(weight, gain=None, eps=None, style="deepmind", *, estimator=None, eps_mode=None,
@@ -228,11 +236,11 @@ def weight_standardization_backward(dy, weight, gain=None, eps=None, style="deep
     shape, w3, g, opts = _prepare(weight, gain, eps, style, estimator, eps_mode, fan_in_scaling)
     C, n = w3.shape[1], w3.shape[2]
     dy2 = V.check_dy(dy, shape).reshape(C, n)
-    mean, mean_lo, r, r_lo, kv = _stats(w3, opts)
+    st, kv = _stats(w3, opts)
     gv = np.ones(C) if g is None else g
     dw = np.empty((C, n))
     dgain = np.empty(C)
-    _backward(dy2, w3.reshape(C, n), mean, mean_lo, r, r_lo, kv, gv, opts["n_div"], dw, dgain)
+    _backward(dy2, w3.reshape(C, n), st, kv, gv, opts["n_div"], dw, dgain)
     out = {"weight": dw.reshape(shape)}
     if g is not None:
         out["gain"] = dgain

@@ -1,26 +1,32 @@
 """Preallocated outputs and the fast kernels behind them.
 
 1. ``refnorm.<op>(..., out=)`` and ``refnorm.<op>_backward(..., out=)`` (the
-   five standard ops) write the very bits of the call without ``out`` into the
-   caller's array, return it, and refuse a wrong ``out`` (kind, dtype, shape, layout,
+   five standard ops; every battery case of every registered op that takes
+   ``out=``, and a fixed set below) write the very bits of the call without
+   ``out`` into the caller's array, return it, and refuse a wrong ``out`` (kind, dtype, shape, layout,
    read-only, overlapping an input) with a TypeError / ValueError raised
    before any kernel runs.
-2. The lane kernels of ``refnorm/ops/_kernels.py`` (eight reduction sets per
-   vector, transposed tiles, fused passes, streaming stores) give the bits of
-   the one-set-at-a-time kernels they replaced, which stay in the module as
-   the readable form (``_moments_sets``, ``backward_input``) -- and the
-   per-position affine sums equal a plain Python Sum2 in row order.
+2. The lane kernels of ``refnorm/ops/_lanes.py`` and ``_runs.py`` (eight
+   reduction sets or positions per vector, transposed tiles, fused passes,
+   streaming stores) give the bits of the one-set-at-a-time kernels of
+   ``refnorm/ops/_sets.py``, the readable form (``_moments_sets``,
+   ``_forward_sets``, ``backward_input``, ``_affine_sets``) -- and the affine
+   sums equal a plain Python Sum2 in row order.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import pytest
 
 import refnorm
-from refnorm.ops import _kernels
+from refnorm._registry import STANDARD_OPS
+from refnorm.ops import _kernels, _lanes, _sets
+from refnorm.ops._dd import two_sum
 
-from .._util import noncentred, random_affine, random_dy
+from .._util import noncentred, op_cases, random_affine, random_dy
 
 RNG = np.random.default_rng(7)
 
@@ -84,6 +90,40 @@ def test_backward_out_is_the_backward(cid):
     assert list(got) == list(ref)
     for k in ref:
         assert _same_bits(got[k], ref[k]), f"{cid}: out= changed the bits of d{k}"
+
+
+def _takes_out(fn) -> bool:
+    p = inspect.signature(fn).parameters.get("out")
+    return p is not None and p.kind is inspect.Parameter.KEYWORD_ONLY
+
+
+#: every battery case (tests/ops/cases/<op>.py) of every registered op whose
+#: forward takes out=: an op added with out= is checked without an edit here
+BATTERY = [(op, cid, kw) for op, spec in refnorm.registry().items() if _takes_out(spec.forward)
+           for cid, kw in op_cases(op)]
+
+
+def test_forward_and_backward_take_out_together():
+    assert {"batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm"} <= {op for op, _, _ in BATTERY}
+    for op, spec in refnorm.registry().items():
+        assert _takes_out(spec.forward) == _takes_out(spec.backward), op
+        assert not _takes_out(spec.forward) or op in STANDARD_OPS, f"{op}: only the standard ops take out="
+
+
+@pytest.mark.parametrize("op, cid, kw", BATTERY, ids=[f"{op}-{cid}" for op, cid, _ in BATTERY])
+def test_out_is_the_call_without_out_on_every_battery_case(op, cid, kw):
+    spec = refnorm.registry()[op]
+    x = np.asarray(kw[spec.primary])
+    y = spec.forward(**kw)
+    out = np.full(x.shape, np.nan)
+    assert spec.forward(**kw, out=out) is out and _same_bits(out, y), f"{op}[{cid}]: forward out="
+    dy = random_dy(x.shape, seed=5)
+    ref = spec.backward(dy, **kw)
+    out = np.full(x.shape, np.nan)
+    got = spec.backward(dy, **kw, out=out)
+    assert got[spec.primary] is out and list(got) == list(ref), f"{op}[{cid}]: backward out="
+    for k in ref:
+        assert _same_bits(got[k], ref[k]), f"{op}[{cid}]: backward out= changed d{k}"
 
 
 def test_out_is_reused_across_calls():
@@ -232,8 +272,12 @@ VIEWS = [(3, 8, 20, 8, 1), (1, 19, 37, 1, 37), (1, 24, 30, 4, 3), (1, 40, 9, 10,
 
 
 def _stats(x3):
-    """Empty (mean, mean_lo, m2, m2_lo, rstd, rstd_lo) for the sets of x3."""
-    return [np.empty(x3.shape[1]) for _ in range(6)]
+    """An empty statistics array (rows mean, mean_lo, m2, m2_lo, rstd, rstd_lo) for the sets of x3."""
+    return _kernels.empty_stats(x3.shape[1])
+
+
+#: the rows of a statistics array, by name
+ROWS = {name: getattr(_sets, name.upper()) for name in ("mean", "mean_lo", "m2", "m2_lo", "rstd", "rstd_lo")}
 
 
 @pytest.mark.parametrize("view", VIEWS, ids=[str(v) for v in VIEWS])
@@ -243,10 +287,10 @@ def test_lane_moments_equal_one_set_at_a_time(view, kind, center):
     A, B, S, _, _ = view
     x3 = _view_data(np.random.default_rng(abs(hash((view, kind))) % 2**32), (A, B, S), kind)
     lanes, sets = _stats(x3), _stats(x3)
-    _kernels._moments_lanes(x3, center, 1e-5, *lanes)
-    _kernels._moments_sets(x3, center, 1e-5, *sets)
-    for name, a, b in zip(("mean", "mean_lo", "m2", "m2_lo", "rstd", "rstd_lo"), lanes, sets):
-        assert _bits_equal(a, b), f"moments {view} {kind}: {name} differs"
+    _lanes._moments_lanes(x3, center, 1e-5, lanes)
+    _sets._moments_sets(x3, center, 1e-5, sets)
+    for name, row in ROWS.items():
+        assert _bits_equal(lanes[row], sets[row]), f"moments {view} {kind}: {name} differs"
 
 
 @pytest.mark.parametrize("view", VIEWS, ids=[str(v) for v in VIEWS])
@@ -259,15 +303,14 @@ def test_lane_backward_equals_one_set_at_a_time(view, kind, mode):
     x3 = _view_data(rng, (A, B, S), kind)
     dy3 = rng.standard_normal(x3.shape)
     w = 1.0 + 0.5 * rng.standard_normal(P * Q)
-    mean, mean_lo, m2, m2_lo, rstd, rstd_lo = _stats(x3)
-    _kernels._moments_sets(x3, mode != _kernels.MODE_RMS, 1e-5, mean, mean_lo, m2, m2_lo, rstd, rstd_lo)
+    st = _stats(x3)
+    _sets._moments_sets(x3, mode != _kernels.MODE_RMS, 1e-5, st)
     ref = np.empty_like(x3)
-    _kernels.backward_input(dy3, x3, mean, mean_lo, rstd, rstd_lo, B, w, P, Q, T, mode, ref)
+    _sets.backward_input(dy3, x3, st, w, P, Q, T, mode, ref)
     for stream in (False, True):
         got = np.empty_like(x3)
         none = np.empty(0)
-        _kernels.backward_sets(dy3, x3, False, True, 0.0, mean, mean_lo, none, none, rstd, rstd_lo, w, P, Q, T,
-                               mode, got, none, none, stream)
+        _kernels.backward_sets(dy3, x3, False, True, 0.0, st, w, P, Q, T, mode, got, none, none, stream)
         assert _bits_equal(got, ref), f"backward {view} {kind} mode {mode} stream {stream}: dx differs"
     if mode == _kernels.MODE_CONST_STATS:
         return
@@ -277,31 +320,30 @@ def test_lane_backward_equals_one_set_at_a_time(view, kind, mode):
     got = np.empty_like(x3)
     dw = np.zeros(P * Q if fused else 0)
     db = np.zeros(P * Q if fused else 0)
-    _kernels.backward_sets(dy3, x3, True, mode != _kernels.MODE_RMS, 1e-5, *stats_fresh, w, P, Q, T, mode, got,
+    _kernels.backward_sets(dy3, x3, True, mode != _kernels.MODE_RMS, 1e-5, stats_fresh, w, P, Q, T, mode, got,
                            dw, db, False)
     assert _bits_equal(got, ref), f"fresh backward {view} {kind}: dx differs"
-    for name, a, b in zip(("mean", "mean_lo", "m2", "m2_lo", "rstd", "rstd_lo"), stats_fresh,
-                          (mean, mean_lo, m2, m2_lo, rstd, rstd_lo)):
-        assert _bits_equal(a, b), f"fresh backward {view} {kind}: {name} differs"
+    for name, row in ROWS.items():
+        assert _bits_equal(stats_fresh[row], st[row]), f"fresh backward {view} {kind}: {name} differs"
     if fused:
-        rdw, rdb = _affine_reference(dy3, x3, mean, mean_lo, rstd, rstd_lo, P, Q, T)
+        rdw, rdb = _affine_reference(dy3, x3, st, P, Q, T)
         assert _bits_equal(dw, rdw) and _bits_equal(db, rdb), f"fused affine {view} {kind} differs"
 
 
-def _affine_reference(dy3, x3, mean, mean_lo, rstd, rstd_lo, P, Q, T):
+def _affine_reference(dy3, x3, st, P, Q, T):
     """dweight, dbias as plain Python Sum2 in ascending (a, b, s), per parameter."""
     A, B, S = x3.shape
-    two_sum = _kernels.two_sum
     acc = np.zeros((P * Q, 4))
     for a in range(A):
         for b in range(B):
             for s in range(S):
                 k = (b % P) * Q + s // T
-                g = dy3[a, b, s]
-                xhat = _kernels._xhat(x3[a, b, s], mean[b], mean_lo[b], rstd[b], rstd_lo[b])
-                acc[k, 0], e = two_sum(acc[k, 0], g * xhat)
+                dyv = dy3[a, b, s]
+                xhat = _sets._xhat(x3[a, b, s], st[_sets.MEAN, b], st[_sets.MEAN_LO, b], st[_sets.RSTD, b],
+                                   st[_sets.RSTD_LO, b])
+                acc[k, 0], e = two_sum(acc[k, 0], dyv * xhat)
                 acc[k, 1] += e
-                acc[k, 2], e = two_sum(acc[k, 2], g)
+                acc[k, 2], e = two_sum(acc[k, 2], dyv)
                 acc[k, 3] += e
     return acc[:, 0] + acc[:, 1], acc[:, 2] + acc[:, 3]
 
@@ -314,15 +356,19 @@ def test_affine_sums_are_python_sum2_in_row_order(view, threads):
     rng = np.random.default_rng(5)
     x3 = _view_data(rng, (A, B, S), "offset")
     dy3 = rng.standard_normal(x3.shape)
-    mean, mean_lo, m2, m2_lo, rstd, rstd_lo = _stats(x3)
-    _kernels._moments_sets(x3, True, 1e-5, mean, mean_lo, m2, m2_lo, rstd, rstd_lo)
+    st = _stats(x3)
+    _sets._moments_sets(x3, True, 1e-5, st)
+    block = _kernels.affine_block(Q, T, threads)
     acc = np.zeros((4, P * Q))
-    _kernels.backward_affine(dy3, x3, mean, mean_lo, rstd, rstd_lo, B, P, Q, T, acc,
-                             _kernels.affine_block(Q, T, threads))
+    _kernels.backward_affine(dy3, x3, st, P, Q, T, acc, block)
     dw, db = np.empty(P * Q), np.empty(P * Q)
     _kernels.affine_result(acc, dw, db)
-    rdw, rdb = _affine_reference(dy3, x3, mean, mean_lo, rstd, rstd_lo, P, Q, T)
+    rdw, rdb = _affine_reference(dy3, x3, st, P, Q, T)
     assert _bits_equal(dw, rdw) and _bits_equal(db, rdb), f"backward_affine {view} differs from Python Sum2"
+    # the readable form, one term at a time, for any T (the ops use it for T != 1)
+    acc_sets = np.zeros((4, P * Q))
+    _sets._affine_sets(dy3, x3, st, P, Q, T, acc_sets, block)
+    assert _bits_equal(acc_sets, acc), f"_affine_sets {view} differs from backward_affine"
 
 
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
@@ -359,19 +405,25 @@ def test_fused_forward_equals_moments_then_forward(view, stream):
     rng = np.random.default_rng(11)
     x3 = _view_data(rng, (A, B, S), "nonfinite")
     w, b = 1.0 + 0.5 * rng.standard_normal(P * Q), 0.3 * rng.standard_normal(P * Q)
-    mean, mean_lo, m2, m2_lo, rstd, rstd_lo = _stats(x3)
-    _kernels._moments_sets(x3, True, 1e-5, mean, mean_lo, m2, m2_lo, rstd, rstd_lo)
+    st = _stats(x3)
+    _sets._moments_sets(x3, True, 1e-5, st)
     ref = np.empty_like(x3)
     for a in range(A):  # the scalar forward, element by element
         for bb in range(B):
             for s in range(S):
                 k = (bb % P) * Q + s // T
-                xhat = _kernels._xhat(x3[a, bb, s], mean[bb], mean_lo[bb], rstd[bb], rstd_lo[bb])
+                xhat = _sets._xhat(x3[a, bb, s], st[_sets.MEAN, bb], st[_sets.MEAN_LO, bb], st[_sets.RSTD, bb],
+                                   st[_sets.RSTD_LO, bb])
                 ref[a, bb, s] = w[k] * xhat + b[k]
     got = np.empty_like(x3)
-    st = _stats(x3)
-    _kernels.normalize(x3, True, 1e-5, w, b, P, Q, T, got, *st, stream)
+    st_fused = _stats(x3)
+    _kernels.normalize(x3, True, 1e-5, w, b, P, Q, T, got, st_fused, stream)
     assert _bits_equal(got, ref)
+    for name, row in ROWS.items():
+        assert _bits_equal(st_fused[row], st[row]), f"normalize {view}: {name} differs from the moments"
     got2 = np.empty_like(x3)
-    _kernels.forward(x3, mean, mean_lo, rstd, rstd_lo, B, w, b, P, Q, T, got2, stream)
+    _kernels.forward(x3, st, w, b, P, Q, T, got2, stream)
     assert _bits_equal(got2, ref)
+    got3 = np.empty_like(x3)  # the readable form, one set at a time
+    _sets._forward_sets(x3, st, w, b, P, Q, T, got3)
+    assert _bits_equal(got3, ref)

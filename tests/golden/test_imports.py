@@ -191,3 +191,16 @@ def test_no_function_imports_a_refnorm_module():
                      "they would close is a structure to fix, not to hide):\n" + "\n".join(bad))
     used = {(f, fn) for f, fn, _, _ in found}
     assert set(LOCAL_IMPORTS_ALLOWED) <= used, f"stale allow-list entries: {set(LOCAL_IMPORTS_ALLOWED) - used}"
+
+
+def test_the_whole_package_import_graph_is_acyclic():
+    """No cycle anywhere in refnorm: the graph of every module's top-level
+    imports of refnorm modules (a package's ``__init__`` is the package) sorts
+    topologically."""
+    graph = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        graph[name] = {m for m in _top_level_imports(path)
+                       if (m == "refnorm" or m.startswith("refnorm.")) and m != name}
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a cycle
+    assert set(graph) <= set(order) and len(graph) > 40

@@ -119,8 +119,8 @@ def test_tripwire_is_armed(op):
         pytest.fail("\n".join(cases.gaps("battery", [op])))
     spec = refnorm.registry()[op]
     kw = battery(np.random.default_rng(0))[0][1]
-    dy = np.ones(np.shape(kw[spec.differentiable[0]]))
-    for what, call in (("forward", lambda: spec.forward(**kw)), ("backward", lambda: spec.backward(dy, **kw))):
+    dys = [np.ones(np.shape(kw[spec.differentiable[0]]))] * len(spec.outputs)  # every output is shaped like it
+    for what, call in (("forward", lambda: spec.forward(**kw)), ("backward", lambda: spec.backward(*dys, **kw))):
         try:
             call()
         except AssertionError as e:

@@ -36,7 +36,6 @@ if not jax.config.jax_platforms:  # CPU unless the user chose a platform
         pass
 
 import jax.numpy as jnp  # noqa: E402
-import ml_dtypes  # noqa: E402
 import numpy as np  # noqa: E402
 
 try:

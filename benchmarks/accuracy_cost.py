@@ -1,7 +1,7 @@
 """What refnorm's accurate reductions cost, and what they buy.
 
 refnorm carries mean, m2 and rstd in double-double and uses compensated (Sum2)
-sums everywhere (refnorm/ops/_kernels.py).  This script writes a *plain*
+sums everywhere (refnorm/ops/_sets.py, _lanes.py).  This script writes a *plain*
 version of the same kernels -- single double, ordinary summation, still
 two-pass, same loop structure, same Numba options (parallel over reduction
 sets, fastmath off) -- and reports
@@ -36,7 +36,7 @@ prange = numba.prange
 
 # ----------------------------------------------------------------------------
 # the plain kernels (canonical view x[a, b, s], sets over (a, s) for fixed b;
-# affine index k = (b % P) * Q + s // T), as refnorm/ops/_kernels.py without
+# affine index k = (b % P) * Q + s // T), as refnorm/ops/_sets.py without
 # the double-double parts
 
 

@@ -78,6 +78,17 @@ def check_real(name: str, value, *, allow_none: bool = False) -> float | None:
     return v
 
 
+def offset_scale(weight: np.ndarray | None, offset: float) -> np.ndarray | None:
+    """The scale ``offset + weight`` of a zero-centred weight (float64, rounded
+    once; a new array, the weight is not modified); the weight itself when
+    ``offset`` is 0, and None without a weight (no weight: no scale)."""
+    if weight is None or offset == 0.0:
+        return weight
+    if not math.isfinite(offset):
+        raise ValueError(f"offset must be finite, got {offset}")
+    return offset + weight
+
+
 def check_bool(name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")

@@ -21,18 +21,18 @@ def layout(x_shape, normalized_shape) -> L.Layout:
     return L.trailing(x_shape, V.check_normalized_shape(normalized_shape, x_shape), ("mean", "rstd"))
 
 
-def _prepare(x, normalized_shape, weight, bias, eps):
+def _prepare(x, normalized_shape, weight, bias, eps, offset):
     xa = V.check_input("x", x, min_ndim=1, layout="(*, *normalized_shape)")
     ns = V.check_normalized_shape(normalized_shape, xa.shape)
-    w = V.check_param("weight", weight, ns, "normalized_shape")
+    w = V.offset_scale(V.check_param("weight", weight, ns, "normalized_shape"), V.check_real("offset", offset))
     b = V.check_param("bias", bias, ns, "normalized_shape")
     eps = V.check_real("eps", eps)
     x3 = V.to_f64(xa).reshape(layout(xa.shape, ns).view)
     return xa.shape, ns, x3, w, b, eps
 
 
-def _layer_norm(x, normalized_shape, weight, bias, eps, out):
-    shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps)
+def _layer_norm(x, normalized_shape, weight, bias, eps, offset, out):
+    shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps, offset)
     if out is not None:
         nz.check_out(out, shape, ("x", x), ("weight", weight), ("bias", bias))
     y3, st = nz.normalize(x3, eps, w, b, P=1, Q=x3.shape[2], out=out)
@@ -41,8 +41,8 @@ def _layer_norm(x, normalized_shape, weight, bias, eps, out):
     return y, {"mean": st.mean.reshape(lead), "rstd": st.rstd.reshape(lead)}
 
 
-def _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, out):
-    shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps)
+def _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, offset, out):
+    shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps, offset)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     if out is not None:
         nz.check_out(out, shape, ("dy", dy), ("x", x), ("weight", weight), ("bias", bias))
@@ -51,13 +51,13 @@ def _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, out):
     return nz.gradient_dict(dx3, shape, out, w, b, dw, db, param_shape=ns)
 
 
-def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
     """``y`` together with the saved statistics ``mean`` and ``rstd``, each of
     shape ``x.shape[:-len(normalized_shape)]``."""
-    return _layer_norm(x, normalized_shape, weight, bias, eps, None)
+    return _layer_norm(x, normalized_shape, weight, bias, eps, offset, None)
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0, out=None):
     """Layer normalization, as ``torch.nn.functional.layer_norm``.
 
     .. math:: y = \\frac{x - \\mathrm{E}[x]}{\\sqrt{\\mathrm{Var}[x] + \\epsilon}} \\cdot \\gamma + \\beta
@@ -78,10 +78,10 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     -------
     y : float64 array shaped like ``x``.
     """
-    return _layer_norm(x, normalized_shape, weight, bias, eps, out)[0]
+    return _layer_norm(x, normalized_shape, weight, bias, eps, offset, out)[0]
 
 
-def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
+def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0, out=None):
     """Gradients of :func:`layer_norm` for the cotangent ``dy``.
 
     Returns ``{"x": dx, "weight": dweight, "bias": dbias}`` (the last two only
@@ -92,4 +92,4 @@ def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-
     ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
     written; the dict then holds ``"x": out`` (same bits).
     """
-    return _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, out)
+    return _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, offset, out)

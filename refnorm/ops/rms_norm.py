@@ -30,16 +30,16 @@ def layout(x_shape, normalized_shape) -> L.Layout:
     return L.trailing(x_shape, V.check_normalized_shape(normalized_shape, x_shape), ("rstd",))
 
 
-def _prepare(x, normalized_shape, weight, eps):
+def _prepare(x, normalized_shape, weight, eps, offset):
     xa = V.check_input("x", x, min_ndim=1, layout="(*, *normalized_shape)")
     ns = V.check_normalized_shape(normalized_shape, xa.shape)
-    w = V.check_param("weight", weight, ns, "normalized_shape")
+    w = V.offset_scale(V.check_param("weight", weight, ns, "normalized_shape"), V.check_real("offset", offset))
     eps = default_eps(xa.dtype) if eps is None else V.check_real("eps", eps)
     return xa.shape, ns, V.to_f64(xa).reshape(layout(xa.shape, ns).view), w, eps
 
 
-def _rms_norm(x, normalized_shape, weight, eps, out):
-    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps)
+def _rms_norm(x, normalized_shape, weight, eps, offset, out):
+    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps, offset)
     if out is not None:
         nz.check_out(out, shape, ("x", x), ("weight", weight))
     y3, st = nz.normalize(x3, eps, w, None, P=1, Q=x3.shape[2], center=False, out=out)
@@ -47,8 +47,8 @@ def _rms_norm(x, normalized_shape, weight, eps, out):
     return y, {"rstd": st.rstd.reshape(shape[: len(shape) - len(ns)])}
 
 
-def _rms_norm_backward(dy, x, normalized_shape, weight, eps, out):
-    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps)
+def _rms_norm_backward(dy, x, normalized_shape, weight, eps, offset, out):
+    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps, offset)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     if out is not None:
         nz.check_out(out, shape, ("dy", dy), ("x", x), ("weight", weight))
@@ -57,12 +57,12 @@ def _rms_norm_backward(dy, x, normalized_shape, weight, eps, out):
     return nz.gradient_dict(dx3, shape, out, w, None, dw, None, param_shape=ns)
 
 
-def rms_norm_stats(x, normalized_shape, weight=None, eps=None):
+def rms_norm_stats(x, normalized_shape, weight=None, eps=None, *, offset=0.0):
     """``y`` and the saved statistic ``rstd`` (shape ``x.shape[:-len(normalized_shape)]``)."""
-    return _rms_norm(x, normalized_shape, weight, eps, None)
+    return _rms_norm(x, normalized_shape, weight, eps, offset, None)
 
 
-def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None):
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, offset=0.0, out=None):
     """Root-mean-square normalization, as ``torch.nn.functional.rms_norm``.
 
     .. math:: y = \\frac{x}{\\sqrt{\\mathrm{E}[x^2] + \\epsilon}} \\cdot \\gamma
@@ -85,10 +85,10 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None):
     -------
     y : float64 array shaped like ``x``
     """
-    return _rms_norm(x, normalized_shape, weight, eps, out)[0]
+    return _rms_norm(x, normalized_shape, weight, eps, offset, out)[0]
 
 
-def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, out=None):
+def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, offset=0.0, out=None):
     """Gradients of :func:`rms_norm`: ``{"x": dx[, "weight": dweight]}``.
 
     With ``r = rstd``, ``xhat = x * r`` and ``g = weight * dy`` per row:
@@ -100,4 +100,4 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, out=Non
     ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
     written; the dict then holds ``"x": out`` (same bits).
     """
-    return _rms_norm_backward(dy, x, normalized_shape, weight, eps, out)
+    return _rms_norm_backward(dy, x, normalized_shape, weight, eps, offset, out)

@@ -14,7 +14,10 @@ Shapes
 Conventions
     Biased variance (divisor D).  ``eps`` inside the square root.  No running
     statistics: train and eval are identical.  Missing weight means 1, missing
-    bias means 0.  As ``torch.nn.functional.layer_norm``.
+    bias means 0.  As ``torch.nn.functional.layer_norm``.  The keyword
+    ``offset`` makes the scale ``offset + gamma`` (zero-centred weights:
+    ``offset=1.0``, TransformerEngine's ``zero_centered_gamma``); it applies
+    only with a weight, and the gradient is still taken with respect to gamma.
 
 References
     Ba, Kiros & Hinton, "Layer Normalization", arXiv:1607.06450, eq. (4).
@@ -24,7 +27,7 @@ import autograd.numpy as np
 
 
 # [docs:forward-start]
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
     ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     axes = tuple(range(x.ndim - len(ns), x.ndim))  # (0) the reduction set R
     mean = np.mean(x, axis=axes, keepdims=True)  # (1) (*, 1, ...)
@@ -32,7 +35,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     var = np.mean(xc * xc, axis=axes, keepdims=True)  # (3) (*, 1, ...), biased
     rstd = 1.0 / np.sqrt(var + eps)  # (4) (*, 1, ...)
     xhat = xc * rstd  # (5) (*, *ns)
-    y = xhat if weight is None else xhat * weight  # (6) (*, *ns)
+    scale = weight if weight is None or offset == 0.0 else offset + weight  # (6a) the scale offset + gamma
+    y = xhat if scale is None else xhat * scale  # (6) (*, *ns)
     y = y if bias is None else y + bias  # (7) (*, *ns)
     return y
 # [docs:forward-end]

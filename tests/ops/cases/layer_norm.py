@@ -24,6 +24,14 @@ def battery(rng):
                       weight=None if affine == "none" else w, bias=b if affine == "both" else None,
                       eps=1e-5)
             out.append((f"{shape}-{ns}-{affine}", kw))
+    # zero-centred weights: the scale is offset + weight (drawn after the cases above, which keep their values)
+    for shape, ns in [((4, 7), (7,)), ((3, 5, 6), (5, 6))]:
+        for affine, offset in (("both", 1.0), ("weight", 1.0), ("both", -0.5), ("none", 1.0)):
+            w, b = random_affine(rng, ns)
+            kw = dict(x=noncentred(rng, shape), normalized_shape=ns,
+                      weight=None if affine == "none" else 0.1 * (w - 1.0), bias=b if affine == "both" else None,
+                      eps=1e-5, offset=offset)
+            out.append((f"{shape}-{ns}-{affine}-offset{offset}", kw))
     return out
 
 
@@ -35,6 +43,12 @@ ERRORS = [
     ("ln-shape-float", lambda: refnorm.layer_norm(X2, (5.0,)), TypeError, "normalized_shape must be"),
     ("ln-weight-shape", lambda: refnorm.layer_norm(X2, (5,), np.ones(4)), ValueError, "weight must have shape (5,)"),
     ("ln-0d", lambda: refnorm.layer_norm(np.float64(1.0), (1,)), ValueError, "at least 1 dimensions"),
+    ("ln-offset-bool", lambda: refnorm.layer_norm(X2, 5, np.ones(5), offset=True), TypeError,
+     "offset must be a real number"),
+    ("ln-offset-nan", lambda: refnorm.layer_norm(X2, 5, np.ones(5), offset=float("nan")), ValueError,
+     "offset must not be NaN"),
+    ("ln-bwd-offset-inf", lambda: refnorm.layer_norm_backward(np.ones((4, 5)), X2, 5, np.ones(5), offset=float("inf")),
+     ValueError, "offset must be finite"),
     # the <op>_stats variant validates exactly as the forward
     ("ln-stats-shape", lambda: refnorm.layer_norm_stats(X2, (4,)), ValueError, "trailing dimensions of x"),
 ]

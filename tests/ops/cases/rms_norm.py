@@ -21,6 +21,13 @@ def battery(rng):
             for eps in (1e-6, None):
                 kw = dict(x=noncentred(rng, shape), normalized_shape=ns, weight=w if affine else None, eps=eps)
                 out.append((f"{shape}-{ns}-affine{affine}-eps{eps}", kw))
+    # zero-centred weights (Gemma: offset=1.0), drawn after the cases above, which keep their values
+    for shape, ns in [((4, 7), (7,)), ((3, 5, 6), (5, 6))]:
+        for affine, offset in ((True, 1.0), (True, -0.5), (False, 1.0)):
+            w, _ = random_affine(rng, ns)
+            kw = dict(x=noncentred(rng, shape), normalized_shape=ns, weight=0.1 * (w - 1.0) if affine else None,
+                      eps=1e-6, offset=offset)
+            out.append((f"{shape}-{ns}-affine{affine}-offset{offset}", kw))
     return out
 
 
@@ -35,6 +42,10 @@ def reference_kwargs(kw):
 ERRORS = [
     ("rms-weight-shape", lambda: refnorm.rms_norm(X2, 5, np.ones((1, 5))), ValueError, "weight must have shape"),
     ("rms-eps-str", lambda: refnorm.rms_norm(X2, 5, eps="1e-6"), TypeError, "eps must be a real number"),
+    ("rms-offset-str", lambda: refnorm.rms_norm(X2, 5, np.ones(5), offset="1"), TypeError,
+     "offset must be a real number"),
+    ("rms-bwd-offset-nan", lambda: refnorm.rms_norm_backward(np.ones((4, 5)), X2, 5, np.ones(5), offset=float("nan")),
+     ValueError, "offset must not be NaN"),
     ("rms-bwd-dy-shape", lambda: refnorm.rms_norm_backward(np.ones((4, 4)), X2, 5), ValueError,
      "dy must have the shape of the forward output (4, 5)"),
     # the <op>_stats variant validates exactly as the forward

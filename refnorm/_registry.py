@@ -91,6 +91,9 @@ class OpSpec:
         harness's batch-invariance check applies).
     eps_default : ``dtype -> eps``, the eps the forward uses for ``eps=None``
         (RMSNorm), or None when eps is always given.
+    weight_offset : the keyword argument whose value is added to the weight
+        to form the scale (``"offset"``: LayerNorm/RMSNorm with zero-centred
+        weights, ``offset + weight``), or None.
     seed : True for the seed layers (proxy norm, GN+, weight standardization,
         BLN); False for the standard normalizers (BN, LN, IN, GN, RMSNorm: the
         ones PyTorch has, which take ``out=`` and have an exact oracle).
@@ -113,6 +116,7 @@ class OpSpec:
     grouped_inputs: Mapping[str, str] = field(default_factory=dict)
     per_sample: bool = False
     eps_default: Callable | None = None
+    weight_offset: str | None = None
     seed: bool = False
 
     def __post_init__(self):
@@ -204,6 +208,8 @@ def _check_spec(s: OpSpec) -> None:
     for kw in s.grouped_inputs:
         if kw not in params:
             raise ValueError(f"{where}: grouped input {kw!r} is not a forward argument")
+    if s.weight_offset is not None and s.weight_offset not in params:
+        raise ValueError(f"{where}: weight_offset {s.weight_offset!r} is not a forward argument")
 
 
 def protocol_parameters(fn: Callable) -> tuple[str, ...]:
@@ -222,7 +228,8 @@ def _build() -> dict[str, OpSpec]:
                bn.batch_norm_stats, ("x", "weight", "bias"), bn.layout, **standard, batch_stats_flag="training",
                running_stats=bn.batch_norm_running_stats, running_conventions=("torch", "onnx", "flax")),
         OpSpec("layer_norm", ln.layer_norm, ln.layer_norm_backward, ref.layer_norm.layer_norm,
-               ln.layer_norm_stats, ("x", "weight", "bias"), ln.layout, **standard, per_sample=True),
+               ln.layer_norm_stats, ("x", "weight", "bias"), ln.layout, **standard, per_sample=True,
+               weight_offset="offset"),
         OpSpec("instance_norm", inn.instance_norm, inn.instance_norm_backward,
                ref.instance_norm.instance_norm, inn.instance_norm_stats, ("x", "weight", "bias"), inn.layout,
                **standard, batch_stats_flag="use_input_stats", running_stats=inn.instance_norm_running_stats,
@@ -231,7 +238,7 @@ def _build() -> dict[str, OpSpec]:
                gn.group_norm_stats, ("x", "weight", "bias"), gn.layout, **standard, per_sample=True),
         OpSpec("rms_norm", rms.rms_norm, rms.rms_norm_backward, ref.rms_norm.rms_norm,
                rms.rms_norm_stats, ("x", "weight"), rms.layout, stats=("rstd",), center=False, per_sample=True,
-               eps_default=rms.default_eps),
+               eps_default=rms.default_eps, weight_offset="offset"),
         # the seed layers (docs/ops/index.md#seed-layers)
         OpSpec("proxy_norm", pn.proxy_norm, pn.proxy_norm_backward, ref_pn.proxy_norm, pn.proxy_norm_stats,
                ("x", "weight", "bias", "proxy_shift", "proxy_scale"), pn.layout, stats=("mean", "rstd"),

@@ -50,6 +50,7 @@ BROKEN = [
     ({"outputs": ("y", "h")}, "backward must take ('dy', 'dh'"),
     ({"outputs": ("x",)}, "both one of the forward arguments and one of the outputs"),
     ({"stats": ("mean", "y")}, "both one of the outputs and one of the stats"),
+    ({"weight_offset": "gamma_offset"}, "weight_offset 'gamma_offset' is not a forward argument"),
     ({"tolerance": "guessed"}, "tolerance route must be one of"),
     ({"batch_stats_flag": "training"}, "batch_stats_flag 'training' is not a forward argument"),
     ({"running_conventions": ("onnx",)}, "running_conventions must start with 'torch'"),

@@ -187,6 +187,15 @@ static result_kind run_case(const rg_manifest *m, const rg_case *c, case_report 
         snprintf(rep->message, sizeof rep->message, "attrs.eps is not a number");
         return R_NA;
     }
+    {   /* zero-centred weights (scale offset + weight): a variant these kernels do not offer */
+        double offset = 0;
+        rc = rg_attr_number(c, "offset", &offset);
+        if (rc != RG_ATTR_MISSING && (rc != RG_ATTR_OK || offset != 0)) {
+            snprintf(rep->message, sizeof rep->message, "attrs.offset = %g: zero-centred weights are not offered "
+                     "by this C kernel", offset);
+            return R_NA;
+        }
+    }
 
     /* ---- the kernel library's own argument validation (also for "error" cases) */
     if (is_ln)

@@ -94,22 +94,23 @@ def _layer_norm_bwd(axes, eps, res, dy):
 
 _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
-def _ln_setup(x, normalized_shape, weight, bias):
+def _ln_setup(x, normalized_shape, weight, bias, offset=0.0):
     x = np.asarray(x)
     ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     cd = _compute_dtype(x.dtype)
     axes = tuple(range(x.ndim - len(ns), x.ndim))
-    w = _as_jax(weight, cd) if weight is not None else jnp.ones(ns, cd)
+    # zero-centred weights: the scale offset + weight, formed in the compute dtype
+    w = offset + _as_jax(weight, cd) if weight is not None else jnp.ones(ns, cd)
     b = _as_jax(bias, cd) if bias is not None else jnp.zeros(ns, cd)
     return x, ns, cd, axes, w, b
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    x, ns, cd, axes, w, b = _ln_setup(x, normalized_shape, weight, bias)
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+    x, ns, cd, axes, w, b = _ln_setup(x, normalized_shape, weight, bias, offset)
     y = _layer_norm(_as_jax(x, cd), w, b, axes, float(eps))
     return np.asarray(y.astype(x.dtype))
 
-def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    x, ns, cd, axes, w, b = _ln_setup(x, normalized_shape, weight, bias)
+def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+    x, ns, cd, axes, w, b = _ln_setup(x, normalized_shape, weight, bias, offset)
     _, vjp = jax.vjp(lambda x_, w_, b_: _layer_norm(x_, w_, b_, axes, float(eps)), _as_jax(x, cd), w, b)
     dx, dw, db = vjp(_as_jax(dy, cd))
     out = {"x": np.asarray(dx.astype(x.dtype))}
@@ -119,8 +120,8 @@ def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-
         out["bias"] = np.asarray(db.astype(x.dtype))
     return out
 
-def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    x, ns, cd, axes, w, b = _ln_setup(x, normalized_shape, weight, bias)
+def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+    x, ns, cd, axes, w, b = _ln_setup(x, normalized_shape, weight, bias, offset)
     xj = _as_jax(x, cd)
     mean, rstd, _ = _ln_stats(xj, axes, float(eps))
     y = _layer_norm(xj, w, b, axes, float(eps))
@@ -156,22 +157,22 @@ def _rms_norm_bwd(axes, eps, res, dy):
 
 _rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
 
-def _rms_setup(x, normalized_shape, weight, eps):
+def _rms_setup(x, normalized_shape, weight, eps, offset=0.0):
     x = np.asarray(x)
     ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     cd = _compute_dtype(x.dtype)
     axes = tuple(range(x.ndim - len(ns), x.ndim))
-    w = _as_jax(weight, cd) if weight is not None else jnp.ones(ns, cd)
+    w = offset + _as_jax(weight, cd) if weight is not None else jnp.ones(ns, cd)  # the scale offset + weight
     if eps is None:  # PyTorch's actual default: float32's epsilon unless the input is float64
         eps = float(np.finfo(np.float64 if x.dtype == np.float64 else np.float32).eps)
     return x, ns, cd, axes, w, float(eps)
 
-def rms_norm(x, normalized_shape, weight=None, eps=None):
-    x, ns, cd, axes, w, eps = _rms_setup(x, normalized_shape, weight, eps)
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    x, ns, cd, axes, w, eps = _rms_setup(x, normalized_shape, weight, eps, offset)
     return np.asarray(_rms_norm(_as_jax(x, cd), w, axes, eps).astype(x.dtype))
 
-def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
-    x, ns, cd, axes, w, eps = _rms_setup(x, normalized_shape, weight, eps)
+def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    x, ns, cd, axes, w, eps = _rms_setup(x, normalized_shape, weight, eps, offset)
     _, vjp = jax.vjp(lambda x_, w_: _rms_norm(x_, w_, axes, eps), _as_jax(x, cd), w)
     dx, dw = vjp(_as_jax(dy, cd))
     out = {"x": np.asarray(dx.astype(x.dtype))}
@@ -179,8 +180,8 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
         out["weight"] = np.asarray(dw.astype(x.dtype))
     return out
 
-def rms_norm_stats(x, normalized_shape, weight=None, eps=None):
-    x, ns, cd, axes, w, eps = _rms_setup(x, normalized_shape, weight, eps)
+def rms_norm_stats(x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    x, ns, cd, axes, w, eps = _rms_setup(x, normalized_shape, weight, eps, offset)
     xj = _as_jax(x, cd)
     rstd, _ = _rms_stats(xj, axes, eps)
     lead = x.shape[: x.ndim - len(ns)]

@@ -23,8 +23,9 @@ fused op), then the forward's arguments.  An expected output the backend does
 not return fails the check (*missing*); an output the case does not store is
 ignored.
 
-A function the backend does not define, or that raises ``NotImplementedError``,
-is *not implemented* (reported, never a failure).  Error cases (``expect.kind ==
+A function the backend does not define, that raises ``NotImplementedError``, or
+whose signature lacks a keyword argument the case passes (a variant such as
+``offset=``), is *not implemented* (reported, never a failure).  Error cases (``expect.kind ==
 "error"``) pass when the forward raises the declared exception type, or one of
 the argument-error types the backend declares in ``BACKEND_INFO["error_types"]``
 (PyTorch's ``RuntimeError``, say); anything else, or no error, fails.
@@ -37,6 +38,7 @@ forward output does not depend on the rest of the batch (per-sample ops only).
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,7 +189,25 @@ def _get(backend, name):
     return fn
 
 
+def _unaccepted_keywords(fn, kwargs) -> list[str]:
+    """The keyword arguments ``fn``'s signature does not take (none when it
+    takes ``**kwargs`` or has no inspectable signature)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    return [k for k in kwargs if k not in params]
+
+
 def _call(fn, *args, **kwargs):
+    missing = _unaccepted_keywords(fn, kwargs)
+    if missing:  # a variant the backend does not offer (e.g. offset=), not a wrong result
+        shown = [f"{k}={kwargs[k]!r}" if isinstance(kwargs[k], (bool, int, float, str)) else f"{k}=..."
+                 for k in missing]
+        raise NotImplementedByBackend(f"{getattr(fn, '__name__', 'the function')}() takes no "
+                                      f"{', '.join(k + '=' for k in missing)} (the case passes {', '.join(shown)})")
     try:
         return fn(*args, **kwargs)
     except NotImplementedError as exc:

@@ -52,7 +52,8 @@ def build_inputs(spec: CaseSpec) -> dict[str, np.ndarray]:
     built: dict[str, np.ndarray] = {}
     later = [n for n in spec.shapes if spec.recipe[n]["kind"] in R.DEPENDENT_KINDS]
     for name in [n for n in spec.shapes if n not in later] + later:
-        built[name] = R.make_tensor(name, spec.shapes[name], spec.recipe[name], spec.dtype, spec.seed,
+        dtype = spec.recipe[name].get("dtype", spec.dtype)  # a tensor may have its own dtype (mixed precision)
+        built[name] = R.make_tensor(name, spec.shapes[name], spec.recipe[name], dtype, spec.seed,
                                     spec.op, spec.attrs, built)
     return {k: built[k] for k in spec.shapes}
 
@@ -125,7 +126,8 @@ PER_CASE_OVERHEAD = 4096
 def estimated_nbytes(spec) -> int:
     """Committed size of a case computed from its shapes: inputs in the dtype,
     expected outputs and their scale tensors in float64, plus overhead."""
-    n = sum(math.prod(s) * DTYPES[spec.dtype].itemsize for s in spec.shapes.values())
+    n = sum(math.prod(s) * DTYPES[spec.recipe.get(k, {}).get("dtype", spec.dtype)].itemsize
+            for k, s in spec.shapes.items())
     outs = output_shapes(spec)
     n += sum(math.prod(s) * 8 for s in outs.values())
     n += sum(math.prod(outs[o]) * 8 for o in scale_tensor_outputs(spec) if o in outs)

@@ -119,6 +119,13 @@ def _expand(fam: dict, where: str) -> list[CaseSpec]:
             order = input_names(op.name, shapes)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
+        for name in order:  # a tensor may be stored in its own dtype (float32 weights of a bfloat16 model)
+            own = recipe[name].get("dtype", dt)
+            if own not in DTYPE_NAMES:
+                raise ValueError(f"{where}: tensor {name!r} has dtype {own!r}; known: {', '.join(DTYPE_NAMES)}")
+            if own != dt and name in (op.primary, *op.cotangents):
+                raise ValueError(f"{where}: {name!r} is in the case dtype ({dt}); only parameters and other "
+                                 f"inputs may set their own dtype")
         out.append(CaseSpec(
             id=f"{fam['op']}/{fam['name']}__{dt}", op=fam["op"], name=fam["name"], tier=fam["tier"], dtype=dt,
             attrs=attrs, shapes={k: shapes[k] for k in order},

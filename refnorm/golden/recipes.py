@@ -41,8 +41,11 @@ Tensor recipes (``recipe[name] = {"kind": ..., params}``)
                 an op whose affine is per element of a set (LayerNorm-like)
 
 Any recipe may add ``"set": [[index, value], ...]`` (values are numbers or the
-strings ``"nan"``, ``"inf"``, ``"-inf"``; applied after rounding) and
-``"scale_pow2": e`` (multiply by ``2**e`` after rounding; exact).
+strings ``"nan"``, ``"inf"``, ``"-inf"``; applied after rounding),
+``"scale_pow2": e`` (multiply by ``2**e`` after rounding; exact) and
+``"dtype": d`` (the tensor is stored in ``d`` instead of the case dtype: a
+model's float32 weights with bfloat16 activations; not for the normalized
+input or the cotangents, which define the case dtype).
 
 In the chain of :mod:`refnorm.golden` this module comes after the dtype facts
 (:mod:`refnorm.golden.dtypes`) and before the catalogue, which records

@@ -252,6 +252,9 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     w = inputs.get("weight")
     b = inputs.get("bias")
     w64 = None if w is None else w.astype(np.float64)
+    off = get(spec.op).weight_offset
+    if w64 is not None and off is not None and spec.attrs.get(off, 0.0) != 0.0:
+        w64 = spec.attrs[off] + w64  # the scale offset + weight (exact model input: refnorm rounds it once too)
     wfull = lay.param_view(w64)
     maxw = _nanmax(np.abs(w64), 1.0) if w is not None else 1.0
     if w is not None and w.size == 0:

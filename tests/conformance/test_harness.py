@@ -174,3 +174,25 @@ def test_an_unexpected_pass_fails_the_report(tmp_path):
     p.write_text("rms_norm/*__float64::rms_norm  # wrongly listed\n")
     report = check(refnorm, ops=["rms_norm"], dtypes=["float64"], xfails=read_xfails(p))
     assert not report.ok and report.counts()["xpassed"] > 0
+
+
+def test_a_backend_without_a_keyword_the_case_passes_does_not_implement_that_variant():
+    """A layer_norm without ``offset=`` is *not implemented* on the zero-centred
+    cases (a variant it does not offer), never a crash or a failure, and passes
+    the others; with ``**kwargs`` it is called and judged."""
+    def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+        return refnorm.layer_norm(x, normalized_shape, weight, bias, eps)
+
+    plain = types.SimpleNamespace(layer_norm=layer_norm)
+    zero_centred = next(c for c in load_cases(ops="layer_norm", dtypes="float32") if "offset" in c.attrs)
+    ordinary = next(c for c in load_cases(ops="layer_norm", dtypes="float32", tiers="statistical")
+                    if "offset" not in c.attrs)
+    oc = check_function(plain, zero_centred, "layer_norm")
+    assert oc.status == "not_implemented" and "layer_norm() takes no offset= (the case passes offset=1.0)" in oc.message
+    assert check_function(plain, ordinary, "layer_norm").status == "passed"
+
+    def ignores_offset(x, normalized_shape, weight=None, bias=None, eps=1e-5, **kwargs):
+        return refnorm.layer_norm(x, normalized_shape, weight, bias, eps)
+
+    oc = check_function(types.SimpleNamespace(layer_norm=ignores_offset), zero_centred, "layer_norm")
+    assert oc.status == "failed" and oc.mismatches[0].output == "y"

@@ -180,7 +180,7 @@ def fused(monkeypatch):
     spec = dataclasses.replace(
         refnorm.registry()["layer_norm"], name="add_layer_norm", forward=add_layer_norm,
         backward=add_layer_norm_backward, reference=_reference, forward_with_stats=add_layer_norm_stats,
-        differentiable=("x", "residual", "weight", "bias"), layout=_layout, outputs=("y", "h"))
+        differentiable=("x", "residual", "weight", "bias"), layout=_layout, outputs=("y", "h"), weight_offset=None)
     reg = dict(refnorm.registry(), add_layer_norm=spec)
     monkeypatch.setattr(_registry, "_REGISTRY", MappingProxyType(reg))
     return spec

@@ -65,7 +65,8 @@ def test_golden_cases_decorator_and_backend_fixture(pytester):
             if case.expect.get("kind") != "value":
                 return
             y = refnorm.rms_norm(case.inputs["x"], tuple(case.attrs["normalized_shape"]),
-                                 case.inputs.get("weight"), case.attrs.get("eps"))
+                                 case.inputs.get("weight"), case.attrs.get("eps"),
+                                 offset=case.attrs.get("offset", 0.0))
             case.assert_close("y", y)
 
         def test_fixture(refnorm_backend):

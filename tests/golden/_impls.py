@@ -55,7 +55,25 @@ def run_torch(spec, inputs) -> dict:
     rm, rv = _t(inputs.get("running_mean")), _t(inputs.get("running_var"))
     out = {}
     try:
-        if spec.op == "layer_norm":
+        offset = a.get("offset", 0.0)
+        if offset != 0.0 and w is not None and spec.op in ("layer_norm", "rms_norm"):
+            # zero-centred weights as the Hugging Face Gemma RMSNorm computes them: float32 (float64
+            # stays float64), scale offset + weight in that dtype, one rounding to the input dtype
+            acc = torch.promote_types(x.dtype, torch.float32)
+            ns = tuple(a["normalized_shape"])
+            if spec.op == "layer_norm":
+                y = F.layer_norm(x.to(acc), ns, offset + w.to(acc), None if b is None else b.to(acc), a["eps"])
+            else:
+                xf = x.to(acc)
+                eps = torch.finfo(acc).eps if a["eps"] is None else a["eps"]
+                dims = tuple(range(-len(ns), 0))
+                y = xf * torch.rsqrt(xf.pow(2).mean(dims, keepdim=True) + eps) * (offset + w.to(acc))
+            y = y.to(x.dtype)
+            if spec.op == "layer_norm":
+                _, m, r = torch.native_layer_norm(x.detach(), ns, None, None, a["eps"])
+                lead = tuple(spec.shapes["x"][: len(spec.shapes["x"]) - len(ns)])
+                out["mean"], out["rstd"] = _n(m).reshape(lead), _n(r).reshape(lead)
+        elif spec.op == "layer_norm":
             y = F.layer_norm(x, a["normalized_shape"], w, b, a["eps"])
             _, m, r = torch.native_layer_norm(x.detach(), a["normalized_shape"], None if w is None else w.detach(),
                                               None if b is None else b.detach(), a["eps"])
@@ -108,6 +126,8 @@ def run_numpy32(spec, inputs, *, one_pass: bool = False) -> dict:
     f = np.float32
     x = inputs["x"].astype(f)
     w = None if inputs.get("weight") is None else inputs["weight"].astype(f)
+    if w is not None and spec.attrs.get("offset", 0.0) != 0.0:
+        w = f(spec.attrs["offset"]) + w  # zero-centred weights: the scale offset + weight, formed in float32
     b = None if inputs.get("bias") is None else inputs["bias"].astype(f)
     eps = f(resolved_eps(spec, inputs))
     const = const_stats(spec)

@@ -179,7 +179,7 @@ def test_inputs_dtypes_and_expected_float64():
         b = built(s.id)
         assert list(b.inputs) == list(s.shapes), s.id
         for k, v in b.inputs.items():
-            assert v.dtype == DTYPES[s.dtype] and list(v.shape) == s.shapes[k], (s.id, k)
+            assert v.dtype == DTYPES[s.recipe[k].get("dtype", s.dtype)] and list(v.shape) == s.shapes[k], (s.id, k)
         shapes = C.output_shapes(s)
         assert set(b.expected) == set(shapes), (s.id, sorted(b.expected), sorted(shapes))
         for k, v in b.expected.items():
@@ -357,3 +357,33 @@ def test_committed_corpus_size_budget():
         b = built(s.id)
         actual = sum(v.nbytes for part in (b.inputs, b.expected, b.scales) for v in part.values())
         assert actual == B.estimated_nbytes(s) - B.PER_CASE_OVERHEAD, s.id
+
+
+def _family(**recipe_dtypes):
+    recipe = {k: {"kind": "normal", "loc": 0.0, "scale": 1.0} for k in ("x", "weight", "dy")}
+    for k, d in recipe_dtypes.items():
+        recipe[k]["dtype"] = d
+    return {"op": "rms_norm", "name": "t", "tier": "statistical", "dtypes": ["bfloat16"],
+            "attrs": {"normalized_shape": [8], "eps": 1e-6}, "shapes": {"x": [2, 8], "weight": [8], "dy": [2, 8]},
+            "recipe": recipe, "seed": 1, "expect": {"kind": "value"}, "description": "t"}
+
+
+def test_a_parameter_may_have_its_own_dtype_the_normalized_input_may_not():
+    (spec,) = C._expand(_family(weight="float32"), "test")
+    inputs = B.build_inputs(spec)
+    assert inputs["weight"].dtype == np.float32 and inputs["x"].dtype == DTYPES["bfloat16"]
+    assert inputs["dy"].dtype == DTYPES["bfloat16"]
+    for bad in ({"x": "float32"}, {"dy": "float32"}):
+        with pytest.raises(ValueError, match="is in the case dtype"):
+            C._expand(_family(**bad), "test")
+    with pytest.raises(ValueError, match="has dtype 'float8'"):
+        C._expand(_family(weight="float8"), "test")
+
+
+def test_mixed_precision_cases_store_each_tensor_in_its_own_dtype():
+    mixed = [s for s in committed() if any("dtype" in r for k, r in s.recipe.items() if k != "generator")]
+    assert {s.dtype for s in mixed} >= {"bfloat16", "float16"} and {s.op for s in mixed} >= {"layer_norm", "rms_norm"}
+    for s in mixed:
+        b = built(s.id)
+        for name, arr in b.inputs.items():
+            assert arr.dtype == DTYPES[s.recipe[name].get("dtype", s.dtype)], (s.id, name)

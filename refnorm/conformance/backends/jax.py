@@ -143,19 +143,27 @@ def _ln_fn(normalized_shape, eps, dtype, use_scale, use_bias):
     return lambda x, w, b: mod.apply({"params": _params(w, b)}, x)
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def _no_offset(offset, weight):
+    if offset != 0.0 and weight is not None:
+        raise NotImplementedError("zero-centred weights (offset != 0): Flax's LayerNorm/RMSNorm have no offset")
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+    _no_offset(offset, weight)
     _check_trailing(x, normalized_shape)
     f = _ln_fn(normalized_shape, eps, np.asarray(x).dtype, weight is not None, bias is not None)
     return _np(f(_j(x), _j(weight), _j(bias)))
 
 
-def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+    _no_offset(offset, weight)
     _check_trailing(x, normalized_shape)
     f = _ln_fn(normalized_shape, eps, np.asarray(x).dtype, weight is not None, bias is not None)
     return _vjp(f, dy, x, weight, bias)
 
 
-def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+    _no_offset(offset, weight)
     k = len(_ns(normalized_shape))
     xj = _j(x)
     mean, rstd = _moments(xj, tuple(range(xj.ndim - k, xj.ndim)), eps)
@@ -173,19 +181,22 @@ def _rms_fn(normalized_shape, eps, dtype, use_scale):
     return lambda x, w, b: mod.apply({"params": _params(w, None)}, x)
 
 
-def rms_norm(x, normalized_shape, weight=None, eps=None):
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    _no_offset(offset, weight)
     _check_trailing(x, normalized_shape)
     f = _rms_fn(normalized_shape, eps, np.asarray(x).dtype, weight is not None)
     return _np(f(_j(x), _j(weight), None))
 
 
-def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
+def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    _no_offset(offset, weight)
     _check_trailing(x, normalized_shape)
     f = _rms_fn(normalized_shape, eps, np.asarray(x).dtype, weight is not None)
     return _vjp(f, dy, x, weight, None)
 
 
-def rms_norm_stats(x, normalized_shape, weight=None, eps=None):
+def rms_norm_stats(x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    _no_offset(offset, weight)
     k = len(_ns(normalized_shape))
     xj = _j(x)
     _, rstd = _moments(xj, tuple(range(xj.ndim - k, xj.ndim)), _rms_eps(eps, xj.dtype), center=False)

@@ -323,23 +323,32 @@ class NumpyBackend:
         return out
 
     # ================================================================== LayerNorm
-    def _ln(self, x, normalized_shape, weight, bias, eps):
+    def offset_scale(self, w, offset, backward=False):
+        """The scale ``offset + weight`` of a zero-centred weight, formed in the
+        accumulation dtype (float32; float64 for float64), as Gemma and
+        TransformerEngine do; the weight itself when ``offset`` is 0."""
+        if w is None or offset == 0.0:
+            return w
+        return w.dtype.type(offset) + w
+
+    def _ln(self, x, normalized_shape, weight, bias, eps, offset=0.0, backward=False):
         x, (weight, bias) = self._prep(x, weight, bias)
         view, ns = self.rows_view(x, normalized_shape, eps)
         _check_param("weight", weight, ns)
         _check_param("bias", bias, ns)
-        return view, ns, self._acc(weight, x.dtype), self._acc(bias, x.dtype), weight, bias
+        w = self.offset_scale(self._acc(weight, x.dtype), offset, backward)
+        return view, ns, w, self._acc(bias, x.dtype), weight, bias
 
-    def layer_norm_stats(self, x, normalized_shape, weight=None, bias=None, eps=1e-5):
-        view, ns, w, b, _, _ = self._ln(x, normalized_shape, weight, bias, eps)
+    def layer_norm_stats(self, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+        view, ns, w, b, _, _ = self._ln(x, normalized_shape, weight, bias, eps, offset)
         y, mean, rstd = self.forward(view, w, b, None)
         return self.finish(y.reshape(view.out_shape), view.dtype), self._stats_out(view, mean, rstd)
 
-    def layer_norm(self, x, normalized_shape, weight=None, bias=None, eps=1e-5):
-        return self.layer_norm_stats(x, normalized_shape, weight, bias, eps)[0]
+    def layer_norm(self, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+        return self.layer_norm_stats(x, normalized_shape, weight, bias, eps, offset=offset)[0]
 
-    def layer_norm_backward(self, dy, x, normalized_shape, weight=None, bias=None, eps=1e-5):
-        view, ns, w, b, weight, bias = self._ln(x, normalized_shape, weight, bias, eps)
+    def layer_norm_backward(self, dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+        view, ns, w, b, weight, bias = self._ln(x, normalized_shape, weight, bias, eps, offset, backward=True)
         dy = self._acc(dy, view.dtype).reshape(view.x.shape)
         return self._grads_out(self.backward(dy, view, w, b, None, ns), view, weight, bias)
 
@@ -348,23 +357,23 @@ class NumpyBackend:
         """The weight RMSNorm multiplies by (PyTorch: the weight itself)."""
         return w
 
-    def _rms(self, x, normalized_shape, weight, eps):
+    def _rms(self, x, normalized_shape, weight, eps, offset=0.0, backward=False):
         x, (weight,) = self._prep(x, weight)
         eps = self.rms_default_eps(x.dtype) if eps is None else eps
         view, ns = self.rows_view(x, normalized_shape, eps, center=False)
         _check_param("weight", weight, ns)
-        return view, ns, self.rms_weight(self._acc(weight, x.dtype)), weight
+        return view, ns, self.offset_scale(self.rms_weight(self._acc(weight, x.dtype)), offset, backward), weight
 
-    def rms_norm_stats(self, x, normalized_shape, weight=None, eps=None):
-        view, ns, w, _ = self._rms(x, normalized_shape, weight, eps)
+    def rms_norm_stats(self, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+        view, ns, w, _ = self._rms(x, normalized_shape, weight, eps, offset)
         y, mean, rstd = self.forward(view, w, None, None)
         return self.finish(y.reshape(view.out_shape), view.dtype), self._stats_out(view, mean, rstd, center=False)
 
-    def rms_norm(self, x, normalized_shape, weight=None, eps=None):
-        return self.rms_norm_stats(x, normalized_shape, weight, eps)[0]
+    def rms_norm(self, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+        return self.rms_norm_stats(x, normalized_shape, weight, eps, offset=offset)[0]
 
-    def rms_norm_backward(self, dy, x, normalized_shape, weight=None, eps=None):
-        view, ns, w, weight = self._rms(x, normalized_shape, weight, eps)
+    def rms_norm_backward(self, dy, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+        view, ns, w, weight = self._rms(x, normalized_shape, weight, eps, offset, backward=True)
         dy = self._acc(dy, view.dtype).reshape(view.x.shape)
         return self._grads_out(self.backward(dy, view, w, None, None, ns), view, weight, None)
 

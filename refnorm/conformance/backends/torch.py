@@ -7,7 +7,10 @@ rounded to the input dtype).  Backward: autograd with the given ``dy``.
 Saved statistics: ``torch.native_layer_norm``, ``torch.native_group_norm``,
 ``torch.native_batch_norm`` (training mode; in eval mode PyTorch saves no
 statistics: NotImplementedError) and ``torch._fused_rms_norm`` (rstd).
-InstanceNorm exposes no statistics (no ``instance_norm_stats``).  Running
+InstanceNorm exposes no statistics (no ``instance_norm_stats``).  Zero-centred
+weights (``offset=``) as the Hugging Face Gemma RMSNorm module computes them:
+float32 (float64 for float64), scale ``offset + weight`` in that dtype, one
+rounding to the input dtype.  Running
 statistics: ``F.batch_norm`` / ``F.instance_norm`` with ``training=True`` on
 copies of the buffers, torch convention only; ``momentum=None`` as
 ``nn.BatchNorm`` does it (factor ``1 / (num_batches_tracked + 1)``).
@@ -66,44 +69,83 @@ def _ns(normalized_shape):
     return [int(normalized_shape)] if np.ndim(normalized_shape) == 0 else [int(d) for d in normalized_shape]
 
 
+# ----------------------------------------------------------------------------- zero-centred weights
+# A model with zero-centred weights (offset != 0) is written the way the Hugging Face Gemma RMSNorm
+# module and TransformerEngine's zero_centered_gamma compute it: upcast to float32 (float64 stays
+# float64), scale by (offset + weight) formed in that dtype, round the output to the input dtype once.
+
+
+def _acc(t):
+    return None if t is None else t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def _ln_offset(x, ns, weight, bias, eps, offset):
+    return F.layer_norm(_acc(x), ns, offset + _acc(weight), _acc(bias), eps).to(x.dtype)
+
+
+def _rms_offset(x, ns, weight, eps, offset):
+    xf = _acc(x)
+    if eps is None:
+        eps = torch.finfo(xf.dtype).eps  # float64 -> 2^-52, everything else -> float32's (as F.rms_norm)
+    dims = tuple(range(-len(ns), 0))
+    y = xf * torch.rsqrt(xf.pow(2).mean(dims, keepdim=True) + eps)
+    return (y * (offset + _acc(weight))).to(x.dtype)
+
+
 # ----------------------------------------------------------------------------- LayerNorm
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def _ln(x, ns, weight, bias, eps, offset):
+    if offset == 0.0 or weight is None:
+        return F.layer_norm(x, ns, weight, bias, eps)
+    return _ln_offset(x, ns, weight, bias, eps, offset)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
     with torch.no_grad():
-        return _np(F.layer_norm(_t(x), _ns(normalized_shape), _t(weight), _t(bias), eps))
+        return _np(_ln(_t(x), _ns(normalized_shape), _t(weight), _t(bias), eps, offset))
 
 
-def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
     leaves = {"x": _t(x, True), "weight": _t(weight, True), "bias": _t(bias, True)}
-    y = F.layer_norm(leaves["x"], _ns(normalized_shape), leaves["weight"], leaves["bias"], eps)
+    y = _ln(leaves["x"], _ns(normalized_shape), leaves["weight"], leaves["bias"], eps, offset)
     return _grads(y, dy, leaves)
 
 
-def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
     ns = _ns(normalized_shape)
     with torch.no_grad():
         y, mean, rstd = torch.native_layer_norm(_t(x), ns, _t(weight), _t(bias), eps)
+        if offset != 0.0 and weight is not None:
+            y = _ln_offset(_t(x), ns, _t(weight), _t(bias), eps, offset)
     lead = np.shape(x)[: np.ndim(x) - len(ns)]
     return _np(y), {"mean": _np(mean).reshape(lead), "rstd": _np(rstd).reshape(lead)}
 
 
 # ----------------------------------------------------------------------------- RMSNorm
-def rms_norm(x, normalized_shape, weight=None, eps=None):
+def _rms(x, ns, weight, eps, offset):
+    if offset == 0.0 or weight is None:
+        return F.rms_norm(x, ns, weight, eps)
+    return _rms_offset(x, ns, weight, eps, offset)
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None, *, offset=0.0):
     with torch.no_grad():
-        return _np(F.rms_norm(_t(x), _ns(normalized_shape), _t(weight), eps))
+        return _np(_rms(_t(x), _ns(normalized_shape), _t(weight), eps, offset))
 
 
-def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None):
+def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
     leaves = {"x": _t(x, True), "weight": _t(weight, True)}
-    y = F.rms_norm(leaves["x"], _ns(normalized_shape), leaves["weight"], eps)
+    y = _rms(leaves["x"], _ns(normalized_shape), leaves["weight"], eps, offset)
     return _grads(y, dy, leaves)
 
 
 if hasattr(torch, "_fused_rms_norm"):
-    def rms_norm_stats(x, normalized_shape, weight=None, eps=None):
+    def rms_norm_stats(x, normalized_shape, weight=None, eps=None, *, offset=0.0):
         """``torch._fused_rms_norm`` (private ATen op) returns ``(y, rstd)``."""
         ns = _ns(normalized_shape)
         with torch.no_grad():
             y, rstd = torch._fused_rms_norm(_t(x), ns, _t(weight), eps)
+            if offset != 0.0 and weight is not None:
+                y = _rms_offset(_t(x), ns, _t(weight), eps, offset)
         lead = np.shape(x)[: np.ndim(x) - len(ns)]
         return _np(y), {"rstd": _np(rstd).reshape(lead)}
 

@@ -43,6 +43,8 @@ MUTANTS = {
     "eps_in_input_dtype": "eps rounded to the half input dtype, 1e-8 -> 0 in float16 (E15, pytorch#86580)",
     "onnx_bn9_updated_stats": "BN training normalizes with the updated running statistics (E5, ONNX BN-9)",
     "rms_zero_centered_gamma": "RMSNorm multiplies by 1 + weight, the Gemma variant (E17)",
+    "offset_bf16_scale": "zero-centred scale offset + weight formed in bfloat16 (E17, vllm PR #3653, Liger PR #1462)",
+    "offset_missing_in_backward": "backward scales dy by weight, not offset + weight (E17, TransformerEngine PR #67)",
 }
 
 

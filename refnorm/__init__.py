@@ -9,6 +9,14 @@ Public API (names, argument order and defaults as ``torch.nn.functional``)::
     group_norm(x, num_groups, weight=None, bias=None, eps=1e-5)
     rms_norm(x, normalized_shape, weight=None, eps=None)
 
+(LayerNorm and RMSNorm also take a keyword-only ``offset=0.0``: the scale is
+``offset + weight``, zero-centred weights), the fused residual adds, each
+returning ``(y, h)`` with ``h = x + residual`` rounded once to ``residual_dtype``::
+
+    add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, offset=0.0, residual_dtype=None)
+    add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0,
+                   residual_dtype=None)
+
 and for each ``<op>_backward(dy, <the forward's arguments>) -> dict`` of the
 gradients of the given differentiable arguments (``"x"``, ``"weight"``,
 ``"bias"``), plus ``batch_norm_running_stats`` and
@@ -39,6 +47,8 @@ authors' Keras callback).  The backward of ``weight_standardization`` returns
 
 from ._registry import OpSpec, registry
 from ._version import __version__
+from .ops.add_layer_norm import add_layer_norm, add_layer_norm_backward, add_layer_norm_stats
+from .ops.add_rms_norm import add_rms_norm, add_rms_norm_backward, add_rms_norm_stats
 from .ops.batch_layer_norm import (batch_layer_norm, batch_layer_norm_backward, batch_layer_norm_batch_stats,
                                    batch_layer_norm_moving_stats, batch_layer_norm_stats)
 from .ops.batch_norm import batch_norm, batch_norm_backward, batch_norm_running_stats, batch_norm_stats
@@ -56,6 +66,12 @@ from .ops.weight_standardization import (weight_standardization, weight_standard
 __all__ = [
     "OpSpec",
     "__version__",
+    "add_layer_norm",
+    "add_layer_norm_backward",
+    "add_layer_norm_stats",
+    "add_rms_norm",
+    "add_rms_norm_backward",
+    "add_rms_norm_stats",
     "analytic_gain",
     "batch_layer_norm",
     "batch_layer_norm_backward",

@@ -3,9 +3,9 @@
 Nothing is discovered by scanning names; adding an op means adding a record
 to :func:`_build`.  Tests, the golden generator and the conformance harness
 walk this registry, so an op that is registered is automatically checked.
-Each record says whether the op is one of the seed layers; :data:`STANDARD_OPS`
-and :data:`SEED_OPS`, the two lists every other module uses, are read from
-the records.
+Each record says whether the op is one of the seed layers or a variant;
+:data:`STANDARD_OPS`, :data:`VARIANT_OPS` and :data:`SEED_OPS`, the lists every
+other module uses, are read from the records.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 from . import reference as ref
+from .ops import add_layer_norm as aln
+from .ops import add_rms_norm as arn
 from .ops import batch_layer_norm as bln
 from .ops import batch_norm as bn
 from .ops import gn_plus as gnp
@@ -25,6 +27,8 @@ from .ops import layer_norm as ln
 from .ops import proxy_norm as pn
 from .ops import rms_norm as rms
 from .ops import weight_standardization as ws
+from .reference import add_layer_norm as ref_aln
+from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
 from .reference import gn_plus as ref_gnp
 from .reference import proxy_norm as ref_pn
@@ -94,9 +98,15 @@ class OpSpec:
     weight_offset : the keyword argument whose value is added to the weight
         to form the scale (``"offset"``: LayerNorm/RMSNorm with zero-centred
         weights, ``offset + weight``), or None.
+    normalized : the tensor whose values the normalization sees, when it is
+        not the primary input: an output (a fused residual add normalizes its
+        rounded sum ``"h"``); None: the primary input.
+    variant : True for the variants production kernels ship around a standard
+        normalizer (the fused residual adds): no ``out=``, no exact tier.
     seed : True for the seed layers (proxy norm, GN+, weight standardization,
         BLN); False for the standard normalizers (BN, LN, IN, GN, RMSNorm: the
-        ones PyTorch has, which take ``out=`` and have an exact oracle).
+        ones PyTorch has, which take ``out=`` and have an exact oracle) and
+        the variants.
     """
 
     name: str
@@ -117,6 +127,8 @@ class OpSpec:
     per_sample: bool = False
     eps_default: Callable | None = None
     weight_offset: str | None = None
+    normalized: str | None = None
+    variant: bool = False
     seed: bool = False
 
     def __post_init__(self):
@@ -210,6 +222,10 @@ def _check_spec(s: OpSpec) -> None:
             raise ValueError(f"{where}: grouped input {kw!r} is not a forward argument")
     if s.weight_offset is not None and s.weight_offset not in params:
         raise ValueError(f"{where}: weight_offset {s.weight_offset!r} is not a forward argument")
+    if s.seed and s.variant:
+        raise ValueError(f"{where}: an op is a seed layer or a variant, not both")
+    if s.normalized is not None and s.normalized not in s.outputs + params:
+        raise ValueError(f"{where}: normalized {s.normalized!r} is neither an output nor a forward argument")
 
 
 def protocol_parameters(fn: Callable) -> tuple[str, ...]:
@@ -239,6 +255,14 @@ def _build() -> dict[str, OpSpec]:
         OpSpec("rms_norm", rms.rms_norm, rms.rms_norm_backward, ref.rms_norm.rms_norm,
                rms.rms_norm_stats, ("x", "weight"), rms.layout, stats=("rstd",), center=False, per_sample=True,
                eps_default=rms.default_eps, weight_offset="offset"),
+        # fused residual add + norm: two outputs (y, h), two cotangents (dy, dh)
+        OpSpec("add_rms_norm", arn.add_rms_norm, arn.add_rms_norm_backward, ref_arn.add_rms_norm,
+               arn.add_rms_norm_stats, ("x", "residual", "weight"), arn.layout, stats=("rstd",), outputs=("y", "h"),
+               center=False, per_sample=True, eps_default=rms.default_eps, weight_offset="offset", normalized="h",
+               variant=True),
+        OpSpec("add_layer_norm", aln.add_layer_norm, aln.add_layer_norm_backward, ref_aln.add_layer_norm,
+               aln.add_layer_norm_stats, ("x", "residual", "weight", "bias"), aln.layout, **standard,
+               outputs=("y", "h"), per_sample=True, weight_offset="offset", normalized="h", variant=True),
         # the seed layers (docs/ops/index.md#seed-layers)
         OpSpec("proxy_norm", pn.proxy_norm, pn.proxy_norm_backward, ref_pn.proxy_norm, pn.proxy_norm_stats,
                ("x", "weight", "bias", "proxy_shift", "proxy_scale"), pn.layout, stats=("mean", "rstd"),
@@ -259,7 +283,9 @@ def _build() -> dict[str, OpSpec]:
 
 _REGISTRY = MappingProxyType(_build())
 #: The standard normalizers' names, in registry order.
-STANDARD_OPS: tuple[str, ...] = tuple(name for name, spec in _REGISTRY.items() if not spec.seed)
+STANDARD_OPS: tuple[str, ...] = tuple(name for name, spec in _REGISTRY.items() if not spec.seed and not spec.variant)
+#: The variants' names (fused residual adds), in registry order.
+VARIANT_OPS: tuple[str, ...] = tuple(name for name, spec in _REGISTRY.items() if spec.variant)
 #: The seed layers' names, in registry order.
 SEED_OPS: tuple[str, ...] = tuple(name for name, spec in _REGISTRY.items() if spec.seed)
 

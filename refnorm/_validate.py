@@ -127,11 +127,11 @@ def check_normalized_shape(normalized_shape, x_shape: tuple[int, ...]) -> tuple[
     return ns
 
 
-def check_dy(dy, y_shape: tuple[int, ...]) -> np.ndarray:
-    """The cotangent ``dy``: a float array shaped exactly like the forward's output."""
-    arr = as_float_array("dy", dy)
+def check_dy(dy, y_shape: tuple[int, ...], name: str = "dy", output: str = "the forward output") -> np.ndarray:
+    """The cotangent ``dy`` (or ``name``): a float array shaped exactly like the output it belongs to."""
+    arr = as_float_array(name, dy)
     if tuple(arr.shape) != tuple(y_shape):
-        raise ValueError(f"dy must have the shape of the forward output {tuple(y_shape)}, "
+        raise ValueError(f"{name} must have the shape of {output} {tuple(y_shape)}, "
                          f"got shape {tuple(arr.shape)}")
     return to_f64(arr)
 

@@ -64,7 +64,8 @@ import zlib
 
 from .._registry import get
 from .calls import call_arguments
-from .dtypes import DTYPES, EMIN, MAXVAL, PRECISION
+from .._dtypes import round_to  # re-exported: the rounding of every stored input
+from .dtypes import PRECISION
 
 GENERATOR = "pcg64-seedsequence([seed,stream])-raw; uniform=(r>>11)*2^-53; normal=irwin-hall-12 (r>>32); v1"
 
@@ -112,28 +113,6 @@ def integers(seed: int, stream: int, n: int, m: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- rounding
-
-
-def round_to(x64: np.ndarray, dtype: str) -> np.ndarray:
-    """Round float64 values to ``dtype`` once, to nearest, ties to even."""
-    x64 = np.asarray(x64, dtype=np.float64)
-    if dtype == "float64":
-        return x64.copy()
-    if dtype in ("float32", "float16"):
-        with np.errstate(over="ignore"):
-            return x64.astype(DTYPES[dtype])  # NumPy converts double -> float/half directly (RNE)
-    if dtype != "bfloat16":
-        raise ValueError(f"unknown dtype {dtype!r}")
-    out = x64.copy()
-    fin = np.isfinite(out) & (out != 0)
-    v = out[fin]
-    _, e = np.frexp(v)  # v = f * 2**e, 0.5 <= |f| < 1: the leading bit has exponent e - 1
-    lead = np.maximum(e - 1, EMIN["bfloat16"])
-    q = np.ldexp(1.0, lead - (PRECISION["bfloat16"] - 1))  # the bf16 spacing at v (exact)
-    r = np.rint(v / q) * q  # v / q exact (power of two); rint is ties-to-even
-    r[np.abs(r) > MAXVAL["bfloat16"]] = np.inf * np.sign(r[np.abs(r) > MAXVAL["bfloat16"]])
-    out[fin] = r
-    return out.astype(np.float32).astype(DTYPES["bfloat16"])  # exact: r already has 8 bits
 
 
 # ----------------------------------------------------------------------------- reduction structure

@@ -140,8 +140,25 @@ class _Analysis:
     from_sets: object
 
 
+def _normalized(spec, inputs, expected) -> np.ndarray:
+    """The values the normalization sees: the primary input, or the output the
+    record names (a fused residual add normalizes its rounded sum ``h``)."""
+    op = get(spec.op)
+    name = op.normalized or op.primary
+    return (expected if name in op.outputs else inputs)[name].astype(np.float64)
+
+
+def _summed_inputs(spec) -> list[str]:
+    """The inputs of a fused residual add (the differentiable arguments summed
+    into the normalized output): their gradients all equal the cotangent of ``h``."""
+    op = get(spec.op)
+    if op.normalized is None or op.normalized not in op.outputs:
+        return []
+    return [a for a in op.differentiable if spec.shapes.get(a) == spec.shapes[op.primary]]
+
+
 def _analyse(spec, inputs, expected) -> _Analysis:
-    x = inputs["x"].astype(np.float64)
+    x = _normalized(spec, inputs, expected)
     rstd = expected["rstd"]
     if const_stats(spec):
         C = x.shape[1]
@@ -186,7 +203,7 @@ def scale_tensor_outputs(spec) -> list[str]:
     if get(spec.op).center:
         out.append("mean")
     if "dy" in spec.shapes:
-        out.append("dx")
+        out += ["d" + a for a in _summed_inputs(spec)] or ["dx"]
         if "weight" in spec.shapes:
             out.append("dweight")
         if "bias" in spec.shapes:
@@ -248,7 +265,7 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
               f"eps_m=(f(K)+4)*u_acc*kappa+u_out*kappa={_g(eps_m)}, "
               f"eps_r=((f(K)+3)u_acc(1+kappa)+((f(K)+4)u_acc*kappa)^2)/2+2u_acc+u_out={_g(eps_r)}, c={c:g}")
 
-    x = inputs["x"].astype(np.float64)
+    x = _normalized(spec, inputs, expected)
     w = inputs.get("weight")
     b = inputs.get("bias")
     w64 = None if w is None else w.astype(np.float64)
@@ -312,6 +329,17 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
                                   "scale=rstd*(|g|+mean|g|+|xhat|*mean|g*xhat|), g=w*dy; "
                                   f"rtol=c*(u_out+(f(K)+6)u_acc+2eps_r+eps_m(1+max|xhat|))={_g(rtol)}, "
                                   f"max|xhat|={_g(X)}; " + common)
+            summed = _summed_inputs(spec)
+            if summed:  # a fused residual add: dx = dresidual = the norm's input gradient + dh
+                dh = inputs.get("dh")
+                extra = 0.0 if dh is None else np.abs(dh.astype(np.float64))
+                scales["dx"] = scales["dx"] + extra
+                t = dict(tols["dx"])
+                t["derivation"] = ("the gradient of h, the norm's input gradient + dh: its scale + |dh|; "
+                                   + t["derivation"])
+                for a in summed:
+                    tols["d" + a] = dict(t)
+                    scales["d" + a] = scales["dx"].copy()
             M = x.size // max(1, (w.size if w is not None else (b.size if b is not None else 1)))
             fM = growth(M)
             if "dweight" in expected:
@@ -354,6 +382,9 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
                                   f"new=(1-m)*old+m*batch_var, m={m:g}, all terms >= 0; "
                                   f"rtol=c*(u_out+(f(K)+5)u_acc)={_g(rtol)}, "
                                   f"atol=c*m*(f(K)u_acc max mean|x|)^2*K/(K-1)={_g(atol)}; " + common)
+        if "h" in expected and _summed_inputs(spec):
+            tols["h"] = _tol(0.0, 0.0, 0, "expected",
+                             "h = x + residual rounded once to residual_dtype: exactly determined; bitwise")
     scales = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in scales.items()}
     for k in list(scales):
         if tols[k]["scale"] != "tensor":

@@ -12,6 +12,7 @@ import numpy as np
 import refnorm
 from refnorm.golden import recipes as R
 from refnorm.golden.catalogue import call, const_stats, has_running_update, layout, resolved_eps
+from refnorm.golden.dtypes import DTYPES
 
 
 class Unsupported(Exception):
@@ -26,7 +27,7 @@ def _t(a, grad=False):
 
     if a is None:
         return None
-    if a.dtype == R.DTYPES["bfloat16"]:
+    if a.dtype == DTYPES["bfloat16"]:
         t = torch.tensor(a.astype(np.float32)).to(torch.bfloat16)  # exact
     else:
         t = torch.tensor(np.array(a, copy=True))
@@ -136,6 +137,12 @@ def run_numpy32(spec, inputs, *, one_pass: bool = False) -> dict:
     pview = lay.param_view
 
     out = {}
+    if "residual" in inputs:  # a fused residual add: h = x + residual in float32, stored in residual_dtype
+        rd = spec.attrs.get("residual_dtype") or spec.dtype
+        h = x.astype(np.float64) + inputs["residual"].astype(f).astype(np.float64)  # the float32 sum, exact
+        h = R.round_to(f(h) if rd != "float64" else h, rd).astype(np.float64)
+        out["h"] = h
+        x = h.astype(f) if rd != "float64" else h
     with np.errstate(all="ignore"):
         if const:
             shape = [1] * x.ndim
@@ -187,6 +194,10 @@ def run_numpy32(spec, inputs, *, one_pass: bool = False) -> dict:
                     inner = inner - mg[:, None]
                 dx = from_sets(np.ascontiguousarray(inner)) * rstd_full
             out["dx"] = dx.astype(np.float64)
+            if "h" in out:  # both inputs of the sum get the cotangent of h: the norm's plus dh
+                if "dh" in inputs:
+                    out["dx"] = out["dx"] + inputs["dh"].astype(f).astype(np.float64)
+                out["dresidual"] = out["dx"].copy()
             axes = tuple(i for i in range(x.ndim) if i not in lay.param_axes)
             if w is not None:
                 out["dweight"] = (dy * xhat).sum(axis=axes, dtype=f).astype(np.float64)

@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 
 import refnorm
-from refnorm._registry import SEED_OPS, STANDARD_OPS
+from refnorm._registry import SEED_OPS, STANDARD_OPS, VARIANT_OPS
 from refnorm.golden import build as B
 from refnorm.golden import catalogue as C
 from refnorm.golden import recipes as R
 from refnorm.golden.casespec import KINDS, TIERS
 from refnorm.golden.dtypes import DTYPE_NAMES, DTYPES, spacing
 
-BUDGET_BYTES = 25 * 10 ** 6
+#: the committed corpus (and so the wheel, which ships it) stays below this; raised from 25 MB when the
+#: zero-centred, mixed-precision and fused residual-add cases were added
+BUDGET_BYTES = 30 * 10 ** 6
 ID_RE = re.compile(r"^(?P<op>[a-z_]+)/(?P<name>[A-Za-z0-9_.\-]+)__(?P<dtype>float64|float32|float16|bfloat16)$")
 
 
@@ -62,12 +64,13 @@ def test_large_cases_are_excluded_by_default():
 
 def _tiers(op):
     # the seed layers have no exact tier: their activations, unbiased stds with eps on the
-    # std, fan-in and 1/sqrt(d) factors give no exactly representable results
+    # std, fan-in and 1/sqrt(d) factors give no exactly representable results; the variants
+    # (fused residual adds) normalize with a standard op's exact-tier-tested kernels
     return TIERS if op in STANDARD_OPS else ("statistical", "adversarial")
 
 
 def test_every_op_in_every_tier_and_dtype():
-    assert set(refnorm.registry()) == set(STANDARD_OPS + SEED_OPS)
+    assert set(refnorm.registry()) == set(STANDARD_OPS + VARIANT_OPS + SEED_OPS)
     have = {(s.op, s.tier, s.dtype) for s in committed() if s.expect["kind"] != "error"}
     missing = [(op, t, d) for op in refnorm.registry() for t in _tiers(op) for d in DTYPE_NAMES
                if (op, t, d) not in have]

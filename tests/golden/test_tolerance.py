@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from refnorm._registry import SEED_OPS, STANDARD_OPS
+from refnorm._registry import SEED_OPS, STANDARD_OPS, VARIANT_OPS
 from refnorm.golden import catalogue as C
 from refnorm.golden.build import build_case
 from refnorm.golden.comparison import compare
@@ -60,7 +60,7 @@ def value_cases():
 def standard_value_cases():
     """(a)-(c) calibrate the standard model with PyTorch's and NumPy's standard ops;
     the seed layers are calibrated by (a') below."""
-    return [s for s in value_cases() if s.op in STANDARD_OPS]
+    return [s for s in value_cases() if s.op in STANDARD_OPS + VARIANT_OPS]
 
 
 @lru_cache(maxsize=None)

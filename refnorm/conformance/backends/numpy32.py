@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 BACKEND_INFO = {
@@ -47,6 +48,8 @@ BACKEND_INFO = {
                    "(float64 for float64), outputs rounded to the input dtype",
 }
 
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+
 #: The protocol functions every backend built on :class:`NumpyBackend` exposes.
 PROTOCOL = (
     "batch_norm", "batch_norm_backward", "batch_norm_stats", "batch_norm_running_stats",
@@ -54,6 +57,8 @@ PROTOCOL = (
     "instance_norm", "instance_norm_backward", "instance_norm_stats", "instance_norm_running_stats",
     "group_norm", "group_norm_backward", "group_norm_stats",
     "rms_norm", "rms_norm_backward", "rms_norm_stats",
+    "add_rms_norm", "add_rms_norm_backward", "add_rms_norm_stats",
+    "add_layer_norm", "add_layer_norm_backward", "add_layer_norm_stats",
 )
 
 
@@ -376,6 +381,68 @@ class NumpyBackend:
         view, ns, w, weight = self._rms(x, normalized_shape, weight, eps, offset, backward=True)
         dy = self._acc(dy, view.dtype).reshape(view.x.shape)
         return self._grads_out(self.backward(dy, view, w, None, None, ns), view, weight, None)
+
+    # ================================================================== fused residual add
+    def residual_dtype(self, x, residual_dtype):
+        if residual_dtype is None:
+            return np.asarray(x).dtype
+        return np.dtype(_BF16) if residual_dtype == "bfloat16" else np.dtype(residual_dtype)
+
+    def residual_sum(self, x, residual, residual_dtype):
+        """(h stored in residual_dtype, the values the norm sees): the sum in float32 (float64 when
+        an input is float64), rounded once to residual_dtype; the norm sees that rounded h."""
+        x, (residual,) = self._prep(x, residual)
+        if residual.shape != x.shape:
+            raise ValueError(f"residual must have the shape of x {x.shape}, got {residual.shape}")
+        acc = np.float64 if np.float64 in (x.dtype, residual.dtype) else np.float32
+        s = x.astype(acc) + residual.astype(acc)
+        rd = self.residual_dtype(x, residual_dtype)
+        h = s.astype(np.float32).astype(rd) if rd == _BF16 else s.astype(rd)
+        return h, h
+
+    def residual_grads(self, g, dh, x, residual):
+        """dx = dresidual = the norm's input gradient + dh, each in its input's dtype."""
+        total = np.asarray(g["x"]).astype(np.float64)
+        if dh is not None:
+            total = total + np.asarray(dh).astype(np.float64)
+        out = {"x": self.finish(total, np.asarray(x).dtype), "residual": self.finish(total, np.asarray(residual).dtype)}
+        out.update({k: v for k, v in g.items() if k != "x"})
+        return out
+
+    def add_rms_norm_stats(self, x, residual, normalized_shape, weight=None, eps=None, *, offset=0.0,
+                           residual_dtype=None):
+        h, hn = self.residual_sum(x, residual, residual_dtype)
+        y, stats = self.rms_norm_stats(hn, normalized_shape, weight, eps, offset=offset)
+        return (y, h), stats
+
+    def add_rms_norm(self, x, residual, normalized_shape, weight=None, eps=None, *, offset=0.0, residual_dtype=None):
+        return self.add_rms_norm_stats(x, residual, normalized_shape, weight, eps, offset=offset,
+                                       residual_dtype=residual_dtype)[0]
+
+    def add_rms_norm_backward(self, dy, dh, x, residual, normalized_shape, weight=None, eps=None, *, offset=0.0,
+                              residual_dtype=None):
+        _, hn = self.residual_sum(x, residual, residual_dtype)
+        dy = np.zeros(hn.shape, hn.dtype) if dy is None else dy
+        g = self.rms_norm_backward(dy, hn, normalized_shape, weight, eps, offset=offset)
+        return self.residual_grads(g, dh, x, residual)
+
+    def add_layer_norm_stats(self, x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0,
+                             residual_dtype=None):
+        h, hn = self.residual_sum(x, residual, residual_dtype)
+        y, stats = self.layer_norm_stats(hn, normalized_shape, weight, bias, eps, offset=offset)
+        return (y, h), stats
+
+    def add_layer_norm(self, x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0,
+                       residual_dtype=None):
+        return self.add_layer_norm_stats(x, residual, normalized_shape, weight, bias, eps, offset=offset,
+                                         residual_dtype=residual_dtype)[0]
+
+    def add_layer_norm_backward(self, dy, dh, x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *,
+                                offset=0.0, residual_dtype=None):
+        _, hn = self.residual_sum(x, residual, residual_dtype)
+        dy = np.zeros(hn.shape, hn.dtype) if dy is None else dy
+        g = self.layer_norm_backward(dy, hn, normalized_shape, weight, bias, eps, offset=offset)
+        return self.residual_grads(g, dh, x, residual)
 
     # ================================================================== GroupNorm
     def _gn(self, x, num_groups, weight, bias, eps):

@@ -150,6 +150,66 @@ if hasattr(torch, "_fused_rms_norm"):
         return _np(y), {"rstd": _np(rstd).reshape(lead)}
 
 
+# ----------------------------------------------------------------------------- fused residual add
+# Written the way a PyTorch model does it (Hugging Face decoder layers): h = x + residual in the
+# inputs' dtype (or both cast to residual_dtype first: flash-attn's residual_in_fp32), then the norm
+# of that h; the backward is autograd with both cotangents.
+
+_TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
+                 "bfloat16": torch.bfloat16}
+
+
+def _residual(x, residual, residual_dtype):
+    if residual_dtype is None:
+        return x + residual.to(x.dtype)
+    rd = _TORCH_DTYPES[residual_dtype] if isinstance(residual_dtype, str) else _TORCH_DTYPES[np.dtype(
+        residual_dtype).name]
+    return x.to(rd) + residual.to(rd)
+
+
+def _fused(norm, dy, dh, x, residual, ns, residual_dtype, *rest):
+    leaves = {"x": _t(x, True), "residual": _t(residual, True)}
+    params = {k: _t(v, True) for k, v in rest[0].items()}
+    h = _residual(leaves["x"], leaves["residual"], residual_dtype)
+    y = norm(h, ns, *params.values())
+    outs, cots = [], []
+    for o, d in ((y, dy), (h, dh)):
+        if d is not None:
+            outs.append(o)
+            cots.append(_t(d).to(o.dtype))
+    torch.autograd.backward(outs, cots)
+    grads = {}
+    for name, leaf in {**leaves, **params}.items():
+        if leaf is not None:
+            grads[name] = _np(leaf.grad) if leaf.grad is not None else np.zeros(leaf.shape, _np(leaf).dtype)
+    return grads
+
+
+def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, offset=0.0, residual_dtype=None):
+    with torch.no_grad():
+        h = _residual(_t(x), _t(residual), residual_dtype)
+        return _np(_rms(h, _ns(normalized_shape), _t(weight), eps, offset)), _np(h)
+
+
+def add_rms_norm_backward(dy, dh, x, residual, normalized_shape, weight=None, eps=None, *, offset=0.0,
+                          residual_dtype=None):
+    return _fused(lambda h, ns, w: _rms(h, ns, w, eps, offset), dy, dh, x, residual, _ns(normalized_shape),
+                  residual_dtype, {"weight": weight})
+
+
+def add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0,
+                   residual_dtype=None):
+    with torch.no_grad():
+        h = _residual(_t(x), _t(residual), residual_dtype)
+        return _np(_ln(h, _ns(normalized_shape), _t(weight), _t(bias), eps, offset)), _np(h)
+
+
+def add_layer_norm_backward(dy, dh, x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0,
+                            residual_dtype=None):
+    return _fused(lambda h, ns, w, b: _ln(h, ns, w, b, eps, offset), dy, dh, x, residual, _ns(normalized_shape),
+                  residual_dtype, {"weight": weight, "bias": bias})
+
+
 # ----------------------------------------------------------------------------- GroupNorm
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     with torch.no_grad():

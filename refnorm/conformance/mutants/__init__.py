@@ -45,6 +45,9 @@ MUTANTS = {
     "rms_zero_centered_gamma": "RMSNorm multiplies by 1 + weight, the Gemma variant (E17)",
     "offset_bf16_scale": "zero-centred scale offset + weight formed in bfloat16 (E17, vllm PR #3653, Liger PR #1462)",
     "offset_missing_in_backward": "backward scales dy by weight, not offset + weight (E17, TransformerEngine PR #67)",
+    "residual_unrounded_output": "fused add returns h as the float32 sum, not rounded to residual_dtype (vllm PR #43242)",
+    "unrounded_sum_normalized": "fused add normalizes the unrounded sum, stores h rounded (vllm#52104)",
+    "dresidual_missing_dh": "fused add backward: dresidual lacks the cotangent dh of h (quack PR #53)",
 }
 
 

@@ -37,9 +37,13 @@ the missing piece (:func:`gaps`).  A module defines:
     :class:`NoExactOracle` saying why the op has none.
 
 Optional hooks: ``reference_kwargs(kwargs)`` (the arguments the reference
-receives, when they differ from the forward's) and
+receives, when they differ from the forward's),
 ``gradient_scale(spec, kwargs, dy, name)`` (the magnitude of the terms a
-gradient is summed from; default: ``tests/_util.standard_gradient_scale``).
+gradient is summed from; default: ``tests/_util.standard_gradient_scale``) and
+``finite_differences_apply(kwargs)`` (False where the forward is a step
+function of an input, e.g. a rounding whose derivative is the identity by
+definition: the finite-difference check is skipped there, the autograd one
+still runs; its docstring is the reason).
 """
 
 from __future__ import annotations

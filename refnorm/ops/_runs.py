@@ -17,7 +17,7 @@ import numpy as np
 
 from ._dd import two_sum
 from ._jit import jit, pjit, prange
-from ._sets import MEAN, MEAN_LO, MODE_CONST_STATS, RSTD, RSTD_LO, _dx1, _xhat
+from ._sets import MEAN, MEAN_LO, MODE_CONST_STATS, RSTD, RSTD_LO, _affine_accumulators, _affine_job, _dx1, _xhat
 from ._simd import LANES, misalignment, vdd_mul_round, vload, vsplat, vstore, vstore_stream
 
 # Affine parameters one thread reduces at once in the affine sums (minimum).
@@ -199,15 +199,9 @@ def _affine_lanes(dy, x, stats, P, Q, acc, block):
     qblk = max(1, block)
     nblk = (Q + qblk - 1) // qblk
     for job in prange(P * nblk):
-        p = job // nblk
-        q0 = (job % nblk) * qblk
-        q1 = min(q0 + qblk, Q)
+        p, q0, q1, k0 = _affine_job(job, nblk, qblk, Q)
         nq = q1 - q0
-        k0 = p * Q + q0
-        wh = acc[0, k0:k0 + nq].copy()
-        wl = acc[1, k0:k0 + nq].copy()
-        bh = acc[2, k0:k0 + nq].copy()
-        bl = acc[3, k0:k0 + nq].copy()
+        wh, wl, bh, bl = _affine_accumulators(acc, k0, nq)
         xf = x.reshape(x.size)
         dyf = dy.reshape(dy.size)
         # accumulators that fit in L1 are updated row by row (the rows then stream in

@@ -311,6 +311,23 @@ def backward_input(dy, x, stats, weight, P, Q, T, mode, dx):
                         dx[a, b, s] = rh * ((g - c1) - xhat * c2)
 
 
+@jit
+def _affine_job(job, nblk, qblk, Q):
+    """The parameters the affine-sum job ``job`` owns: ``p`` and the ``q`` in
+    ``[q0, q1)`` (blocks of ``qblk``), whose flat index starts at ``k0``."""
+    p = job // nblk
+    q0 = (job % nblk) * qblk
+    q1 = min(q0 + qblk, Q)
+    return p, q0, q1, p * Q + q0
+
+
+@jit
+def _affine_accumulators(acc, k0, nq):
+    """Copies of the job's Sum2 accumulators (dweight hi/lo, dbias hi/lo) in ``acc``."""
+    return (acc[0, k0:k0 + nq].copy(), acc[1, k0:k0 + nq].copy(), acc[2, k0:k0 + nq].copy(),
+            acc[3, k0:k0 + nq].copy())
+
+
 @pjit
 def _affine_sets(dy, x, stats, P, Q, T, acc, block):
     """The affine sums of :func:`~refnorm.ops._kernels.backward_affine`, one
@@ -325,15 +342,9 @@ def _affine_sets(dy, x, stats, P, Q, T, acc, block):
     qblk = max(1, block)
     nblk = (Q + qblk - 1) // qblk
     for job in prange(P * nblk):
-        p = job // nblk
-        q0 = (job % nblk) * qblk
-        q1 = min(q0 + qblk, Q)
+        p, q0, q1, k0 = _affine_job(job, nblk, qblk, Q)
         nq = q1 - q0
-        k0 = p * Q + q0
-        wh = acc[0, k0:k0 + nq].copy()
-        wl = acc[1, k0:k0 + nq].copy()
-        bh = acc[2, k0:k0 + nq].copy()
-        bl = acc[3, k0:k0 + nq].copy()
+        wh, wl, bh, bl = _affine_accumulators(acc, k0, nq)
         for a in range(A):
             for b in range(p, B, P):
                 j = b % period

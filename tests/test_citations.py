@@ -1,8 +1,8 @@
 """Every citation in the repository points at something that ships with it.
 
 The team's reading material (design notes, the seed-layer specification, the
-conformance notes, the list of bug classes, kept beside the repository in
-``../shared``) is not part of refnorm: neither a reader of a checkout nor a
+notes on existing suites, the list of bug classes, kept in a folder beside the
+repository) is not part of refnorm: neither a reader of a checkout nor a
 reader of the built documentation can follow a reference to it.  What refnorm
 cites instead is a page of its documentation, a section of ``spec/FORMAT.md``,
 a paper or an upstream issue.  These tests scan every text file of the
@@ -56,12 +56,12 @@ OUTSIDE = [
     re.compile(r"(?i)(?<![\w/])spec(?:'s)?\s*§"),
     # "DESIGN §4", "DESIGN 4", "DESIGN section 2", "DESIGN.md"
     re.compile(r"(?<![\w.])DESIGN(?:\.md\b|\s*§|\s+\d|\s+section\b)"),
-    # the conformance notes, by any spelling of the name
+    # the notes on existing suites, by any spelling of their name
     re.compile(r"(?i)\bconformance[-_ ]notes\b"),
-    # "BUG-CLASSES A1", "bug-classes.md"
+    # the list of bug classes, by its file name or with an entry ("<name> A1")
     re.compile(r"\bBUG-CLASS(?:ES)?\b|(?i:\bbug-classes\.md\b)"),
     # the directory itself
-    re.compile(r"\.\./shared\b|/work/shared\b|\bshared/(?:seeds|DESIGN|SPEC|CONFORMANCE|BUG)"),
+    re.compile(r"\.\./" r"shared\b|/work/" r"shared\b|\bshared/(?:seeds|DESIGN|SPEC|CONFORMANCE|BUG)"),
 ]
 
 #: ``docs/<page>.md`` with an optional ``#anchor``, not part of a longer path or URL.
@@ -291,14 +291,15 @@ def test_edge_case_page_lists_the_cases_of_each_entry():
 # ----------------------------------------------------------------------------- the checks can fail
 
 
-_S, _C = "SP" + "EC", "CONFORMANCE" + "-NOTES"  # built here so that no file of the repository cites them
+# built here so that no file of the repository cites them
+_S, _C, _B, _D = "SP" + "EC", "CONFORMANCE" + "-NOTES", "BUG" + "-CLASSES", ".." + "/shared"
 
 
 @pytest.mark.parametrize("text", [
     f"derived ({_S} 3.5)", f"{_S} §2 says", f"({_S} section 7)", f"SEED LAYERS ({_S} 3-6)", f"{_S}'s numerical notes",
     f"{_S} prints 10 decimals", f"see seeds/{_S}.md", "the spec §2.5", f"{_C} E7",
-    "recorded in the project's conformance notes", "DESIGN §4", "DESIGN.md", "BUG-CLASSES A1",
-    f"../shared/{_C}.md", "/work/shared/DESIGN.md",
+    "recorded in the project's conformance" + " notes", "DESIGN §4", "DESIGN.md", f"{_B} A1",
+    f"{_D}/{_C}.md", "/work" + "/shared" + "/DESIGN.md",
 ])
 def test_outside_citations_are_found(text):
     assert outside_citations(text), text

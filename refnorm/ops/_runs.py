@@ -17,7 +17,8 @@ import numpy as np
 
 from ._dd import two_sum
 from ._jit import jit, pjit, prange
-from ._sets import MEAN, MEAN_LO, MODE_CONST_STATS, RSTD, RSTD_LO, _affine_accumulators, _affine_job, _dx1, _xhat
+from ._sets import (MEAN, MEAN_LO, MODE_CONST_STATS, RSTD, RSTD_LO, _affine_accumulators, _affine_job,
+                    _affine_store, _dx1, _xhat)
 from ._simd import LANES, misalignment, vdd_mul_round, vload, vsplat, vstore, vstore_stream
 
 # Affine parameters one thread reduces at once in the affine sums (minimum).
@@ -219,7 +220,4 @@ def _affine_lanes(dy, x, stats, P, Q, acc, block):
                     _affine_rows(dyf, xf, offs, cols, stats, nr, q0, q1, wh, wl, bh, bl)
                     nr = 0
         _affine_rows(dyf, xf, offs, cols, stats, nr, q0, q1, wh, wl, bh, bl)
-        acc[0, k0:k0 + nq] = wh
-        acc[1, k0:k0 + nq] = wl
-        acc[2, k0:k0 + nq] = bh
-        acc[3, k0:k0 + nq] = bl
+        _affine_store(acc, k0, wh, wl, bh, bl)

@@ -208,6 +208,12 @@ def divide_m2(stats, divisor, out):
         out[i] = vh + vl
 
 
+@jit
+def set_stats(stats, j):
+    """The double-double mean and rstd of statistics column ``j``: ``(mh, ml, rh, rl)``."""
+    return stats[MEAN, j], stats[MEAN_LO, j], stats[RSTD, j], stats[RSTD_LO, j]
+
+
 # ----------------------------------------------------------------------------- the forward
 
 
@@ -220,10 +226,7 @@ def _forward_sets(x, stats, weight, bias, P, Q, T, y):
     period = stats.shape[1]
     for b in prange(B):
         j = b % period
-        mh = stats[MEAN, j]
-        ml = stats[MEAN_LO, j]
-        rh = stats[RSTD, j]
-        rl = stats[RSTD_LO, j]
+        mh, ml, rh, rl = set_stats(stats, j)
         p = b % P
         for a in range(A):
             for q in range(Q):
@@ -267,10 +270,7 @@ def backward_input(dy, x, stats, weight, P, Q, T, mode, dx):
     period = stats.shape[1]
     for b in prange(B):
         j = b % period
-        mh = stats[MEAN, j]
-        ml = stats[MEAN_LO, j]
-        rh = stats[RSTD, j]
-        rl = stats[RSTD_LO, j]
+        mh, ml, rh, rl = set_stats(stats, j)
         p = b % P
         c1 = 0.0
         c2 = 0.0
@@ -312,6 +312,16 @@ def backward_input(dy, x, stats, weight, P, Q, T, mode, dx):
 
 
 @jit
+def _affine_store(acc, k0, wh, wl, bh, bl):
+    """Write a job's Sum2 accumulators back into ``acc`` (the sums continue from there)."""
+    nq = wh.shape[0]
+    acc[0, k0:k0 + nq] = wh
+    acc[1, k0:k0 + nq] = wl
+    acc[2, k0:k0 + nq] = bh
+    acc[3, k0:k0 + nq] = bl
+
+
+@jit
 def _affine_job(job, nblk, qblk, Q):
     """The parameters the affine-sum job ``job`` owns: ``p`` and the ``q`` in
     ``[q0, q1)`` (blocks of ``qblk``), whose flat index starts at ``k0``."""
@@ -343,15 +353,11 @@ def _affine_sets(dy, x, stats, P, Q, T, acc, block):
     nblk = (Q + qblk - 1) // qblk
     for job in prange(P * nblk):
         p, q0, q1, k0 = _affine_job(job, nblk, qblk, Q)
-        nq = q1 - q0
-        wh, wl, bh, bl = _affine_accumulators(acc, k0, nq)
+        wh, wl, bh, bl = _affine_accumulators(acc, k0, q1 - q0)
         for a in range(A):
             for b in range(p, B, P):
                 j = b % period
-                mh = stats[MEAN, j]
-                ml = stats[MEAN_LO, j]
-                rh = stats[RSTD, j]
-                rl = stats[RSTD_LO, j]
+                mh, ml, rh, rl = set_stats(stats, j)
                 for q in range(q0, q1):
                     i = q - q0
                     for t in range(T):
@@ -362,10 +368,7 @@ def _affine_sets(dy, x, stats, P, Q, T, acc, block):
                         wl[i] += e
                         bh[i], e = two_sum(bh[i], dyv)
                         bl[i] += e
-        acc[0, k0:k0 + nq] = wh
-        acc[1, k0:k0 + nq] = wl
-        acc[2, k0:k0 + nq] = bh
-        acc[3, k0:k0 + nq] = bl
+        _affine_store(acc, k0, wh, wl, bh, bl)
 
 
 @pjit

@@ -138,3 +138,37 @@ def check_dy(dy, y_shape: tuple[int, ...], name: str = "dy", output: str = "the 
 
 def prod(shape) -> int:
     return int(math.prod(shape))
+
+
+def check_directions(kind: str, value, arguments: dict) -> dict:
+    """The ``tangents`` of an ``<op>_jvp`` or the ``cotangents`` of an
+    ``<op>_double_backward`` (``kind`` names which): a dict keyed by
+    differentiable argument name, each value a float array shaped like that
+    argument.  ``arguments`` maps every differentiable argument, in order, to
+    the value the call was given (None when the argument was not given).
+
+    Returns ``{name: float64 array or None}`` for every name in ``arguments``
+    (None: a zero direction -- a missing key, or an argument that was not
+    given).  Refuses, naming the key: a non-dict, a key that is not a
+    differentiable argument, a direction for an argument that was not given
+    (its derivative does not exist), a non-float array, a wrong shape."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{kind} must be a dict {{argument name: array}} over {', '.join(map(repr, arguments))}, "
+                        f"got {type(value).__name__}")
+    out = dict.fromkeys(arguments)
+    for key, arr in value.items():
+        if key not in arguments:
+            raise ValueError(f"{kind} has the key {key!r}, which is not a differentiable argument of this op; "
+                             f"expected keys among {', '.join(map(repr, arguments))}")
+        if arr is None:
+            continue
+        given = arguments[key]
+        label = f"{kind}[{key!r}]"
+        if given is None:
+            raise ValueError(f"{label} was given but {key} is None: there is no {key} to differentiate along")
+        a = as_float_array(label, arr)
+        shape = tuple(np.shape(given))
+        if tuple(a.shape) != shape:
+            raise ValueError(f"{label} must have the shape of {key} {shape}, got shape {tuple(a.shape)}")
+        out[key] = to_f64(a)
+    return out

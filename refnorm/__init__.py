@@ -47,19 +47,24 @@ authors' Keras callback).  The backward of ``weight_standardization`` returns
 
 from ._registry import OpSpec, registry
 from ._version import __version__
-from .ops.add_layer_norm import add_layer_norm, add_layer_norm_backward, add_layer_norm_stats
-from .ops.add_rms_norm import add_rms_norm, add_rms_norm_backward, add_rms_norm_stats
+from .ops.add_layer_norm import (add_layer_norm, add_layer_norm_backward, add_layer_norm_double_backward,
+                                 add_layer_norm_jvp, add_layer_norm_stats)
+from .ops.add_rms_norm import (add_rms_norm, add_rms_norm_backward, add_rms_norm_double_backward, add_rms_norm_jvp,
+                               add_rms_norm_stats)
 from .ops.batch_layer_norm import (batch_layer_norm, batch_layer_norm_backward, batch_layer_norm_batch_stats,
                                    batch_layer_norm_moving_stats, batch_layer_norm_stats)
-from .ops.batch_norm import batch_norm, batch_norm_backward, batch_norm_running_stats, batch_norm_stats
+from .ops.batch_norm import (batch_norm, batch_norm_backward, batch_norm_double_backward, batch_norm_jvp,
+                             batch_norm_running_stats, batch_norm_stats)
 from .ops.gains import analytic_gain, nonlinearity_gain
 from .ops.gn_plus import gn_plus, gn_plus_backward
-from .ops.group_norm import group_norm, group_norm_backward, group_norm_stats
-from .ops.instance_norm import (instance_norm, instance_norm_backward, instance_norm_running_stats,
-                                instance_norm_stats)
-from .ops.layer_norm import layer_norm, layer_norm_backward, layer_norm_stats
+from .ops.group_norm import (group_norm, group_norm_backward, group_norm_double_backward, group_norm_jvp,
+                             group_norm_stats)
+from .ops.instance_norm import (instance_norm, instance_norm_backward, instance_norm_double_backward,
+                                instance_norm_jvp, instance_norm_running_stats, instance_norm_stats)
+from .ops.layer_norm import (layer_norm, layer_norm_backward, layer_norm_double_backward, layer_norm_jvp,
+                             layer_norm_stats)
 from .ops.proxy_norm import proxy_norm, proxy_norm_backward, proxy_norm_stats, proxy_quantiles
-from .ops.rms_norm import rms_norm, rms_norm_backward, rms_norm_stats
+from .ops.rms_norm import rms_norm, rms_norm_backward, rms_norm_double_backward, rms_norm_jvp, rms_norm_stats
 from .ops.weight_standardization import (weight_standardization, weight_standardization_backward,
                                          weight_standardization_stats)
 
@@ -68,9 +73,13 @@ __all__ = [
     "__version__",
     "add_layer_norm",
     "add_layer_norm_backward",
+    "add_layer_norm_double_backward",
+    "add_layer_norm_jvp",
     "add_layer_norm_stats",
     "add_rms_norm",
     "add_rms_norm_backward",
+    "add_rms_norm_double_backward",
+    "add_rms_norm_jvp",
     "add_rms_norm_stats",
     "analytic_gain",
     "batch_layer_norm",
@@ -80,19 +89,27 @@ __all__ = [
     "batch_layer_norm_stats",
     "batch_norm",
     "batch_norm_backward",
+    "batch_norm_double_backward",
+    "batch_norm_jvp",
     "batch_norm_running_stats",
     "batch_norm_stats",
     "gn_plus",
     "gn_plus_backward",
     "group_norm",
     "group_norm_backward",
+    "group_norm_double_backward",
+    "group_norm_jvp",
     "group_norm_stats",
     "instance_norm",
     "instance_norm_backward",
+    "instance_norm_double_backward",
+    "instance_norm_jvp",
     "instance_norm_running_stats",
     "instance_norm_stats",
     "layer_norm",
     "layer_norm_backward",
+    "layer_norm_double_backward",
+    "layer_norm_jvp",
     "layer_norm_stats",
     "nonlinearity_gain",
     "proxy_norm",
@@ -102,6 +119,8 @@ __all__ = [
     "registry",
     "rms_norm",
     "rms_norm_backward",
+    "rms_norm_double_backward",
+    "rms_norm_jvp",
     "rms_norm_stats",
     "weight_standardization",
     "weight_standardization_backward",

@@ -103,6 +103,18 @@ class OpSpec:
         rounded sum ``"h"``); None: the primary input.
     variant : True for the variants production kernels ship around a standard
         normalizer (the fused residual adds): no ``out=``, no exact tier.
+    jvp : ``<op>_jvp(tangents, *forward_args) -> (outputs, tangent outputs)``:
+        forward mode; ``tangents`` is a dict over :attr:`differentiable`
+        (missing = zero).  For a one-output op ``(y, ty)``, else
+        ``((y, h), (ty, th))``.  The corpus stores the tangent of argument or
+        output ``a`` as ``"t" + a`` (:func:`tangent_name`).
+    double_backward : ``<op>_double_backward(cotangents, *backward_args) -> dict``,
+        the VJP of :attr:`backward`, or None where it is not derived (some
+        seed layers).  ``cotangents`` is keyed like the backward's result;
+        the result is keyed by the backward's arguments (``"dy"``, ``"x"``,
+        the given parameters).  The corpus stores the cotangent of the
+        gradient ``"d" + a`` as ``"dd" + a`` and the result for argument ``k``
+        as ``"d2" + k`` (:func:`second_cotangent_name`, :func:`second_grad_name`).
     seed : True for the seed layers (proxy norm, GN+, weight standardization,
         BLN); False for the standard normalizers (BN, LN, IN, GN, RMSNorm: the
         ones PyTorch has, which take ``out=`` and have an exact oracle) and
@@ -130,6 +142,8 @@ class OpSpec:
     normalized: str | None = None
     variant: bool = False
     seed: bool = False
+    jvp: Callable | None = None
+    double_backward: Callable | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "grouped_inputs", MappingProxyType(dict(self.grouped_inputs)))
@@ -162,9 +176,47 @@ class OpSpec:
         return self.layout(tuple(shapes[self.primary]), **kw)
 
 
+    @property
+    def tangent_inputs(self) -> tuple[str, ...]:
+        """The golden names of the JVP's tangents: ``"t" + argument``."""
+        return tuple(tangent_name(a) for a in self.differentiable)
+
+    @property
+    def tangent_outputs(self) -> tuple[str, ...]:
+        """The golden names of the JVP's results: ``"t" + output``."""
+        return tuple(tangent_name(o) for o in self.outputs)
+
+    @property
+    def second_cotangents(self) -> tuple[str, ...]:
+        """The golden names of the double backward's cotangents (one per gradient)."""
+        return tuple(second_cotangent_name(a) for a in self.differentiable)
+
+    def second_grad_names(self) -> tuple[str, ...]:
+        """The golden name of every result the double backward can return:
+        ``"d2" + k`` for the cotangents of the backward and the differentiable arguments."""
+        return tuple(second_grad_name(k) for k in self.cotangents + self.differentiable)
+
+
 def grad_name(argument: str) -> str:
     """The one naming rule for gradients and cotangents: ``"d" + name``."""
     return "d" + argument
+
+
+def tangent_name(name: str) -> str:
+    """The tangent of an argument or output in the corpus: ``"t" + name``."""
+    return "t" + name
+
+
+def second_cotangent_name(argument: str) -> str:
+    """The cotangent of the gradient ``"d" + argument`` (an output of the
+    backward) by the same rule: ``"dd" + argument``."""
+    return grad_name(grad_name(argument))
+
+
+def second_grad_name(key: str) -> str:
+    """A double backward's result for the backward's argument ``key``
+    (``"dy"``, ``"x"``, ``"weight"`` ...): ``"d2" + key``."""
+    return "d2" + key
 
 
 def _check_spec(s: OpSpec) -> None:
@@ -189,7 +241,9 @@ def _check_spec(s: OpSpec) -> None:
         raise ValueError(f"{where}: outputs must be distinct names, got {s.outputs}")
     # inputs, cotangents, outputs, gradients and statistics share one namespace in a golden case
     groups = {"forward arguments": params, "cotangents": s.cotangents, "outputs": s.outputs,
-              "gradients": tuple(grad_name(a) for a in s.differentiable), "stats": s.stats}
+              "gradients": tuple(grad_name(a) for a in s.differentiable), "stats": s.stats,
+              "tangents": s.tangent_inputs, "tangent outputs": s.tangent_outputs,
+              "second-order cotangents": s.second_cotangents, "second-order gradients": s.second_grad_names()}
     seen: dict[str, str] = {}
     for group, names_ in groups.items():
         for n in names_:
@@ -199,6 +253,20 @@ def _check_spec(s: OpSpec) -> None:
     want_bwd = s.cotangents + params
     if protocol_parameters(s.backward) != want_bwd:
         raise ValueError(f"{where}: backward must take {want_bwd}, takes {protocol_parameters(s.backward)}")
+    if s.jvp is not None:
+        if getattr(s.jvp, "__name__", None) != s.name + "_jvp":
+            raise ValueError(f"{where}: jvp must be the public function {s.name}_jvp(), got "
+                             f"{getattr(s.jvp, '__name__', None)}()")
+        if protocol_parameters(s.jvp) != ("tangents",) + params:
+            raise ValueError(f"{where}: jvp must take {('tangents',) + params}, takes {protocol_parameters(s.jvp)}")
+    if s.double_backward is not None:
+        if getattr(s.double_backward, "__name__", None) != s.name + "_double_backward":
+            raise ValueError(f"{where}: double_backward must be the public function {s.name}_double_backward(), "
+                             f"got {getattr(s.double_backward, '__name__', None)}()")
+        want2 = ("cotangents",) + s.cotangents + params
+        if protocol_parameters(s.double_backward) != want2:
+            raise ValueError(f"{where}: double_backward must take {want2}, takes "
+                             f"{protocol_parameters(s.double_backward)}")
     if protocol_parameters(s.reference) != params:
         raise ValueError(f"{where}: reference must take the forward's arguments {params}, "
                          f"takes {protocol_parameters(s.reference)}")
@@ -242,27 +310,34 @@ def _build() -> dict[str, OpSpec]:
     specs = [
         OpSpec("batch_norm", bn.batch_norm, bn.batch_norm_backward, ref.batch_norm.batch_norm,
                bn.batch_norm_stats, ("x", "weight", "bias"), bn.layout, **standard, batch_stats_flag="training",
-               running_stats=bn.batch_norm_running_stats, running_conventions=("torch", "onnx", "flax")),
+               running_stats=bn.batch_norm_running_stats, running_conventions=("torch", "onnx", "flax"),
+               jvp=bn.batch_norm_jvp, double_backward=bn.batch_norm_double_backward),
         OpSpec("layer_norm", ln.layer_norm, ln.layer_norm_backward, ref.layer_norm.layer_norm,
                ln.layer_norm_stats, ("x", "weight", "bias"), ln.layout, **standard, per_sample=True,
-               weight_offset="offset"),
+               weight_offset="offset",
+               jvp=ln.layer_norm_jvp, double_backward=ln.layer_norm_double_backward),
         OpSpec("instance_norm", inn.instance_norm, inn.instance_norm_backward,
                ref.instance_norm.instance_norm, inn.instance_norm_stats, ("x", "weight", "bias"), inn.layout,
                **standard, batch_stats_flag="use_input_stats", running_stats=inn.instance_norm_running_stats,
-               per_sample=True),
+               per_sample=True,
+               jvp=inn.instance_norm_jvp, double_backward=inn.instance_norm_double_backward),
         OpSpec("group_norm", gn.group_norm, gn.group_norm_backward, ref.group_norm.group_norm,
-               gn.group_norm_stats, ("x", "weight", "bias"), gn.layout, **standard, per_sample=True),
+               gn.group_norm_stats, ("x", "weight", "bias"), gn.layout, **standard, per_sample=True,
+               jvp=gn.group_norm_jvp, double_backward=gn.group_norm_double_backward),
         OpSpec("rms_norm", rms.rms_norm, rms.rms_norm_backward, ref.rms_norm.rms_norm,
                rms.rms_norm_stats, ("x", "weight"), rms.layout, stats=("rstd",), center=False, per_sample=True,
-               eps_default=rms.default_eps, weight_offset="offset"),
+               eps_default=rms.default_eps, weight_offset="offset",
+               jvp=rms.rms_norm_jvp, double_backward=rms.rms_norm_double_backward),
         # fused residual add + norm: two outputs (y, h), two cotangents (dy, dh)
         OpSpec("add_rms_norm", arn.add_rms_norm, arn.add_rms_norm_backward, ref_arn.add_rms_norm,
                arn.add_rms_norm_stats, ("x", "residual", "weight"), arn.layout, stats=("rstd",), outputs=("y", "h"),
                center=False, per_sample=True, eps_default=rms.default_eps, weight_offset="offset", normalized="h",
-               variant=True),
+               variant=True,
+               jvp=arn.add_rms_norm_jvp, double_backward=arn.add_rms_norm_double_backward),
         OpSpec("add_layer_norm", aln.add_layer_norm, aln.add_layer_norm_backward, ref_aln.add_layer_norm,
                aln.add_layer_norm_stats, ("x", "residual", "weight", "bias"), aln.layout, **standard,
-               outputs=("y", "h"), per_sample=True, weight_offset="offset", normalized="h", variant=True),
+               outputs=("y", "h"), per_sample=True, weight_offset="offset", normalized="h", variant=True,
+               jvp=aln.add_layer_norm_jvp, double_backward=aln.add_layer_norm_double_backward),
         # the seed layers (docs/ops/index.md#seed-layers)
         OpSpec("proxy_norm", pn.proxy_norm, pn.proxy_norm_backward, ref_pn.proxy_norm, pn.proxy_norm_stats,
                ("x", "weight", "bias", "proxy_shift", "proxy_scale"), pn.layout, stats=("mean", "rstd"),

@@ -18,6 +18,14 @@ TOLERANCES = {
     # hand backward vs central finite differences of the forward with step h:
     # truncation ~h^2 |f'''| ~ 1e-10 and rounding ~u |f| / h ~ 1e-11 for h = 1e-5.
     "backward_vs_fd": (1e-7, "central differences, h = 1e-5: O(h^2) truncation plus O(u/h) rounding"),
+    # hand JVP / double backward vs autograd's forward mode / reverse-over-reverse of
+    # the reference: the same float64 arithmetic as the backward, one more level of terms.
+    "jvp_vs_autograd": (1e-12, "float64 forward mode, different reduction orders on well-conditioned data"),
+    "second_vs_autograd": (1e-11, "float64 reverse-over-reverse: products of two first-order terms (rstd^2)"),
+    # central differences of refnorm's own lower-order function: the forward
+    # along a direction (h = 1e-6) or the backward element by element (h = 1e-5).
+    "jvp_vs_fd": (1e-7, "central differences, h = 1e-6: O(h^2) truncation plus O(u/h) rounding"),
+    "second_vs_fd": (1e-6, "central differences of the backward, h = 1e-5: O(h^2) truncation plus O(u/h) rounding"),
     # refnorm vs PyTorch float64 CPU: PyTorch sums in a different order
     # (vectorized/Welford), ~n*u relative to the largest magnitude.
     "vs_torch_float64": (1e-12, "PyTorch float64 CPU: different, uncompensated summation order"),

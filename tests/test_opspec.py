@@ -36,6 +36,10 @@ def test_gradient_names_follow_one_rule():
         assert spec.grad_names() == tuple("d" + a for a in spec.differentiable)
         assert spec.cotangents == tuple("d" + o for o in spec.outputs)
         assert spec.primary == spec.differentiable[0]
+        assert spec.tangent_inputs == tuple("t" + a for a in spec.differentiable)
+        assert spec.tangent_outputs == tuple("t" + o for o in spec.outputs)
+        assert spec.second_cotangents == tuple("dd" + a for a in spec.differentiable)
+        assert spec.second_grad_names() == tuple("d2" + k for k in spec.cotangents + spec.differentiable)
 
 
 # (changes to layer_norm's record, the piece the error must name)
@@ -57,6 +61,11 @@ BROKEN = [
     ({"grouped_inputs": {"moving_stats": "moving_"}}, "grouped input 'moving_stats'"),
     ({"layout": lambda x_shape, num_groups: None}, "layout must take the primary input's shape"),
     ({"reference": refnorm.registry()["rms_norm"].reference}, "reference must take the forward's arguments"),
+    ({"jvp": refnorm.rms_norm_jvp}, "jvp must be the public function layer_norm_jvp()"),
+    ({"double_backward": refnorm.layer_norm_backward},
+     "double_backward must be the public function layer_norm_double_backward()"),
+    ({"stats": ("mean", "tx")}, "both one of the stats and one of the tangents"),
+    ({"stats": ("mean", "d2x")}, "both one of the stats and one of the second-order gradients"),
 ]
 
 

@@ -47,3 +47,27 @@ def check_dh(dh, shape) -> np.ndarray | None:
 
 
 __all__ = ["DTYPES", "check_dh", "check_residual_dtype", "prepare"]
+
+
+def tangent_of_h(directions: dict, shape) -> np.ndarray:
+    """``th = tx + tresidual`` (float64; zeros when both are absent): the
+    rounding of ``h`` to ``residual_dtype`` is straight-through, as in the
+    backward (``dx = dresidual``)."""
+    tx, tr = directions.get("x"), directions.get("residual")
+    if tx is None and tr is None:
+        return np.zeros(shape)
+    if tx is None or tr is None:
+        return (tx if tr is None else tr).copy()
+    return tx + tr
+
+
+def fused_second_order(inner: dict, cotangents: dict, shape) -> dict:
+    """The double backward of a fused op from the one of its normalization of
+    ``h`` (``inner``, keyed ``"dy"``, ``"x"``, parameters): the backward returns
+    ``dx = dresidual = dnorm(dy; h) + dh``, so the cotangent of ``dh`` is
+    ``a = cot_x + cot_residual`` and ``x`` and ``residual`` get the
+    normalization's second-order gradient with respect to ``h``."""
+    a = tangent_of_h(cotangents, shape)  # cot_x + cot_residual, the same sum
+    inner = dict(inner)
+    d2dy, d2h = inner.pop("dy"), inner.pop("x")
+    return {"dy": d2dy, "dh": a, "x": d2h, "residual": d2h.copy(), **inner}

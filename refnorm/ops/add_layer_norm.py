@@ -80,3 +80,43 @@ def add_layer_norm_backward(dy, dh, x, residual, normalized_shape, weight=None, 
     g = ln.layer_norm_backward(dy, h, normalized_shape, weight, bias, eps, offset=offset)
     dx = g.pop("x") if dh is None else g.pop("x") + dh
     return {"x": dx, "residual": dx.copy(), **g}
+
+
+def add_layer_norm_jvp(tangents, x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0,
+                       residual_dtype=None):
+    """Forward mode of :func:`add_layer_norm`: ``((y, h), (ty, th))``.
+
+    ``tangents``: a dict over ``"x"``, ``"residual"``, ``"weight"``, ``"bias"``
+    (missing = zero).  ``th = tx + tresidual`` (the rounding of ``h`` is
+    straight-through, as in the backward) and ``ty`` is
+    :func:`~refnorm.ops.layer_norm.layer_norm_jvp` of the rounded ``h`` along ``th``.
+    """
+    xa, h = _prepare(x, residual, normalized_shape, residual_dtype)
+    ln._prepare(h, normalized_shape, weight, bias, eps, offset)  # the forward's checks come first
+    t = V.check_directions("tangents", tangents, {"x": x, "residual": residual, "weight": weight, "bias": bias})
+    th = RS.tangent_of_h(t, xa.shape)
+    y, ty = ln.layer_norm_jvp({"x": th, "weight": t["weight"], "bias": t["bias"]}, h, normalized_shape, weight,
+                              bias, eps, offset=offset)
+    return (y, h), (ty, th)
+
+
+def add_layer_norm_double_backward(cotangents, dy, dh, x, residual, normalized_shape, weight=None, bias=None,
+                                   eps=1e-5, *, offset=0.0, residual_dtype=None):
+    """Second order of :func:`add_layer_norm`: the VJP of
+    :func:`add_layer_norm_backward`.
+
+    ``cotangents``: a dict over ``"x"``, ``"residual"``, ``"weight"``, ``"bias"``
+    (missing = zero).  Returns ``{"dy", "dh", "x", "residual"}`` plus
+    ``"weight"``, ``"bias"`` (zeros) when given: with ``a = cot_x + cot_residual``,
+    ``dL/ddh = a`` and the rest is :func:`~refnorm.ops.layer_norm.layer_norm_double_backward`
+    of ``h`` (``x`` and ``residual`` both get its ``dL/dh``).  ``dy``/``dh`` None: zero.
+    """
+    xa, h = _prepare(x, residual, normalized_shape, residual_dtype)
+    ln._prepare(h, normalized_shape, weight, bias, eps, offset)
+    RS.check_dh(dh, xa.shape)
+    dy = np.zeros(xa.shape) if dy is None else dy
+    c = V.check_directions("cotangents", cotangents, {"x": x, "residual": residual, "weight": weight, "bias": bias})
+    inner = ln.layer_norm_double_backward({"x": RS.tangent_of_h(c, xa.shape), "weight": c["weight"],
+                                           "bias": c["bias"]}, dy, h, normalized_shape, weight, bias, eps,
+                                          offset=offset)
+    return RS.fused_second_order(inner, c, xa.shape)

@@ -79,3 +79,40 @@ def add_rms_norm_backward(dy, dh, x, residual, normalized_shape, weight=None, ep
     g = rms.rms_norm_backward(dy, h, normalized_shape, weight, eps, offset=offset)
     dx = g.pop("x") if dh is None else g.pop("x") + dh
     return {"x": dx, "residual": dx.copy(), **g}
+
+
+def add_rms_norm_jvp(tangents, x, residual, normalized_shape, weight=None, eps=None, *, offset=0.0,
+                     residual_dtype=None):
+    """Forward mode of :func:`add_rms_norm`: ``((y, h), (ty, th))``.
+
+    ``tangents``: a dict over ``"x"``, ``"residual"``, ``"weight"`` (missing =
+    zero).  ``th = tx + tresidual`` (the rounding of ``h`` is straight-through,
+    as in the backward) and ``ty`` is :func:`~refnorm.ops.rms_norm.rms_norm_jvp`
+    of the rounded ``h`` along ``th``.
+    """
+    xa, h, eps = _prepare(x, residual, normalized_shape, eps, residual_dtype)
+    rms._prepare(h, normalized_shape, weight, eps, offset)  # the forward's checks come first
+    t = V.check_directions("tangents", tangents, {"x": x, "residual": residual, "weight": weight})
+    th = RS.tangent_of_h(t, xa.shape)
+    y, ty = rms.rms_norm_jvp({"x": th, "weight": t["weight"]}, h, normalized_shape, weight, eps, offset=offset)
+    return (y, h), (ty, th)
+
+
+def add_rms_norm_double_backward(cotangents, dy, dh, x, residual, normalized_shape, weight=None, eps=None, *,
+                                 offset=0.0, residual_dtype=None):
+    """Second order of :func:`add_rms_norm`: the VJP of :func:`add_rms_norm_backward`.
+
+    ``cotangents``: a dict over ``"x"``, ``"residual"``, ``"weight"`` (missing =
+    zero).  Returns ``{"dy", "dh", "x", "residual"}`` plus ``"weight"`` when
+    given: ``dL/ddh = cot_x + cot_residual`` and the rest is
+    :func:`~refnorm.ops.rms_norm.rms_norm_double_backward` of ``h``.
+    ``dy``/``dh`` None: zero.
+    """
+    xa, h, eps = _prepare(x, residual, normalized_shape, eps, residual_dtype)
+    rms._prepare(h, normalized_shape, weight, eps, offset)
+    RS.check_dh(dh, xa.shape)
+    dy = np.zeros(xa.shape) if dy is None else dy
+    c = V.check_directions("cotangents", cotangents, {"x": x, "residual": residual, "weight": weight})
+    inner = rms.rms_norm_double_backward({"x": RS.tangent_of_h(c, xa.shape), "weight": c["weight"]}, dy, h,
+                                         normalized_shape, weight, eps, offset=offset)
+    return RS.fused_second_order(inner, c, xa.shape)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .. import _validate as V
 from . import _layout as L
+from . import _derivatives as D
 from . import _normalize as nz
 from . import _running as R
 
@@ -176,3 +177,46 @@ def batch_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, num_
     st = nz.batch_stats(V.to_f64(xa).reshape(N, C, -1), 0.0)
     var = st.var(correction=1 if convention == "torch" else 0)
     return R.update(rm, st.mean, factor), R.update(rv, var, factor)
+
+
+def _batch_norm_view(x3, eps, running):
+    """The statistics and the derivative mode: batch statistics in training, the running statistics (constants) in eval."""
+    if running is None:
+        return nz.batch_stats(x3, eps), D.MODE_BATCH_STATS
+    return nz.const_stats(*running, eps), D.MODE_CONST_STATS
+
+
+def batch_norm_jvp(tangents, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Forward mode of :func:`batch_norm`: ``(y, ty)``.
+
+    ``tangents``: a dict over ``"x"``, ``"weight"``, ``"bias"`` (missing = zero;
+    the running statistics are buffers, not differentiable).  Per channel set,
+    ``ty = weight_c * rstd * P(tx) + tweight_c * xhat + tbias_c`` with
+    ``P(v) = v - mean(v) - xhat * mean(xhat * v)`` for batch statistics and
+    ``P(v) = v`` for running ones (docs/ops/batch_norm.md#batch-norm-jvp).
+    ``y`` has the bits of :func:`batch_norm`.
+    """
+    shape, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    t = V.check_directions("tangents", tangents, {"x": x, "weight": weight, "bias": bias})
+    if running is None:
+        y3, st = nz.normalize(x3, eps, w, b, P=C, Q=1)
+        mode = D.MODE_BATCH_STATS
+    else:
+        st, mode = _batch_norm_view(x3, eps, running)
+        y3 = nz.forward(x3, st, w, b, P=C, Q=1)
+    ty3 = D.jvp(x3, st, w, t, C, 1, mode)
+    return y3.reshape(shape), ty3.reshape(shape)
+
+
+def batch_norm_double_backward(cotangents, dy, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Second order of :func:`batch_norm`: the VJP of :func:`batch_norm_backward`
+    (``cotangents`` over ``"x"``, ``"weight"``, ``"bias"``; result ``"dy"``,
+    ``"x"`` and the given parameters, ``"bias"`` zeros), for batch and for
+    running statistics (docs/ops/batch_norm.md#batch-norm-second-order).
+    """
+    shape, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    c = V.check_directions("cotangents", cotangents, {"x": x, "weight": weight, "bias": bias})
+    st, mode = _batch_norm_view(x3, eps, running)
+    d2dy, d2x, d2w = D.double_backward(dy3, x3, st, w, c, C, 1, mode)
+    return D.second_order_dict(shape, d2dy, d2x, d2w, weight, bias)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .. import _validate as V
 from . import _layout as L
+from . import _derivatives as D
 from . import _normalize as nz
 
 
@@ -98,3 +99,32 @@ def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5, *, 
     written; the dict then holds ``"x": out`` (same bits).
     """
     return _group_norm_backward(dy, x, num_groups, weight, bias, eps, out)
+
+
+def group_norm_jvp(tangents, x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Forward mode of :func:`group_norm`: ``(y, ty)``.
+
+    ``tangents``: a dict over ``"x"``, ``"weight"``, ``"bias"`` (missing = zero).
+    Per (sample, group) set, ``ty = weight_c * rstd * P(tx) + tweight_c * xhat + tbias_c``
+    with ``P(v) = v - mean(v) - xhat * mean(xhat * v)``; ``y`` has the bits of
+    :func:`group_norm`.
+    """
+    shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
+    t = V.check_directions("tangents", tangents, {"x": x, "weight": weight, "bias": bias})
+    Q = shape[1] // G
+    y3, st = nz.normalize(x3, eps, w, b, P=G, Q=Q)
+    ty3 = D.jvp(x3, st, w, t, G, Q, D.MODE_BATCH_STATS)
+    return y3.reshape(shape), ty3.reshape(shape)
+
+
+def group_norm_double_backward(cotangents, dy, x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Second order of :func:`group_norm`: the VJP of :func:`group_norm_backward`
+    (``cotangents`` over ``"x"``, ``"weight"``, ``"bias"``; result ``"dy"``,
+    ``"x"`` and the given parameters, ``"bias"`` zeros)."""
+    shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    c = V.check_directions("cotangents", cotangents, {"x": x, "weight": weight, "bias": bias})
+    Q = shape[1] // G
+    st = nz.batch_stats(x3, eps)
+    d2dy, d2x, d2w = D.double_backward(dy3, x3, st, w, c, G, Q, D.MODE_BATCH_STATS)
+    return D.second_order_dict(shape, d2dy, d2x, d2w, weight, bias)

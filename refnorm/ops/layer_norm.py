@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .. import _validate as V
 from . import _layout as L
+from . import _derivatives as D
 from . import _normalize as nz
 
 
@@ -93,3 +94,43 @@ def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-
     written; the dict then holds ``"x": out`` (same bits).
     """
     return _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, offset, out)
+
+
+def _params(x, weight, bias):
+    return {"x": x, "weight": weight, "bias": bias}
+
+
+def layer_norm_jvp(tangents, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+    """Forward mode of :func:`layer_norm`: ``(y, ty)``.
+
+    ``tangents`` is a dict over ``"x"``, ``"weight"``, ``"bias"`` (a missing key
+    is a zero tangent), each shaped like its argument.  Per row, with
+    ``P(v) = v - mean(v) - xhat * mean(xhat * v)``:
+    ``ty = (offset + weight) * rstd * P(tx) + tweight * xhat + tbias``
+    (docs/ops/layer_norm.md#layer-norm-jvp).  ``y`` has the bits of
+    :func:`layer_norm`; both are float64, shaped like ``x``.
+    """
+    shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps, offset)
+    t = V.check_directions("tangents", tangents, _params(x, weight, bias))
+    y3, st = nz.normalize(x3, eps, w, b, P=1, Q=x3.shape[2])
+    ty3 = D.jvp(x3, st, w, t, 1, x3.shape[2], D.MODE_BATCH_STATS)
+    return y3.reshape(shape), ty3.reshape(shape)
+
+
+def layer_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *,
+                               offset=0.0):
+    """Second order of :func:`layer_norm`: the VJP of :func:`layer_norm_backward`.
+
+    ``cotangents`` is a dict over ``"x"``, ``"weight"``, ``"bias"`` (the keys of
+    the backward's result; missing = zero).  For
+    ``L = sum_k <cotangents[k], layer_norm_backward(dy, ...)[k]>`` returns
+    ``{"dy": dL/ddy, "x": dL/dx}`` plus ``"weight"`` and ``"bias"`` (zeros: the
+    backward does not depend on the bias) when given; float64, shaped like the
+    arguments (derivation: docs/ops/layer_norm.md#layer-norm-second-order).
+    """
+    shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps, offset)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    c = V.check_directions("cotangents", cotangents, _params(x, weight, bias))
+    st = nz.batch_stats(x3, eps)
+    d2dy, d2x, d2w = D.double_backward(dy3, x3, st, w, c, 1, x3.shape[2], D.MODE_BATCH_STATS)
+    return D.second_order_dict(shape, d2dy, d2x, d2w, weight, bias, ns)

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import _validate as V
 from . import _layout as L
+from . import _derivatives as D
 from . import _normalize as nz
 
 
@@ -101,3 +102,33 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, offset=
     written; the dict then holds ``"x": out`` (same bits).
     """
     return _rms_norm_backward(dy, x, normalized_shape, weight, eps, offset, out)
+
+
+def rms_norm_jvp(tangents, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    """Forward mode of :func:`rms_norm`: ``(y, ty)``.
+
+    ``tangents``: a dict over ``"x"``, ``"weight"`` (missing = zero).  Per row,
+    with ``P(v) = v - xhat * mean(xhat * v)`` (no centring):
+    ``ty = (offset + weight) * rstd * P(tx) + tweight * xhat``.  ``y`` has the
+    bits of :func:`rms_norm`; float64, shaped like ``x``.
+    """
+    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps, offset)
+    t = V.check_directions("tangents", tangents, {"x": x, "weight": weight})
+    y3, st = nz.normalize(x3, eps, w, None, P=1, Q=x3.shape[2], center=False)
+    ty3 = D.jvp(x3, st, w, t, 1, x3.shape[2], D.MODE_RMS)
+    return y3.reshape(shape), ty3.reshape(shape)
+
+
+def rms_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    """Second order of :func:`rms_norm`: the VJP of :func:`rms_norm_backward`.
+
+    ``cotangents``: a dict over ``"x"``, ``"weight"`` (missing = zero).  Returns
+    ``{"dy": ..., "x": ...}`` plus ``"weight"`` when given, the gradients of
+    ``L = sum_k <cotangents[k], rms_norm_backward(dy, ...)[k]>``; float64.
+    """
+    shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps, offset)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    c = V.check_directions("cotangents", cotangents, {"x": x, "weight": weight})
+    st = nz.batch_stats(x3, eps, center=False)
+    d2dy, d2x, d2w = D.double_backward(dy3, x3, st, w, c, 1, x3.shape[2], D.MODE_RMS)
+    return D.second_order_dict(shape, d2dy, d2x, d2w, weight, None, ns)

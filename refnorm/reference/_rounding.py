@@ -8,7 +8,7 @@ through unchanged.
 """
 
 import numpy as np
-from autograd.extend import defvjp, primitive
+from autograd.extend import defjvp, defvjp, primitive
 
 from .._dtypes import round_sum_to
 
@@ -19,3 +19,5 @@ def rounded_sum(x, r, dtype):
 
 
 defvjp(rounded_sum, lambda ans, x, r, dtype: lambda g: g, lambda ans, x, r, dtype: lambda g: g)
+# forward mode: the same straight-through rule (the tangent of h is tx + tr)
+defjvp(rounded_sum, lambda g, ans, x, r, dtype: g, lambda g, ans, x, r, dtype: g)

@@ -59,7 +59,8 @@ def _register(monkeypatch, like="layer_norm", drop=()):
         reg[FAKE] = dataclasses.replace(
             spec, name=FAKE, forward=_renamed(spec.forward, ""), backward=_renamed(spec.backward, "_backward"),
             forward_with_stats=_renamed(spec.forward_with_stats, "_stats"),
-            running_stats=_renamed(running, running.__name__[len(like):]) if running is not None else None)
+            running_stats=_renamed(running, running.__name__[len(like):]) if running is not None else None,
+            jvp=_renamed(spec.jvp, "_jvp"), double_backward=_renamed(spec.double_backward, "_double_backward"))
     monkeypatch.setattr(_registry, "_REGISTRY", MappingProxyType(reg))
     assert list(refnorm.registry()) == list(reg)
 

@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 
 import refnorm
-from refnorm.ops import _kernels
+from refnorm.ops import _derivatives, _kernels
 
 from . import cases
 from .cases import C6, X2, X4
 
 #: the kernel entry points every op shares (refnorm/ops/_kernels.py)
 SHARED_KERNELS = [(_kernels, ("moments", "forward", "normalize", "backward_sets", "backward_input", "backward_affine",
-                              "rstd_of_var", "divide_m2"))]
+                              "rstd_of_var", "divide_m2")),
+                  (_derivatives, ("jvp_sets", "double_backward_sets", "param_sums"))]
 
 
 def _tripwire(*args, **kwargs):
@@ -60,7 +61,55 @@ SHARED = [
     ("gain-analytic-log-softmax", lambda: refnorm.analytic_gain("log_softmax"), ValueError, "no analytic gain"),
 ]
 
-CASES = SHARED + [(f"{op}-{cid}", call, exc, match) for op in refnorm.registry()
+
+
+def _derivative_cases():
+    """The forward-mode and second-order functions of every op, on its first
+    battery case: a tangents/cotangents dict with an unknown key, of the wrong
+    kind, with a wrong shape, and a cotangent ``dy`` of the wrong shape."""
+    out = []
+    for op, spec in refnorm.registry().items():
+        kw = cases.get(op, "battery")(np.random.default_rng(0))[0][1]
+        p = spec.primary
+        bad = np.ones(np.shape(kw[p]) + (2,))
+        dys = [np.ones(np.shape(kw[p]))] * len(spec.outputs)
+        if spec.jvp is not None:
+            out += [
+                (f"{op}-jvp-unknown-key", lambda s=op, kw=kw: getattr(refnorm, s + '_jvp')({"gamma": 1.0}, **kw), ValueError,
+                 "tangents has the key 'gamma', which is not a differentiable argument"),
+                (f"{op}-jvp-not-a-dict", lambda s=op, kw=kw: getattr(refnorm, s + '_jvp')([1.0], **kw), TypeError,
+                 "tangents must be a dict"),
+                (f"{op}-jvp-shape", lambda s=op, kw=kw, p=p, bad=bad: getattr(refnorm, s + '_jvp')({p: bad}, **kw), ValueError,
+                 f"tangents[{p!r}] must have the shape of {p}"),
+                (f"{op}-jvp-int", lambda s=op, kw=kw, p=p: getattr(refnorm, s + '_jvp')({p: np.ones(np.shape(kw[p]), int)}, **kw),
+                 TypeError, f"tangents[{p!r}] must have a real floating dtype"),
+            ]
+        if spec.double_backward is not None:
+            out += [
+                (f"{op}-double-backward-unknown-key",
+                 lambda s=op, kw=kw, d=dys: getattr(refnorm, s + '_double_backward')({"dx": 1.0}, *d, **kw), ValueError,
+                 "cotangents has the key 'dx'"),
+                (f"{op}-double-backward-shape",
+                 lambda s=op, kw=kw, d=dys, p=p, bad=bad: getattr(refnorm, s + '_double_backward')({p: bad}, *d, **kw), ValueError,
+                 f"cotangents[{p!r}] must have the shape of {p}"),
+                (f"{op}-double-backward-dy-shape",
+                 lambda s=op, kw=kw, d=dys, bad=bad: getattr(refnorm, s + '_double_backward')({}, bad, *d[1:], **kw), ValueError,
+                 "dy must have the shape"),
+            ]
+    return out
+
+
+DERIVATIVES = [
+    ("jvp-tangent-of-absent-weight", lambda: refnorm.layer_norm_jvp({"weight": np.ones(5)}, X2, 5), ValueError,
+     "tangents['weight'] was given but weight is None"),
+    ("double-backward-cotangent-of-absent-bias",
+     lambda: refnorm.group_norm_double_backward({"bias": np.ones(6)}, np.ones(X4.shape), X4, 2, C6), ValueError,
+     "cotangents['bias'] was given but bias is None"),
+    ("jvp-bad-forward-argument-first", lambda: refnorm.batch_norm_jvp({"gamma": 1}, X4, None, None),
+     ValueError, "running_mean and running_var are required"),
+] + _derivative_cases()
+
+CASES = SHARED + DERIVATIVES + [(f"{op}-{cid}", call, exc, match) for op in refnorm.registry()
                   for cid, call, exc, match in cases.get(op, "ERRORS", [])]
 
 
@@ -120,7 +169,12 @@ def test_tripwire_is_armed(op):
     spec = refnorm.registry()[op]
     kw = battery(np.random.default_rng(0))[0][1]
     dys = [np.ones(np.shape(kw[spec.differentiable[0]]))] * len(spec.outputs)  # every output is shaped like it
-    for what, call in (("forward", lambda: spec.forward(**kw)), ("backward", lambda: spec.backward(*dys, **kw))):
+    calls = [("forward", lambda: spec.forward(**kw)), ("backward", lambda: spec.backward(*dys, **kw))]
+    if spec.jvp is not None:
+        calls.append(("jvp", lambda: spec.jvp({}, **kw)))
+    if spec.double_backward is not None:
+        calls.append(("double backward", lambda: spec.double_backward({}, *dys, **kw)))
+    for what, call in calls:
         try:
             call()
         except AssertionError as e:

@@ -237,6 +237,155 @@ def _backward(dy, x, axes, w, b, eps, affine_axes, mode="batch", **kw):
     return out
 
 
+def _project(v, xc, inv, axes, n, mode):
+    """``R`` with ``P(v) = rstd * R`` exactly (rational): the projection of the
+    derivatives (refnorm/ops/_derivatives.py) with ``xhat = xc * rstd``."""
+    if mode == "const":
+        return v
+    R = v - xc * (_sum(v * xc, axes) / n) * inv
+    return R - _sum(v, axes) / n if mode == "batch" else R
+
+
+def _zero_or(v, shape):
+    return np.full(shape, Fraction(0), dtype=object) if v is None else v
+
+
+def _jvp(x, axes, w, eps, tx, tw, tb, mode="batch", **kw):
+    """Forward mode of _forward: ``ty = rstd (w R(tx) + tw xc) + tb`` (mpf),
+    and the magnitude of its terms (float, for error bounds)."""
+    mean, var, xc, inv, rstd = _statistics(x, axes, eps, center=(mode != "rms"), **kw)
+    n = _count(x.shape, axes)
+    tx = _zero_or(tx, x.shape)
+    wv = 1 if w is None else w
+    inner = wv * _project(tx, xc, inv, axes, n, mode) + (0 if tw is None else tw * xc)
+    ty = _mp(inner) * rstd + (0 if tb is None else _mp(tb))
+    sh = x.shape
+    r, axc = _absf(rstd, sh), _absf(xc, sh) * _absf(rstd, sh)
+    at = _absf(tx, sh)
+    red = tuple(axes)
+    proj = at if mode == "const" else (at + np.mean(at, axis=red, keepdims=True)
+                                       + axc * np.mean(axc * at, axis=red, keepdims=True))
+    mag = (1.0 if w is None else _absf(w, sh)) * r * proj + (0 if tw is None else _absf(tw, sh) * axc) \
+        + (0 if tb is None else _absf(tb, sh))
+    return {"t": ty, "mag": mag}
+
+
+def _double_backward(dy, x, axes, w, eps, ca, gw, gb, affine_axes, mode="batch", **kw):
+    """The VJP of _backward (exact bracket times rstd; see the module
+    refnorm/ops/_derivatives.py): ``{"dy", "x", "weight"}`` (mpf; "weight"
+    when ``w`` is given) and per-output magnitudes ``"mag"`` (floats)."""
+    mean, var, xc, inv, rstd = _statistics(x, axes, eps, center=(mode != "rms"), **kw)
+    n = _count(x.shape, axes)
+    sh = x.shape
+    a = _zero_or(ca, sh)
+    g = dy if w is None else dy * w
+    c = _zero_or(None if gw is None else dy * gw, sh)
+    Ra = _project(a, xc, inv, axes, n, mode)
+    if mode == "const":
+        bracket = c
+    else:
+        A1, B1 = _sum(xc * a, axes) / n, _sum(xc * g, axes) / n
+        mag_ = _sum(a * g, axes) / n
+        if mode == "batch":
+            abar, gbar = _sum(a, axes) / n, _sum(g, axes) / n
+            mag_ = mag_ - abar * gbar
+        else:
+            abar = gbar = 0
+        bracket = (_project(c, xc, inv, axes, n, mode)
+                   - inv * (B1 * (a - abar) + A1 * (g - gbar) + mag_ * xc) + 3 * inv * inv * A1 * B1 * xc)
+    out = {"x": _mp(bracket) * rstd,
+           "dy": _mp((1 if w is None else w) * Ra + (0 if gw is None else gw * xc)) * rstd
+           + (0 if gb is None else _mp(gb))}
+    if w is not None:
+        out["weight"] = np.sum(_mp(dy * Ra) * rstd, axis=affine_axes)
+    # magnitudes: every term of the formulas above in absolute value (floats)
+    r, axh = _absf(rstd, sh), _absf(xc, sh) * _absf(rstd, sh)
+    aa, ag, ac, ady = _absf(a, sh), _absf(g, sh), _absf(c, sh), _absf(dy, sh)
+    red = tuple(axes)
+
+    def m(v):
+        return np.broadcast_to(np.mean(v, axis=red, keepdims=True), sh)
+
+    if mode == "const":
+        pa, pc, quad = aa, ac, 0.0
+    else:
+        pa = aa + m(aa) + axh * m(axh * aa)
+        pc = ac + m(ac) + axh * m(axh * ac)
+        quad = r * (m(axh * ag) * (aa + m(aa)) + m(axh * aa) * (ag + m(ag)) + (m(aa * ag) + m(aa) * m(ag)
+                                                                                + 3 * m(axh * aa) * m(axh * ag)) * axh)
+    out["mag"] = {"x": r * pc + r * quad,
+                  "dy": (1.0 if w is None else _absf(w, sh)) * r * pa + (0 if gw is None else _absf(gw, sh) * axh)
+                  + (0 if gb is None else _absf(gb, sh)),
+                  "weight": np.sum(ady * r * pa, axis=affine_axes)}
+    return out
+
+
+def layer_norm_jvp(tangents, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    xe = exact(x)
+    k = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
+    axes = tuple(range(xe.ndim - k, xe.ndim))
+    t = {a: (None if tangents.get(a) is None else
+             (exact(tangents[a]) if a == "x" else _bcast(tangents[a], xe.shape, axes))) for a in ("x", "weight", "bias")}
+    return _jvp(xe, axes, _bcast(weight, xe.shape, axes), eps, t["x"], t["weight"], t["bias"])
+
+
+def layer_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    xe, dye = exact(x), exact(dy)
+    k = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
+    axes = tuple(range(xe.ndim - k, xe.ndim))
+    c = {a: (None if cotangents.get(a) is None else
+             (exact(cotangents[a]) if a == "x" else _bcast(cotangents[a], xe.shape, axes)))
+         for a in ("x", "weight", "bias")}
+    return _double_backward(dye, xe, axes, _bcast(weight, xe.shape, axes), eps, c["x"], c["weight"], c["bias"],
+                            affine_axes=tuple(range(xe.ndim - k)))
+
+
+def batch_norm_jvp(tangents, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                   eps=1e-5):
+    xe = exact(x)
+    axes = (0,) + tuple(range(2, xe.ndim))
+    t = {a: (None if tangents.get(a) is None else
+             (exact(tangents[a]) if a == "x" else _bcast(tangents[a], xe.shape, (1,)))) for a in ("x", "weight", "bias")}
+    running = None if training else _running_pair(running_mean, running_var, xe.shape[1], xe.ndim)
+    return _jvp(xe, axes, _bcast(weight, xe.shape, (1,)), eps, t["x"], t["weight"], t["bias"],
+                mode="batch" if training else "const", running=running)
+
+
+def batch_norm_double_backward(cotangents, dy, x, running_mean, running_var, weight=None, bias=None, training=False,
+                               momentum=0.1, eps=1e-5):
+    xe, dye = exact(x), exact(dy)
+    axes = (0,) + tuple(range(2, xe.ndim))
+    c = {a: (None if cotangents.get(a) is None else
+             (exact(cotangents[a]) if a == "x" else _bcast(cotangents[a], xe.shape, (1,))))
+         for a in ("x", "weight", "bias")}
+    running = None if training else _running_pair(running_mean, running_var, xe.shape[1], xe.ndim)
+    return _double_backward(dye, xe, axes, _bcast(weight, xe.shape, (1,)), eps, c["x"], c["weight"], c["bias"],
+                            affine_axes=axes, mode="batch" if training else "const", running=running)
+
+
+def rms_norm_jvp(tangents, x, normalized_shape, weight=None, eps=None):
+    xa = np.asarray(x)
+    eps = default_rms_eps(xa.dtype) if eps is None else eps
+    xe = exact(xa)
+    k = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
+    axes = tuple(range(xe.ndim - k, xe.ndim))
+    t = {a: (None if tangents.get(a) is None else
+             (exact(tangents[a]) if a == "x" else _bcast(tangents[a], xe.shape, axes))) for a in ("x", "weight")}
+    return _jvp(xe, axes, _bcast(weight, xe.shape, axes), eps, t["x"], t["weight"], None, mode="rms")
+
+
+def rms_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None, eps=None):
+    xa = np.asarray(x)
+    eps = default_rms_eps(xa.dtype) if eps is None else eps
+    xe, dye = exact(xa), exact(dy)
+    k = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
+    axes = tuple(range(xe.ndim - k, xe.ndim))
+    c = {a: (None if cotangents.get(a) is None else
+             (exact(cotangents[a]) if a == "x" else _bcast(cotangents[a], xe.shape, axes))) for a in ("x", "weight")}
+    return _double_backward(dye, xe, axes, _bcast(weight, xe.shape, axes), eps, c["x"], c["weight"], None,
+                            affine_axes=tuple(range(xe.ndim - k)), mode="rms")
+
+
 def _with_stats(res, shape_of_stats, keys=("mean", "var", "rstd")):
     return {"y": res["y"], **{k: np.asarray(res[k]).reshape(shape_of_stats) for k in keys},
             "xhat": res["xhat"], "wxhat": res["wxhat"], "mag": res["mag"]}

@@ -1,4 +1,5 @@
-"""Same bits for any thread count: every registered op's forward and backward,
+"""Same bits for any thread count: every registered op's forward and backward
+(and its forward mode and second order, where it has them),
 on the large inputs of ``threads(rng)`` in its tests/ops/cases/<op>.py (plus
 any ``thread_extras``), run in a fresh interpreter with NUMBA_NUM_THREADS=1
 and =2; the results' bytes are hashed per op and compared.  An op without
@@ -36,6 +37,12 @@ SCRIPT = textwrap.dedent("""
             y = spec.forward(**kw)
             outs = y if len(spec.outputs) > 1 else (y,)  # a fused op returns a tuple
             feed(*outs, *spec.backward(*[rng.standard_normal(o.shape) for o in outs], **kw).values())
+            dirs = {a: rng.standard_normal(np.shape(kw[a])) for a in spec.differentiable if kw.get(a) is not None}
+            if spec.jvp is not None:  # forward mode and second order: the same bits too
+                touts = spec.jvp(dirs, **kw)[1]
+                feed(*(touts if len(spec.outputs) > 1 else (touts,)))
+            if spec.double_backward is not None:
+                feed(*spec.double_backward(dirs, *[rng.standard_normal(o.shape) for o in outs], **kw).values())
         feed(*getattr(mod, "thread_extras", lambda inputs: [])(inputs))
         hashes[op] = h.hexdigest()
     print(json.dumps(hashes))

@@ -13,6 +13,14 @@ function                    outputs compared
                             (``dx``, ``dweight``, ``dbias``, ``dproxy_shift``, ``dmix``,
                             ``dgain`` ...): the backend returns ``{argument: gradient}``
                             and every key refnorm stores is compared
+``<op>_jvp``                ``t<output>`` (``ty``; a fused op ``ty``, ``th``): forward mode
+                            along the tangents the case stores (``tx``, ``tweight`` ...,
+                            passed as ``{"x": tx, ...}``; the backend returns
+                            ``(outputs, tangent outputs)``)
+``<op>_double_backward``    ``d2<key>`` (``d2dy``, ``d2x``, ``d2weight`` ...): the VJP of
+                            the backward for the second-order cotangents the case stores
+                            (``ddx``, ``ddweight`` ..., passed as ``{"x": ddx, ...}``);
+                            the backend returns ``{key: gradient}``
 ``<op>_stats``              the saved statistics of :attr:`OpSpec.stats` in the case
 ``<op>_running_stats``      ``new_running_mean_<conv>``, ``new_running_var_<conv>``
                             for each convention the case carries
@@ -46,8 +54,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import _registry
-from .._registry import grad_name
-from ..golden.calls import backward_cotangents, call_arguments
+from .._registry import grad_name, second_grad_name, tangent_name
+from ..golden.calls import backward_cotangents, call_arguments, jvp_tangents, second_order_cotangents
 from ..golden.comparison import compare
 from ..golden.reader import load_cases
 
@@ -256,6 +264,18 @@ def produce(backend, case, function: str) -> dict[str, np.ndarray]:
         if not isinstance(grads, dict):
             raise TypeError(f"{op}_backward must return a dict {{argument: gradient}}, got {type(grads).__name__}")
         return {grad_name(k): v for k, v in grads.items()}
+    if function == f"{op}_jvp":
+        result = _call(_get(backend, f"{op}_jvp"), jvp_tangents(op, case.inputs), *args, **kwargs)
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise TypeError(f"{op}_jvp must return (outputs, tangent outputs), got {type(result).__name__}")
+        return {tangent_name(k): v for k, v in _forward_outputs(spec, result[1]).items()}
+    if function == f"{op}_double_backward":
+        grads = _call(_get(backend, f"{op}_double_backward"), second_order_cotangents(op, case.inputs),
+                      *backward_cotangents(op, case.inputs), *args, **kwargs)
+        if not isinstance(grads, dict):
+            raise TypeError(f"{op}_double_backward must return a dict {{argument: gradient}}, got "
+                            f"{type(grads).__name__}")
+        return {second_grad_name(k): v for k, v in grads.items()}
     if function == f"{op}_stats":
         _, stats = _call(_get(backend, f"{op}_stats"), *args, **kwargs)
         return dict(stats)
@@ -291,6 +311,10 @@ def expected_outputs(case, function: str) -> list[str]:
         names = spec.outputs
     elif function == f"{case.op}_backward":
         names = spec.grad_names()
+    elif function == f"{case.op}_jvp":
+        names = spec.tangent_outputs
+    elif function == f"{case.op}_double_backward":
+        names = spec.second_grad_names()
     elif function == f"{case.op}_stats":
         names = spec.stats
     elif function == f"{case.op}_running_stats":
@@ -309,6 +333,10 @@ def applicable_functions(case) -> list[str]:
     fns = [op] if expected_outputs(case, op) else []
     if expected_outputs(case, f"{op}_backward") and any(c in case.inputs for c in spec.cotangents):
         fns.append(f"{op}_backward")
+    if expected_outputs(case, f"{op}_jvp"):
+        fns.append(f"{op}_jvp")
+    if expected_outputs(case, f"{op}_double_backward"):
+        fns.append(f"{op}_double_backward")
     if expected_outputs(case, f"{op}_stats"):
         fns.append(f"{op}_stats")
     if _conventions(case):

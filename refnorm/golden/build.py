@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._registry import get, grad_name
+from .._registry import get, grad_name, second_grad_name, tangent_name
 from . import recipes as R
+from .calls import jvp_tangents, second_order_cotangents
 from .casespec import CaseSpec
-from .catalogue import call, has_running_update, output_shapes, running_factors
+from .catalogue import call, has_jvp, has_running_update, has_second_order, output_shapes, running_factors
 from .dtypes import DTYPES
 from .tolerance import scale_tensor_outputs, tolerances
 
@@ -69,7 +70,9 @@ def expected_from_inputs(spec, inputs: dict) -> dict[str, np.ndarray]:
     """float64 expected outputs recomputed by refnorm from exactly ``inputs``:
     every forward output, the saved statistics of :attr:`OpSpec.stats`, the
     gradient ``d<name>`` of every argument the backward returns (given the
-    cotangents), and the running-statistics updates of every convention."""
+    cotangents), the tangent of every output (given tangents), the
+    second-order gradients (given second-order cotangents), and the
+    running-statistics updates of every convention."""
     if spec.expect.get("kind") == "error":
         return {}
     op = get(spec.op)
@@ -92,6 +95,14 @@ def expected_from_inputs(spec, inputs: dict) -> dict[str, np.ndarray]:
             for name in op.differentiable:
                 if name in g:
                     out[grad_name(name)] = g[name]
+        if has_jvp(spec):
+            touts = op.jvp(jvp_tangents(op.name, inputs), *args, **kwargs)[1]
+            for name, t in _outputs(op, touts).items():
+                out[tangent_name(name)] = t
+        if has_second_order(spec):
+            g2 = op.double_backward(second_order_cotangents(op.name, inputs), *cot, *args, **kwargs)
+            for key, v in g2.items():
+                out[second_grad_name(key)] = v
         if has_running_update(spec):
             a = spec.attrs
             for conv in running_factors(spec):

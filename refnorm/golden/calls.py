@@ -15,7 +15,11 @@ forward's signature (:attr:`refnorm.OpSpec.forward`):
   keyword-only parameter and to ``normalized_shape``.
 
 The backward takes one cotangent per output first (``dy``, and ``dh`` for a
-fused op's second output), the inputs of those names or None.
+fused op's second output), the inputs of those names or None.  Forward mode
+takes the dict of the tangents the case stores (``t<argument>``, keyed by the
+argument: :func:`jvp_tangents`), the double backward the dict of the
+cotangents of the gradients (``dd<argument>``: :func:`second_order_cotangents`)
+before the backward's arguments.
 
 This module is on the reading side of :mod:`refnorm.golden` (it imports only
 the registry): the conformance harness calls backends with it and the
@@ -26,9 +30,9 @@ from __future__ import annotations
 
 import inspect
 
-from .._registry import get
+from .._registry import get, second_cotangent_name, tangent_name
 
-__all__ = ["backward_cotangents", "call_arguments", "input_names"]
+__all__ = ["backward_cotangents", "call_arguments", "input_names", "jvp_tangents", "second_order_cotangents"]
 
 
 def call_arguments(op: str, inputs: dict, attrs: dict) -> tuple[list, dict]:
@@ -68,18 +72,33 @@ def backward_cotangents(op: str, inputs: dict) -> list:
     return [inputs.get(c) for c in get(op).cotangents]
 
 
+def jvp_tangents(op: str, inputs: dict) -> dict:
+    """The ``tangents`` argument of ``<op>_jvp``: ``{argument: inputs["t" + argument]}``
+    for the tangents the case stores (the others are zero)."""
+    return {a: inputs[tangent_name(a)] for a in get(op).differentiable if tangent_name(a) in inputs}
+
+
+def second_order_cotangents(op: str, inputs: dict) -> dict:
+    """The ``cotangents`` argument of ``<op>_double_backward``:
+    ``{argument: inputs["dd" + argument]}`` for those the case stores."""
+    return {a: inputs[second_cotangent_name(a)] for a in get(op).differentiable
+            if second_cotangent_name(a) in inputs}
+
+
 def input_names(op: str, shapes) -> list[str]:
     """The tensor names a case of ``op`` may carry, in call order (the forward's
-    parameters, then grouped inputs, then the cotangents), restricted to
-    ``shapes``; raises ValueError naming any other."""
+    parameters, then grouped inputs, then the cotangents, the tangents and the
+    second-order cotangents), restricted to ``shapes``; raises ValueError
+    naming any other."""
     spec = get(op)
     prefixes = tuple(spec.grouped_inputs.values())
     known = [p for p in spec.parameters if p in shapes]
     known += sorted(n for n in shapes if prefixes and n.startswith(prefixes) and n not in known)
-    known += [c for c in spec.cotangents if c in shapes]
+    known += [c for c in spec.cotangents + spec.tangent_inputs + spec.second_cotangents if c in shapes]
     unknown = sorted(set(shapes) - set(known))
     if unknown:
         raise ValueError(f"{op}: tensors {unknown} are not arguments of {op}() ({', '.join(spec.parameters)}), "
-                         f"grouped inputs ({', '.join(p + '*' for p in prefixes) or 'none'}) or cotangents "
-                         f"({', '.join(spec.cotangents)})")
+                         f"grouped inputs ({', '.join(p + '*' for p in prefixes) or 'none'}), cotangents "
+                         f"({', '.join(spec.cotangents)}), tangents ({', '.join(spec.tangent_inputs)}) or "
+                         f"second-order cotangents ({', '.join(spec.second_cotangents)})")
     return known

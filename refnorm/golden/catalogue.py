@@ -28,6 +28,14 @@ the saved statistics                  :attr:`OpSpec.stats` (``mean``/``rstd``; R
                                       ``dgain`` ...; weight standardization's standardized
                                       argument is ``weight``, so its input gradient is
                                       ``dweight``)
+``t<output>``                         with tangents ``t<argument>`` (``tx``, ``tweight`` ...; the
+                                      others zero): forward mode, ``<op>_jvp`` (``ty``; a fused
+                                      op also ``th``)
+``d2<key>``                           with the cotangents ``dy`` ... and the second-order
+                                      cotangents ``dd<argument>`` (of the gradients ``d<argument>``):
+                                      the double backward, for every cotangent of the backward and
+                                      every differentiable argument given (``d2dy``, ``d2x``,
+                                      ``d2weight``, ``d2bias``; fused ``d2dh``, ``d2residual``)
 ``new_running_mean_<conv>`` / ``new_running_var_<conv>``
                                       with running statistics and batch statistics in use:
                                       the update of each of :attr:`OpSpec.running_conventions`
@@ -48,7 +56,7 @@ import tomllib
 from functools import lru_cache
 from pathlib import Path
 
-from .._registry import get, grad_name, registry
+from .._registry import get, grad_name, registry, second_grad_name, tangent_name
 from . import recipes as R
 from .calls import call_arguments, input_names
 from .casespec import TIERS, CaseSpec
@@ -228,8 +236,31 @@ def output_shapes(spec) -> dict[str, list[int]]:
         for name in op.differentiable:
             if name in sh:
                 out[grad_name(name)] = list(sh[name])
+    if has_jvp(spec):
+        for name in op.outputs:
+            out[tangent_name(name)] = list(x)
+    if has_second_order(spec):
+        for c in op.cotangents:
+            out[second_grad_name(c)] = list(x)
+        for name in op.differentiable:
+            if name in sh:
+                out[second_grad_name(name)] = list(sh[name])
     if has_running_update(spec):
         for conv in running_factors(spec):
             out[f"new_running_mean_{conv}"] = list(sh["running_mean"])
             out[f"new_running_var_{conv}"] = list(sh["running_var"])
     return out
+
+
+def has_jvp(spec) -> bool:
+    """The case checks ``<op>_jvp``: it stores tangents."""
+    op = get(spec.op)
+    return op.jvp is not None and any(t in spec.shapes for t in op.tangent_inputs)
+
+
+def has_second_order(spec) -> bool:
+    """The case checks ``<op>_double_backward``: it stores second-order cotangents
+    (and the backward's cotangents)."""
+    op = get(spec.op)
+    return (op.double_backward is not None and any(c in spec.shapes for c in op.second_cotangents)
+            and any(c in spec.shapes for c in op.cotangents))

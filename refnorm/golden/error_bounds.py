@@ -492,6 +492,145 @@ def batch_layer_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
     return out
 
 
+def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bound]:
+    """Forward mode (``t<output>``) and second order (``d2<key>``) of the
+    standard normalizers and the fused residual adds, as
+    :mod:`refnorm.ops._derivatives` computes them (docs/autodiff.md), on the
+    reduction sets of the case's canonical view: the statistics as the
+    forward's (two-pass, saved mean and rstd possibly rounded to the case
+    dtype; running statistics as constants), then
+
+    * ``ty = w r ((t - mean t) - xhat mean(xhat t)) + tw xhat + tb``
+      (RMSNorm without ``mean t``; constants: ``w r t + tw xhat + tb``);
+    * with ``g = w dy``, ``c = gw dy``: ``d2dy = w r ((a - abar) - xhat alpha)
+      + gw xhat + gb``, ``d2x = r ((c - cbar) - xhat kappa) - r^2 (beta (a - abar)
+      + alpha (g - gbar) + (mean(a g) - abar gbar - 3 alpha beta) xhat)``,
+      ``d2weight = sum dy r ((a - abar) - xhat alpha)``, ``d2bias = 0``.
+
+    A fused op normalizes its rounded sum ``h`` (the stored output) along
+    ``th = tx + tresidual``; its ``d2dh = ddx + ddresidual`` and
+    ``d2x = d2residual`` (the normalization's second order at ``h``)."""
+    from .._registry import get, second_cotangent_name, second_grad_name, tangent_name
+    from .catalogue import const_stats, layout
+
+    op = get(spec.op)
+    lay = layout(spec)
+    ts, fs = lay.to_sets, lay.from_sets
+    a = spec.attrs
+    fused = op.normalized is not None and op.normalized in op.outputs
+    z0 = expected[op.normalized] if fused else _x(inputs, op.primary)
+    X = Bound(ts(np.asarray(z0, dtype=np.float64)), 0.0, u)
+    nsets = X.shape[0]
+
+    def elem(name):
+        arr = inputs.get(name)
+        return None if arr is None else Bound(ts(np.asarray(arr, dtype=np.float64)), 0.0, u)
+
+    def param(name):
+        arr = inputs.get(name)
+        return None if arr is None else Bound(ts(np.array(lay.param_view(np.asarray(arr, dtype=np.float64)))), 0.0, u)
+
+    eps_v = a.get("eps")
+    if eps_v is None:
+        dt = a.get("residual_dtype") or spec.dtype
+        from .dtypes import DTYPES
+        eps_v = op.eps_default(DTYPES[dt])
+    eps = const(eps_v, u)
+    if const_stats(spec):
+        mean = Bound(np.resize(_x(inputs, "running_mean"), nsets)[:, None], 0.0, u)
+        r = 1.0 / (Bound(np.resize(_x(inputs, "running_var"), nsets)[:, None], 0.0, u) + eps).sqrt()
+        mode = "const"
+    elif op.center:
+        mean_acc = X.mean(1, keepdims=True)
+        xa = X - mean_acc
+        r = saved(1.0 / ((xa * xa).mean(1, keepdims=True) + eps).sqrt(), u_out)
+        mean = saved(mean_acc, u_out)
+        mode = "batch"
+    else:
+        r = saved(1.0 / ((X * X).mean(1, keepdims=True) + eps).sqrt(), u_out)
+        mean = None
+        mode = "rms"
+    xhat = (X if mean is None else X - mean) * r
+    w = param("weight")
+    offset = a.get(op.weight_offset, 0.0) if op.weight_offset else 0.0
+    if w is not None and offset:
+        w = w + const(offset, u)
+
+    def scaled(v):
+        return v if w is None else w * v
+
+    def project(t, tmean=True):
+        """``(t - mean t) - xhat mean(xhat t)`` (the terms the mode has)."""
+        if mode == "const":
+            return t
+        out = t - xhat * (xhat * t).mean(1, keepdims=True)
+        return out - t.mean(1, keepdims=True) if mode == "batch" else out
+
+    def plus(*terms):
+        terms = [t for t in terms if t is not None]
+        out = terms[0]
+        for t in terms[1:]:
+            out = out + t
+        return out
+
+    out = {}
+    if any(tangent_name(n) in inputs for n in op.differentiable):
+        tx = elem(tangent_name(op.primary))
+        if fused:
+            tr = elem(tangent_name("residual"))
+            tx = tr if tx is None else (tx if tr is None else tx + tr)
+            th = tx if tx is not None else Bound(np.zeros(X.shape), 0.0, u)
+            out[tangent_name("h")] = Bound(fs(th.v), fs(th.e), u)
+        tw, tb = param(tangent_name("weight")), param(tangent_name("bias"))
+        txh = None if tx is None else (r * tx if mode == "const" else r * project(tx))
+        ty = plus(None if txh is None else scaled(txh), None if tw is None else tw * xhat, tb)
+        if ty is None:
+            ty = Bound(np.zeros(X.shape), 0.0, u)
+        out[tangent_name("y")] = Bound(fs(ty.v), fs(ty.e), u)
+    if any(second_cotangent_name(n) in inputs for n in op.differentiable) and "dy" in inputs:
+        A = elem(second_cotangent_name(op.primary))
+        if fused:
+            ar = elem(second_cotangent_name("residual"))
+            A = ar if A is None else (A if ar is None else A + ar)
+        if A is None:
+            A = Bound(np.zeros(X.shape), 0.0, u)
+        Gw, Gb = param(second_cotangent_name("weight")), param(second_cotangent_name("bias"))
+        DY = elem("dy")
+        g = scaled(DY)
+        c = None if Gw is None else Gw * DY
+        if mode == "const":
+            pa = r * A
+            d2x = r * c if c is not None else Bound(np.zeros(X.shape), 0.0, u)
+        else:
+            alpha = (xhat * A).mean(1, keepdims=True)
+            beta = (xhat * g).mean(1, keepdims=True)
+            mag = (A * g).mean(1, keepdims=True)
+            if mode == "batch":
+                abar, gbar = A.mean(1, keepdims=True), g.mean(1, keepdims=True)
+                Ac, gc, mag = A - abar, g - gbar, mag - abar * gbar
+            else:
+                Ac, gc = A, g
+            pa = r * (Ac - xhat * alpha)
+            quad = (r * r) * ((beta * Ac + alpha * gc) + (mag - 3.0 * alpha * beta) * xhat)
+            d2x = (0.0 - quad) if c is None else r * project(c) - quad
+        d2dy = plus(scaled(pa), None if Gw is None else Gw * xhat, Gb)
+        to_x = {"v": fs, "e": fs}
+        out[second_grad_name("dy")] = Bound(to_x["v"](d2dy.v), to_x["e"](d2dy.e), u)
+        d2x_in = Bound(fs(d2x.v), fs(d2x.e), u)
+        if fused:
+            out[second_grad_name("dh")] = Bound(fs(A.v), fs(A.e), u)
+            out[second_grad_name("residual")] = d2x_in
+        out[second_grad_name(op.primary)] = d2x_in
+        if "weight" in inputs and inputs["weight"] is not None:
+            prod = DY * pa
+            full = Bound(fs(prod.v), fs(prod.e), u)
+            axes = tuple(i for i in range(full.v.ndim) if i not in lay.param_axes)
+            out[second_grad_name("weight")] = full.sum(axes) if axes else full
+        if "bias" in inputs and inputs["bias"] is not None:
+            out[second_grad_name("bias")] = Bound(np.zeros(inputs["bias"].shape), 0.0, u)
+    return out
+
+
 PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardization": weight_standardization,
             "batch_layer_norm": batch_layer_norm}
 
@@ -503,4 +642,4 @@ def bounds(spec, inputs: dict, u: float, u_out: float) -> dict[str, Bound]:
         return PROGRAMS[spec.op](spec, inputs, u, u_out)
 
 
-__all__ = ["Bound", "LIB_ULPS", "PROGRAMS", "activation", "bounds", "quantiles"]
+__all__ = ["Bound", "LIB_ULPS", "PROGRAMS", "activation", "bounds", "derivatives", "quantiles"]

@@ -197,7 +197,7 @@ def scale_tensor_outputs(spec) -> list[str]:
         return []
     if get(spec.op).tolerance == "running_error":  # every output: the scale is its running error bound
         return list(output_shapes(spec))
-    out = []
+    out = [k for k in output_shapes(spec) if k in derivative_outputs(spec)]  # running error bounds too
     if "bias" in spec.shapes:
         out.append("y")
     if get(spec.op).center:
@@ -230,6 +230,12 @@ def tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
         return {}, {}
     if get(spec.op).tolerance == "running_error":
         return _seed_tolerances(spec, inputs, expected)
+    derived = {k: v for k, v in expected.items() if k in derivative_outputs(spec)}
+    if derived:  # forward mode and second order: running error bounds of their staged formula
+        rest = {k: v for k, v in expected.items() if k not in derived}
+        tols, scales = tolerances(spec, inputs, rest)
+        t2, s2 = _derivative_tolerances(spec, inputs, expected, derived)
+        return {**tols, **t2}, {**scales, **s2}
     dt = spec.dtype
     if spec.tier == "exact":
         tols = {}
@@ -426,6 +432,31 @@ def _check_programs() -> None:
 _check_programs()
 
 
+def derivative_outputs(spec) -> set[str]:
+    """The names of the forward-mode and second-order outputs an op's case may store."""
+    op = get(spec.op)
+    return set(op.tangent_outputs) | set(op.second_grad_names())
+
+
+DERIVATIVE_FORMULA = ("forward mode ty = w r ((t - mean t) - xhat mean(xhat t)) + tw xhat + tb and second order "
+                      "d2dy = w r P(a) + gw xhat + gb, d2x = r P(gw dy) - r^2 (beta (a - abar) + alpha (g - gbar) "
+                      "+ (mean(a g) - abar gbar - 3 alpha beta) xhat), d2weight = sum dy r P(a) "
+                      "(refnorm/ops/_derivatives.py), on the forward's two-pass statistics")
+
+
+def _derivative_tolerances(spec, inputs: dict, expected: dict, derived: dict) -> tuple[dict, dict]:
+    """Forward-mode and second-order outputs of the standard ops and the
+    variants: per-element running error bounds
+    (:func:`refnorm.golden.error_bounds.derivatives`), as for the seed layers."""
+    if spec.tier == "exact":
+        raise ValueError(f"{spec.id}: no exact-tier tolerance for forward mode or second order")
+    dt = spec.dtype
+    uo, ua = unit_roundoff(dt), acc_roundoff(dt)
+    with np.errstate(all="ignore"):
+        b = EB.derivatives(spec, inputs, expected, ua + 2.0 ** -53, uo)
+    return _bound_tolerances(spec, derived, b, DERIVATIVE_FORMULA)
+
+
 def _seed_tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     """Seed layers: per-element first-order running error bounds
     (:mod:`refnorm.golden.error_bounds`): ``scale = e(u_acc + 2^-53) +
@@ -435,6 +466,15 @@ def _seed_tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
     dt = spec.dtype
     uo, ua = unit_roundoff(dt), acc_roundoff(dt)
     b = EB.bounds(spec, inputs, ua + 2.0 ** -53, uo)
+    return _bound_tolerances(spec, expected, b, FORMULAS[spec.op])
+
+
+def _bound_tolerances(spec, expected: dict, b: dict, formula: str) -> tuple[dict, dict]:
+    """``scale = e + u_out |expected|`` per element from the bounds ``b`` (at
+    ``u = u_acc + 2^-53``), ``rtol = c``; refuses a bound that does not hold
+    refnorm's own value (it would be the bound of another function)."""
+    dt = spec.dtype
+    uo = unit_roundoff(dt)
     tols, scales = {}, {}
     for name, exp in expected.items():
         if name not in b:
@@ -458,7 +498,7 @@ def _seed_tolerances(spec, inputs: dict, expected: dict) -> tuple[dict, dict]:
             rel = float(np.max(sc[fin] / np.maximum(np.abs(exp[fin]), np.finfo(float).tiny))) if fin.any() else 0.0
         tols[name] = _tol(0.0, SAFETY, None, "tensor",
                           f"scale = per-element first-order running error bound (Wilkinson; "
-                          f"refnorm/golden/error_bounds.py) of {FORMULAS[spec.op]}, evaluated with "
+                          f"refnorm/golden/error_bounds.py) of {formula}, evaluated with "
                           f"u = u_acc + 2^-53 (u_acc={'2^-53' if dt == 'float64' else '2^-24 (float32 accumulation)'}"
                           f"; + 2^-53: refnorm's float64 evaluation), sums f(K)=6*sqrt(K)+1, library functions "
                           f"{EB.LIB_ULPS:g} ulp, saved statistics rounded to {dt}; plus u_out=2^-{PRECISION[dt]} "

@@ -63,7 +63,7 @@ for GN+ or for WS's eps-on-the-std form, whose std derivative is singular there)
 
 In the chain of :mod:`refnorm.golden` this module comes after the rounding
 model (:mod:`refnorm.golden.rounding`, whose ``f(K)`` it uses for sums) and
-before :mod:`refnorm.golden.tolerance`, which evaluates it for every seed-layer
+the catalogue (the layout of a case, for :func:`derivatives`), and before :mod:`refnorm.golden.tolerance`, which evaluates it for every seed-layer
 case.
 """
 
@@ -74,8 +74,11 @@ import math
 import numpy as np
 
 from .. import _libm
+from .._registry import get, second_cotangent_name, second_grad_name, tangent_name
 from ..reference.proxy_norm import proxy_quantiles
 from ..reference.weight_standardization import resolve_options
+from .catalogue import const_stats, layout
+from .dtypes import DTYPES
 from .rounding import growth
 
 LIB_ULPS = 4.0
@@ -510,9 +513,6 @@ def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bou
     A fused op normalizes its rounded sum ``h`` (the stored output) along
     ``th = tx + tresidual``; its ``d2dh = ddx + ddresidual`` and
     ``d2x = d2residual`` (the normalization's second order at ``h``)."""
-    from .._registry import get, second_cotangent_name, second_grad_name, tangent_name
-    from .catalogue import const_stats, layout
-
     op = get(spec.op)
     lay = layout(spec)
     ts, fs = lay.to_sets, lay.from_sets
@@ -533,12 +533,14 @@ def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bou
     eps_v = a.get("eps")
     if eps_v is None:
         dt = a.get("residual_dtype") or spec.dtype
-        from .dtypes import DTYPES
         eps_v = op.eps_default(DTYPES[dt])
     eps = const(eps_v, u)
     if const_stats(spec):
         mean = Bound(np.resize(_x(inputs, "running_mean"), nsets)[:, None], 0.0, u)
-        r = 1.0 / (Bound(np.resize(_x(inputs, "running_var"), nsets)[:, None], 0.0, u) + eps).sqrt()
+        # constant statistics: the derivatives are elementwise compositions, which a backend
+        # (PyTorch's eval-mode double backward) may evaluate in the case dtype: rstd and the
+        # elementwise products rounded to d
+        r = saved(1.0 / (Bound(np.resize(_x(inputs, "running_var"), nsets)[:, None], 0.0, u) + eps).sqrt(), u_out)
         mode = "const"
     elif op.center:
         mean_acc = X.mean(1, keepdims=True)
@@ -573,6 +575,23 @@ def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bou
             out = out + t
         return out
 
+    def scale_shift(t, tw, tb):
+        """Constant statistics: ``y = x * scale + shift`` with ``scale = w r``,
+        ``shift = b - m scale`` formed in the case dtype (as PyTorch's eval
+        kernels do), so its tangent is ``t scale + (x tscale + tshift)``,
+        ``tscale = tw r``, ``tshift = tb - m tscale``, each rounded to d: the
+        errors are relative to ``|x|`` and ``|m|``, not ``|x - m|`` (the
+        forward model's scale-shift kappa)."""
+        terms = []
+        if t is not None:
+            terms.append(t * saved(scaled(r), u_out))
+        if tw is not None:
+            tscale = saved(tw * r, u_out)
+            terms.append(X * tscale - saved(mean * tscale, u_out))
+        if tb is not None:
+            terms.append(tb)
+        return plus(*terms) if terms else None
+
     out = {}
     if any(tangent_name(n) in inputs for n in op.differentiable):
         tx = elem(tangent_name(op.primary))
@@ -582,8 +601,11 @@ def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bou
             th = tx if tx is not None else Bound(np.zeros(X.shape), 0.0, u)
             out[tangent_name("h")] = Bound(fs(th.v), fs(th.e), u)
         tw, tb = param(tangent_name("weight")), param(tangent_name("bias"))
-        txh = None if tx is None else (r * tx if mode == "const" else r * project(tx))
-        ty = plus(None if txh is None else scaled(txh), None if tw is None else tw * xhat, tb)
+        if mode == "const":
+            ty = scale_shift(tx, tw, tb)
+        else:
+            txh = None if tx is None else r * project(tx)
+            ty = plus(None if txh is None else scaled(txh), None if tw is None else tw * xhat, tb)
         if ty is None:
             ty = Bound(np.zeros(X.shape), 0.0, u)
         out[tangent_name("y")] = Bound(fs(ty.v), fs(ty.e), u)
@@ -599,8 +621,8 @@ def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bou
         g = scaled(DY)
         c = None if Gw is None else Gw * DY
         if mode == "const":
-            pa = r * A
-            d2x = r * c if c is not None else Bound(np.zeros(X.shape), 0.0, u)
+            pa = saved(r * A, u_out)
+            d2x = saved(r * c, u_out) if c is not None else Bound(np.zeros(X.shape), 0.0, u)
         else:
             alpha = (xhat * A).mean(1, keepdims=True)
             beta = (xhat * g).mean(1, keepdims=True)
@@ -613,9 +635,11 @@ def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bou
             pa = r * (Ac - xhat * alpha)
             quad = (r * r) * ((beta * Ac + alpha * gc) + (mag - 3.0 * alpha * beta) * xhat)
             d2x = (0.0 - quad) if c is None else r * project(c) - quad
-        d2dy = plus(scaled(pa), None if Gw is None else Gw * xhat, Gb)
-        to_x = {"v": fs, "e": fs}
-        out[second_grad_name("dy")] = Bound(to_x["v"](d2dy.v), to_x["e"](d2dy.e), u)
+        if mode == "const":  # dL/ddy is the JVP along (a, gw, gb): the same scale-shift form
+            d2dy = scale_shift(A, Gw, Gb)
+        else:
+            d2dy = plus(scaled(pa), None if Gw is None else Gw * xhat, Gb)
+        out[second_grad_name("dy")] = Bound(fs(d2dy.v), fs(d2dy.e), u)
         d2x_in = Bound(fs(d2x.v), fs(d2x.e), u)
         if fused:
             out[second_grad_name("dh")] = Bound(fs(A.v), fs(A.e), u)
@@ -627,7 +651,13 @@ def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bou
             axes = tuple(i for i in range(full.v.ndim) if i not in lay.param_axes)
             out[second_grad_name("weight")] = full.sum(axes) if axes else full
         if "bias" in inputs and inputs["bias"] is not None:
-            out[second_grad_name("bias")] = Bound(np.zeros(inputs["bias"].shape), 0.0, u)
+            # identically 0 (the backward does not read the bias); a framework that differentiates
+            # through the bias (forward over forward) sums terms that cancel: u * sum |dy r P(a)|
+            noise = DY * pa
+            full = Bound(np.abs(fs(noise.v)) * u, 0.0, u)
+            axes = tuple(i for i in range(full.v.ndim) if i not in lay.param_axes)
+            tot = full.v.sum(axis=axes) if axes else full.v
+            out[second_grad_name("bias")] = Bound(np.zeros(inputs["bias"].shape), tot, u)
     return out
 
 

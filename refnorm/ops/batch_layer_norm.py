@@ -34,6 +34,10 @@ is taken (equal to ``mean_use`` in training, where this is the familiar
 the branch is affine: ``dx = r * g``.
 ``dgamma_j = sum dy * z / sqrt(d)``, ``z = w_F*xhat_F + w_B*xhat_B``; ``dbeta_j = sum dy``
 (sums over every non-feature element, compensated, one thread per feature).
+
+Forward mode and second order (``batch_layer_norm_jvp``,
+``batch_layer_norm_double_backward``): the section at the end of this module
+(docs/ops/batch_layer_norm.md#bln-jvp).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from .. import _validate as V
 from . import _kernels as K
 from . import _layout as L
 from ._dd import dd_div_int, two_sum
-from ._jit import pjit, prange
+from ._jit import jit, pjit, prange
 from ._sets import MEAN, MEAN_LO, RSTD, RSTD_LO, _xhat
 
 STAT_KEYS = ("batch_mean", "batch_var", "feature_mean", "feature_var")
@@ -452,5 +456,286 @@ def batch_layer_norm_moving_stats(sums, steps, batch_size, *, feature_var_correc
     }
 
 
+# ============================================================================= forward mode and second order
+#
+# Forward mode (docs/ops/batch_layer_norm.md#bln-jvp).  One branch, one set of n elements, along
+# the tangent ``tx`` (moving statistics are constants: their tangents are 0)::
+#
+#     tmean = mean(tx)                                       (always: the current mean's tangent)
+#     tmu   = tmean, or 0 with a moving mean                 (tangent of mean_use)
+#     tv    = (2/n) sum (x - mean_cur)(tx - tmean), or 0 with a moving variance
+#     tr    = -r^3 tv / 2                                    (r = (var_use + eps)^(-1/2))
+#     txhat = r (tx - tmu) + (x - mean_use) tr
+#
+# and ``ty = (tgamma * z + gamma * (w_F txhat_F + w_B txhat_B)) / sqrt_d + tbeta``.
+#
+# Second order (docs/ops/batch_layer_norm.md#bln-second-order): the VJP of the backward for the
+# cotangents ``(cx, cgamma, cbeta)`` of ``(dx, dgamma, dbeta)``.  Its dy part is the JVP along
+# ``t = c``; its (x, gamma) part is the derivative of the backward along ``t = c`` (the Hessian of
+# ``<dy, y>`` is symmetric), and its beta part is 0.  Per branch, with ``g = coef gamma dy``,
+# ``tg = coef tgamma dy``, ``c2 = mean(g (x - mean_use))`` (so ``c3 = r^3 c2``)::
+#
+#     tc1 = mean(tg)                                   (0 with a moving mean)
+#     tc2 = mean(tg (x - mean_use) + g (tx - tmu))
+#     tc3 = 3 r^2 tr c2 + r^3 tc2                      (0 with a moving variance)
+#     ddx = tr (g - c1) + r (tg - tc1) - tc3 (x - mean_cur) - c3 (tx - tmean)
+#     ddgamma_j = sum dy (w_F txhat_F + w_B txhat_B) / sqrt_d,   ddbeta = 0
+
+
+@pjit
+def _branch_tangent(x, tx, use, cur, var_const, tmean, tr):
+    """Per set of one branch on the view ``(A, B, S)``: ``tmean = mean(tx)`` and
+    ``tr = -r^3 tv / 2`` with ``tv = (2/n) sum (x - mean_cur)(tx - tmean)``
+    (``tr = 0`` with a moving variance), two compensated passes, one thread
+    per set.  ``use``/``cur`` as in :func:`_branch_dx`."""
+    A, B, S = x.shape
+    n = A * S
+    for b in prange(B):
+        tmean[b] = 0.0
+        tr[b] = 0.0
+        if n == 0:
+            continue
+        th = 0.0
+        tl = 0.0
+        for a in range(A):
+            for s in range(S):
+                th, e = two_sum(th, tx[a, b, s])
+                tl += e
+        mh, ml = dd_div_int(th, tl, n)
+        tmean[b] = mh + ml
+        if var_const:
+            continue
+        ch = cur[MEAN, b]
+        cl = cur[MEAN_LO, b]
+        vh = 0.0
+        vl = 0.0
+        for a in range(A):
+            for s in range(S):
+                e0, e1 = two_sum(x[a, b, s], -ch)
+                xc_cur = e0 + (e1 - cl)
+                f0, f1 = two_sum(tx[a, b, s], -mh)
+                vh, e = two_sum(vh, xc_cur * (f0 + (f1 - ml)))
+                vl += e
+        qh, ql = dd_div_int(vh, vl, n)
+        rh = use[RSTD, b]
+        tr[b] = -(rh * rh * rh) * (qh + ql)  # -r^3/2 * tv, tv = 2 * mean(xc_cur * (tx - tmean))
+
+
+@jit
+def _txhat(xv, txv, mh, ml, rh, tmu, tr):
+    """The tangent of one ``xhat = (x - mean_use) r``: ``r (tx - tmu) + (x - mean_use) tr``."""
+    e0, e1 = two_sum(xv, -mh)
+    return rh * (txv - tmu) + (e0 + (e1 - ml)) * tr
+
+
+@pjit
+def _jvp(x2, tx2, fstats, bstats, ftmu, ftr, btmu, btr, Pm, weight, tweight, tbias, w_F, w_B, sqrt_d, ty2):
+    """``ty = (tgamma * z + gamma * tz) / sqrt_d + tbeta`` on ``(R, d)``,
+    ``tz = w_F txhat_F + w_B txhat_B``; ``z`` as in :func:`_forward`; the set
+    tangents ``tmu``, ``tr`` of :func:`_branch_tangent` (``tmu`` zeroed for a
+    moving mean), indexed like the statistics."""
+    R, d = x2.shape
+    for r in prange(R):
+        base = (r % Pm) * d
+        for j in range(d):
+            k = base + j
+            xv = x2[r, j]
+            xhat_f = _xhat(xv, fstats[MEAN, r], fstats[MEAN_LO, r], fstats[RSTD, r], fstats[RSTD_LO, r])
+            xhat_b = _xhat(xv, bstats[MEAN, k], bstats[MEAN_LO, k], bstats[RSTD, k], bstats[RSTD_LO, k])
+            z = w_F * xhat_f + w_B * xhat_b
+            tf = _txhat(xv, tx2[r, j], fstats[MEAN, r], fstats[MEAN_LO, r], fstats[RSTD, r], ftmu[r], ftr[r])
+            tb = _txhat(xv, tx2[r, j], bstats[MEAN, k], bstats[MEAN_LO, k], bstats[RSTD, k], btmu[k], btr[k])
+            tz = w_F * tf + w_B * tb
+            ty2[r, j] = (tweight[j] * z + weight[j] * tz) / sqrt_d + tbias[j]
+
+
+@pjit
+def _branch_dx_tangent(dy, x, tx, weight, tweight, d, coef, use, cur, tmean, tr, mean_const, var_const,
+                       accumulate, out):
+    """One branch's part of ``ddx`` on the view ``(A, B, S)`` (rule above): the
+    derivative of :func:`_branch_dx` along ``(tx, tgamma)``; ``tmean``, ``tr``
+    from :func:`_branch_tangent`.  Two passes per set: the four compensated
+    sums ``sum g``, ``sum tg``, ``sum g xc_use``, ``sum tg xc_use + g (tx - tmu)``,
+    then the output (adds into ``out`` when ``accumulate``)."""
+    A, B, S = x.shape
+    n = A * S
+    for b in prange(B):
+        mh = use[MEAN, b]
+        ml = use[MEAN_LO, b]
+        ch = cur[MEAN, b]
+        cl = cur[MEAN_LO, b]
+        rh = use[RSTD, b]
+        tm = tmean[b]
+        tmu = 0.0 if mean_const else tm
+        trb = tr[b]
+        c1 = 0.0
+        tc1 = 0.0
+        c3 = 0.0
+        tc3 = 0.0
+        if not (mean_const and var_const) and n > 0:
+            s1h = 0.0
+            s1l = 0.0
+            t1h = 0.0
+            t1l = 0.0
+            s2h = 0.0
+            s2l = 0.0
+            t2h = 0.0
+            t2l = 0.0
+            for a in range(A):
+                for s in range(S):
+                    k = (b * S + s) % d
+                    g = coef * (weight[k] * dy[a, b, s])
+                    tg = coef * (tweight[k] * dy[a, b, s])
+                    e0, e1 = two_sum(x[a, b, s], -mh)
+                    xc_use = e0 + (e1 - ml)
+                    s1h, e = two_sum(s1h, g)
+                    s1l += e
+                    t1h, e = two_sum(t1h, tg)
+                    t1l += e
+                    s2h, e = two_sum(s2h, g * xc_use)
+                    s2l += e
+                    t2h, e = two_sum(t2h, tg * xc_use + g * (tx[a, b, s] - tmu))
+                    t2l += e
+            if not mean_const:
+                qh, ql = dd_div_int(s1h, s1l, n)
+                c1 = qh + ql
+                qh, ql = dd_div_int(t1h, t1l, n)
+                tc1 = qh + ql
+            if not var_const:
+                qh, ql = dd_div_int(s2h, s2l, n)
+                c2 = qh + ql
+                qh, ql = dd_div_int(t2h, t2l, n)
+                tc2 = qh + ql
+                r3 = rh * rh * rh
+                c3 = r3 * c2
+                tc3 = 3.0 * (rh * rh) * trb * c2 + r3 * tc2
+        for a in range(A):
+            for s in range(S):
+                k = (b * S + s) % d
+                g = coef * (weight[k] * dy[a, b, s])
+                tg = coef * (tweight[k] * dy[a, b, s])
+                e0, e1 = two_sum(x[a, b, s], -ch)
+                xc_cur = e0 + (e1 - cl)
+                # t of term 1 + term 2, r (g - c1); t of term 3, -c3 xc_cur
+                v = trb * (g - c1) + rh * (tg - tc1) - tc3 * xc_cur - c3 * (tx[a, b, s] - tm)
+                if accumulate:
+                    out[a, b, s] += v
+                else:
+                    out[a, b, s] = v
+
+
+@pjit
+def _affine_tangent(dy2, x2, tx2, fstats, bstats, ftmu, ftr, btmu, btr, Pm, w_F, w_B, sqrt_d, ddweight):
+    """``ddweight_j = sum_r dy * tz / sqrt_d`` (``tz`` as in :func:`_jvp`), r
+    ascending, compensated, one thread per feature."""
+    R, d = x2.shape
+    for j in prange(d):
+        wh = 0.0
+        wl = 0.0
+        for r in range(R):
+            k = (r % Pm) * d + j
+            xv = x2[r, j]
+            tf = _txhat(xv, tx2[r, j], fstats[MEAN, r], fstats[MEAN_LO, r], fstats[RSTD, r], ftmu[r], ftr[r])
+            tb = _txhat(xv, tx2[r, j], bstats[MEAN, k], bstats[MEAN_LO, k], bstats[RSTD, k], btmu[k], btr[k])
+            wh, e = two_sum(wh, dy2[r, j] * (w_F * tf + w_B * tb))
+            wl += e
+        ddweight[j] = (wh + wl) / sqrt_d
+
+
+def _set_tangents(lay, txt, F, Bs, use):
+    """``(tmean, tmu, tr)`` of the feature and the batch branch for the features-last tangent ``txt``."""
+    out = []
+    for view, st, mean_const, var_const in ((lay.feature_view, F, use[2], use[3]),
+                                            (lay.batch_view, Bs, use[0], use[1])):
+        B = st[0].shape[1]
+        tmean, tr = np.empty(B), np.empty(B)
+        _branch_tangent(view(lay.xt), view(txt), st[0], st[1], var_const, tmean, tr)
+        out.append((tmean, np.zeros(B) if mean_const else tmean, tr))
+    return out
+
+
+def _directions(kind, value, lay, x, weight, bias):
+    """Checked directions: the x direction features last, the parameters' (zeros when absent)."""
+    D = V.check_directions(kind, value, {"x": x, "weight": weight, "bias": bias})
+    tx = D["x"]
+    txt = np.zeros(lay.t_shape) if tx is None else np.ascontiguousarray(np.moveaxis(tx, lay.fa, -1))
+    tw = np.zeros(lay.d) if D["weight"] is None else D["weight"]
+    tb = np.zeros(lay.d) if D["bias"] is None else D["bias"]
+    return txt, tw, tb
+
+
+def batch_layer_norm_jvp(tangents, x, weight, bias, batch_size=None, eps=1e-3, *, training=True,
+                         moving_stats=None, flags=(True, True, False, False), feature_axis=-1,
+                         batch_stats="position", weight_offset=1e-4, sqrt_d_scale=True):
+    """Forward-mode derivative of :func:`batch_layer_norm`: ``(y, ty)``.
+
+    ``tangents``: dict over ``"x"``, ``"weight"``, ``"bias"`` (each shaped like
+    its argument; not for an argument that is None); a missing key is a zero
+    tangent.  Other arguments as :func:`batch_layer_norm`; ``y`` is
+    bit-identical to its result, ``ty`` float64 shaped like ``x``.  Current
+    statistics are differentiated through, moving statistics are constants
+    (docs/ops/batch_layer_norm.md#bln-jvp)."""
+    lay, w, b, eps, use, moving, w_F, w_B, sqrt_d = _prepare(
+        x, weight, bias, batch_size, eps, training, moving_stats, flags, feature_axis, batch_stats,
+        weight_offset, sqrt_d_scale)
+    txt, tw, tb = _directions("tangents", tangents, lay, x, weight, bias)
+    F, Bs = _all_stats(lay, eps, use, moving)
+    gamma = np.ones(lay.d) if w is None else w
+    beta = np.zeros(lay.d) if b is None else b
+    R, d = lay.R, lay.d
+    x2 = lay.xt.reshape(R, d)
+    y2 = np.empty_like(x2)
+    _forward(x2, F[0], Bs[0], lay.Pm, gamma, beta, w_F, w_B, sqrt_d, y2)  # as batch_layer_norm_stats
+    y = np.ascontiguousarray(np.moveaxis(y2.reshape(lay.t_shape), -1, lay.fa))
+    (_, ftmu, ftr), (_, btmu, btr) = _set_tangents(lay, txt, F, Bs, use)
+    ty2 = np.empty_like(x2)
+    _jvp(x2, txt.reshape(R, d), F[0], Bs[0], ftmu, ftr, btmu, btr, lay.Pm, gamma, tw, tb, w_F, w_B, sqrt_d, ty2)
+    return y, np.ascontiguousarray(np.moveaxis(ty2.reshape(lay.t_shape), -1, lay.fa))
+
+
+def batch_layer_norm_double_backward(cotangents, dy, x, weight, bias, batch_size=None, eps=1e-3, *,
+                                     training=True, moving_stats=None, flags=(True, True, False, False),
+                                     feature_axis=-1, batch_stats="position", weight_offset=1e-4,
+                                     sqrt_d_scale=True):
+    """Second order: the VJP of :func:`batch_layer_norm_backward`.
+
+    For ``L = <cx, dx> + <cweight, dweight> + <cbias, dbias>`` (``cotangents``
+    keyed ``"x"``, ``"weight"``, ``"bias"``; missing keys are zero), returns
+    ``{"dy", "x", "weight", "bias"}`` (``"weight"``/``"bias"`` only when given;
+    ``"bias"`` is identically 0), float64.  Training and inference (moving
+    statistics are constants) alike; derivation in
+    docs/ops/batch_layer_norm.md#bln-second-order."""
+    lay, w, b, eps, use, moving, w_F, w_B, sqrt_d = _prepare(
+        x, weight, bias, batch_size, eps, training, moving_stats, flags, feature_axis, batch_stats,
+        weight_offset, sqrt_d_scale)
+    dya = V.check_dy(dy, lay.shape)
+    ctx, cw, cb = _directions("cotangents", cotangents, lay, x, weight, bias)
+    dyt = np.ascontiguousarray(np.moveaxis(dya, lay.fa, -1))
+    F, Bs = _all_stats(lay, eps, use, moving)
+    gamma = np.ones(lay.d) if w is None else w
+    R, d = lay.R, lay.d
+    x2, cx2 = lay.xt.reshape(R, d), ctx.reshape(R, d)
+    (ftm, ftmu, ftr), (btm, btmu, btr) = _set_tangents(lay, ctx, F, Bs, use)
+    ddy2 = np.empty_like(x2)  # dL/ddy = J c
+    _jvp(x2, cx2, F[0], Bs[0], ftmu, ftr, btmu, btr, lay.Pm, gamma, cw, cb, w_F, w_B, sqrt_d, ddy2)
+    ddxt = np.empty_like(lay.xt)
+    fv, bv = lay.feature_view, lay.batch_view
+    _branch_dx_tangent(fv(dyt), fv(lay.xt), fv(ctx), gamma, cw, d, w_F / sqrt_d, F[0], F[1], ftm, ftr,
+                       use[2], use[3], False, fv(ddxt))
+    _branch_dx_tangent(bv(dyt), bv(lay.xt), bv(ctx), gamma, cw, d, w_B / sqrt_d, Bs[0], Bs[1], btm, btr,
+                       use[0], use[1], True, bv(ddxt))
+    out = {"dy": np.ascontiguousarray(np.moveaxis(ddy2.reshape(lay.t_shape), -1, lay.fa)),
+           "x": np.ascontiguousarray(np.moveaxis(ddxt, -1, lay.fa))}
+    if w is not None:
+        ddw = np.empty(d)
+        _affine_tangent(dyt.reshape(R, d), x2, cx2, F[0], Bs[0], ftmu, ftr, btmu, btr, lay.Pm, w_F, w_B, sqrt_d,
+                        ddw)
+        out["weight"] = ddw
+    if b is not None:
+        out["bias"] = np.zeros(d)  # y is linear in beta and beta meets nothing else
+    return out
+
+
 __all__ = ["batch_layer_norm", "batch_layer_norm_backward", "batch_layer_norm_batch_stats",
-           "batch_layer_norm_moving_stats", "batch_layer_norm_stats"]
+           "batch_layer_norm_double_backward", "batch_layer_norm_jvp", "batch_layer_norm_moving_stats",
+           "batch_layer_norm_stats"]

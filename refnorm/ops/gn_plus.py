@@ -59,6 +59,9 @@ and the input gradient follows the composition of each variant:
 where ``N^T_t`` is the map above with the statistics of that normalization's
 own input ``t``.  Sums are compensated, one reduction set (or one channel) per
 thread; dmix adds the per-channel partial sums with :func:`math.fsum`.
+
+Forward mode and second order (``gn_plus_jvp``, ``gn_plus_double_backward``):
+the section at the end of this module (docs/ops/gn_plus.md#gnplus-jvp).
 """
 
 from __future__ import annotations
@@ -372,4 +375,314 @@ def gn_plus_backward(dy, x, num_groups, weight, bias, mix, eps=1e-5, variant="gn
     return {"x": dx3.reshape(shape), "weight": dw, "bias": db, "mix": np.full(mshape, dmix)}
 
 
-__all__ = ["BATCH_STATS", "VARIANTS", "gn_plus", "gn_plus_backward"]
+# ============================================================================= forward mode and second order
+#
+# Every piece is built from three maps of ONE eps-on-std normalization ``a = tc/(s + eps)`` of one
+# reduction set (docs/ops/gn_plus.md#gnplus-jvp and #gnplus-second-order):
+#
+# * its backward ``N^T(g)`` (:func:`_norm_backward`, above);
+# * its tangent map along ``dt`` (:func:`_normalize_tangent`)::
+#
+#       ds    = sum(tc * dtc) / ((n - 1) s),   dtc = dt - mean(dt)
+#       N'(dt) = dtc / (s + eps) - tc * ds / (s + eps)^2
+#
+# * the derivative of its backward with respect to its input, ``g`` fixed
+#   (:func:`_norm_backward_tangent`), from ``N^T(g) = (g - c1)/den - c2 tc``::
+#
+#       dc2 = sum(g * dtc) / ((n - 1) s den^2) - c2 * (ds / s + 2 ds / den)
+#       d[N^T(g)] = -(g - c1) ds / den^2 - dc2 * tc - c2 * dtc
+#
+#   (at a constant set, s = 0: ds = 0, c2 = 0 and dc2 = 0, the limits of the first-order maps;
+#   the backward itself is not differentiable there, see the docs).
+#
+# Forward mode composes the tangent maps in the variant's order; with ``tlam = lam (1 - lam) tmix``::
+#
+#     tz = tlam (a - b) + lam ta + (1 - lam) tb,    ty = tz gamma + z tgamma + tbeta
+#
+# Second order, for the cotangents ``c`` of ``(dx, dgamma, dbeta, dmix)``: the dy part is the JVP
+# along ``t = c``; the rest is the derivative of the backward along ``t = c`` (the Hessian of
+# ``<dy, y>`` is symmetric).  With ``h = gamma dy``, ``th = tgamma dy``::
+#
+#     th_a = tlam h + lam th,  th_b = -tlam h + (1 - lam) th
+#     ddgamma_c = sum dy tz,   ddbeta = 0
+#     ddmix = lam (1 - lam)(1 - 2 lam) tmix sum h (a - b) + lam (1 - lam) sum (th (a - b) + h (ta - tb))
+#     gn_first:  tda = th_a + BN0^T_a(th_b) + d[BN0^T_a(h_b)](ta);   ddx = GN^T_x(tda) + d[GN^T_x(da)](tx)
+#     bn_first:  tdb = th_b + GN^T_b(th_a) + d[GN^T_b(h_a)](tb);     ddx = BN0^T_x(tdb) + d[BN0^T_x(db)](tx)
+#     parallel:  ddx = GN^T_x(th_a) + d[GN^T_x(h_a)](tx) + BN0^T_x(th_b) + d[BN0^T_x(h_b)](tx)
+
+
+@pjit
+def _normalize_tangent(t, tt, stats, std, den, out):
+    """``out = N'(tt)`` (rule above) on the view ``(A, B, S)``, one set per
+    thread, three passes: ``mean(tt)``, ``sum tc * ttc`` (compensated), the output."""
+    A, B, S = t.shape
+    n = A * S
+    for b in prange(B):
+        mh = stats[MEAN, b]
+        ml = stats[MEAN_LO, b]
+        s_ = std[b]
+        d_ = den[b]
+        th = 0.0
+        tl = 0.0
+        for a in range(A):
+            for s in range(S):
+                th, e = two_sum(th, tt[a, b, s])
+                tl += e
+        mth, mtl = dd_div_int(th, tl, n)
+        qh = 0.0
+        ql = 0.0
+        for a in range(A):
+            for s in range(S):
+                d, de = two_sum(t[a, b, s], -mh)
+                f, fe = two_sum(tt[a, b, s], -mth)
+                qh, e = two_sum(qh, (d + (de - ml)) * (f + (fe - mtl)))
+                ql += e
+        ds = 0.0 if s_ == 0.0 else (qh + ql) / ((n - 1) * s_)  # d std
+        for a in range(A):
+            for s in range(S):
+                d, de = two_sum(t[a, b, s], -mh)
+                tc = d + (de - ml)
+                f, fe = two_sum(tt[a, b, s], -mth)
+                # term 1: the centred tangent over den; term 2: the std's change
+                out[a, b, s] = (f + (fe - mtl)) / d_ - tc * (ds / (d_ * d_))
+
+
+@pjit
+def _norm_backward_tangent(g, t, tt, stats, std, den, accumulate, out):
+    """``out (+)= d[N^T(g)](tt)``: the derivative of :func:`_norm_backward`
+    with respect to the normalized input ``t`` along ``tt``, the cotangent
+    ``g`` fixed (rule above), on the view ``(A, B, S)``, one set per thread.
+    Passes: ``mean(tt)``, ``c1 = mean(g)``; ``sum tc ttc``, ``sum g tc``,
+    ``sum g ttc`` (compensated); the output."""
+    A, B, S = t.shape
+    n = A * S
+    for b in prange(B):
+        mh = stats[MEAN, b]
+        ml = stats[MEAN_LO, b]
+        s_ = std[b]
+        d_ = den[b]
+        th = 0.0
+        tl = 0.0
+        s1h = 0.0
+        s1l = 0.0
+        for a in range(A):
+            for s in range(S):
+                th, e = two_sum(th, tt[a, b, s])
+                tl += e
+                s1h, e = two_sum(s1h, g[a, b, s])
+                s1l += e
+        mth, mtl = dd_div_int(th, tl, n)
+        c1h, c1l = dd_div_int(s1h, s1l, n)
+        c1 = c1h + c1l
+        qh = 0.0  # sum tc * ttc
+        ql = 0.0
+        s2h = 0.0  # sum g * tc
+        s2l = 0.0
+        s3h = 0.0  # sum g * ttc
+        s3l = 0.0
+        for a in range(A):
+            for s in range(S):
+                d, de = two_sum(t[a, b, s], -mh)
+                tc = d + (de - ml)
+                f, fe = two_sum(tt[a, b, s], -mth)
+                ttc = f + (fe - mtl)
+                qh, e = two_sum(qh, tc * ttc)
+                ql += e
+                s2h, e = two_sum(s2h, g[a, b, s] * tc)
+                s2l += e
+                s3h, e = two_sum(s3h, g[a, b, s] * ttc)
+                s3l += e
+        if s_ == 0.0:
+            ds = 0.0  # constant set: the limits of the first-order maps
+            c2 = 0.0
+            dc2 = 0.0
+        else:
+            ds = (qh + ql) / ((n - 1) * s_)
+            k = ((n - 1) * s_) * (d_ * d_)
+            c2 = (s2h + s2l) / k  # as _norm_backward
+            dc2 = (s3h + s3l) / k - c2 * (ds / s_ + 2.0 * ds / d_)
+        for a in range(A):
+            for s in range(S):
+                d, de = two_sum(t[a, b, s], -mh)
+                tc = d + (de - ml)
+                f, fe = two_sum(tt[a, b, s], -mth)
+                ttc = f + (fe - mtl)
+                # d of term 1, (g - c1)/den; d of term 2, -c2 tc
+                v = -(g[a, b, s] - c1) * (ds / (d_ * d_)) - dc2 * tc - c2 * ttc
+                if accumulate:
+                    out[a, b, s] += v
+                else:
+                    out[a, b, s] = v
+
+
+@pjit
+def _mix_jvp(a, b, ta, tb, lam, tlam, weight, tweight, tbias, ty):
+    """``ty = tz * gamma_c + z * tgamma_c + tbeta_c`` on ``(N, C, HW)``,
+    ``z = lam a + (1 - lam) b`` (as :func:`_mix_forward`),
+    ``tz = tlam (a - b) + lam ta + (1 - lam) tb``."""
+    N, C, S = a.shape
+    for r in prange(N * C):
+        n = r // C
+        c = r % C
+        w = weight[c]
+        tw = tweight[c]
+        tbb = tbias[c]
+        for s in range(S):
+            z = lam * a[n, c, s] + (1.0 - lam) * b[n, c, s]
+            tz = tlam * (a[n, c, s] - b[n, c, s]) + (lam * ta[n, c, s] + (1.0 - lam) * tb[n, c, s])
+            ty[n, c, s] = tz * w + z * tw + tbb
+
+
+@pjit
+def _mix_backward_tangent(dy, a, b, ta, tb, lam, tlam, weight, tweight, th_a, th_b, ddweight, hab_c, dmix_c):
+    """Per channel, the derivative of :func:`_mix_backward` along the tangents:
+    ``th_a``, ``th_b`` (elementwise), ``ddweight = sum dy * tz`` and the partials
+    ``hab_c = sum h (a - b)`` and ``dmix_c = sum th (a - b) + h (ta - tb)``
+    (combined into ``ddmix`` by the caller, rule above)."""
+    N, C, S = a.shape
+    for c in prange(C):
+        w = weight[c]
+        tw = tweight[c]
+        wh = 0.0
+        wl = 0.0
+        hh = 0.0
+        hl = 0.0
+        xh = 0.0
+        xl = 0.0
+        for n in range(N):
+            for s in range(S):
+                dyv = dy[n, c, s]
+                h = dyv * w  # the cotangent of z
+                th = dyv * tw  # its tangent
+                th_a[n, c, s] = tlam * h + lam * th
+                th_b[n, c, s] = (1.0 - lam) * th - tlam * h
+                ab = a[n, c, s] - b[n, c, s]
+                tz = tlam * ab + (lam * ta[n, c, s] + (1.0 - lam) * tb[n, c, s])
+                wh, e = two_sum(wh, dyv * tz)
+                wl += e
+                hh, e = two_sum(hh, h * ab)
+                hl += e
+                xh, e = two_sum(xh, th * ab + h * (ta[n, c, s] - tb[n, c, s]))
+                xl += e
+        ddweight[c] = wh + wl
+        hab_c[c] = hh + hl
+        dmix_c[c] = xh + xl
+
+
+def _tangent(nrm, tt3, shape3):
+    """``N'(tt)`` of the normalization record ``nrm`` for an ``(N, C, HW)`` tangent."""
+    out = np.empty_like(nrm.t)
+    _normalize_tangent(nrm.t, nrm.view(tt3), nrm.stats, nrm.std, nrm.den, out)
+    return out.reshape(shape3)
+
+
+def _backward_tangent(nrm, g3, tt3, out3, accumulate):
+    """``out3 (+)= d[N^T(g3)](tt3)`` for ``(N, C, HW)`` arrays."""
+    _norm_backward_tangent(nrm.view(g3), nrm.t, nrm.view(tt3), nrm.stats, nrm.std, nrm.den, accumulate,
+                           nrm.view(out3))
+
+
+def _branch_tangents(tx3, ngn, nbn, variant):
+    """``(ta, tb)``: the tangents of the two branches, composed in the variant's order."""
+    if variant == "gn_first":
+        ta = _tangent(ngn, tx3, tx3.shape)  # a = GN(x)
+        tb = _tangent(nbn, ta, tx3.shape)  # b = BN0(a)
+    elif variant == "bn_first":
+        tb = _tangent(nbn, tx3, tx3.shape)  # b = BN0(x)
+        ta = _tangent(ngn, tb, tx3.shape)  # a = GN(b)
+    else:
+        ta = _tangent(ngn, tx3, tx3.shape)
+        tb = _tangent(nbn, tx3, tx3.shape)
+    return ta, tb
+
+
+def _directions(kind, value, x, weight, bias, mix, x3, C):
+    D = V.check_directions(kind, value, {"x": x, "weight": weight, "bias": bias, "mix": mix})
+    tx = np.zeros(x3.shape) if D["x"] is None else D["x"].reshape(x3.shape)
+    tw = np.zeros(C) if D["weight"] is None else D["weight"]
+    tb = np.zeros(C) if D["bias"] is None else D["bias"]
+    tm = 0.0 if D["mix"] is None else float(D["mix"].reshape(()))
+    return tx, tw, tb, tm
+
+
+def gn_plus_jvp(tangents, x, num_groups, weight, bias, mix, eps=1e-5, variant="gn_first", batch_stats="position"):
+    """Forward-mode derivative of :func:`gn_plus`: ``(y, ty)``.
+
+    ``tangents``: dict over ``"x"``, ``"weight"``, ``"bias"``, ``"mix"`` (each
+    shaped like its argument); a missing key is a zero tangent.  Other
+    arguments as :func:`gn_plus`; ``y`` is bit-identical to its result, ``ty``
+    float64 shaped like ``x``.  Tangents flow through every statistic of both
+    branches; at a constant set the std's tangent is taken as 0, the limit of
+    the first-order map (docs/ops/gn_plus.md#gnplus-jvp)."""
+    shape, G, x3, w, bvec, mshape, mixv, eps = _prepare(x, num_groups, weight, bias, mix, eps, variant,
+                                                        batch_stats)
+    tx3, tw, tb, tmix = _directions("tangents", tangents, x, weight, bias, mix, x3, x3.shape[1])
+    a, b, ngn, nbn = _forward_branches(x3, G, eps, variant, batch_stats)
+    lam = _sigmoid(mixv)
+    y = np.empty_like(x3)
+    _mix_forward(a, b, lam, w, bvec, y)  # as gn_plus
+    ta, tbr = _branch_tangents(tx3, ngn, nbn, variant)
+    ty = np.empty_like(x3)
+    _mix_jvp(a, b, ta, tbr, lam, lam * (1.0 - lam) * tmix, w, tw, tb, ty)
+    return y.reshape(shape), ty.reshape(shape)
+
+
+def gn_plus_double_backward(cotangents, dy, x, num_groups, weight, bias, mix, eps=1e-5, variant="gn_first",
+                            batch_stats="position"):
+    """Second order: the VJP of :func:`gn_plus_backward`.
+
+    For ``L = <cx, dx> + <cweight, dweight> + <cbias, dbias> + <cmix, dmix>``
+    (``cotangents`` keyed like the backward's result; missing keys are zero),
+    returns ``{"dy", "x", "weight", "bias", "mix"}`` shaped like ``dy`` and the
+    arguments (``"bias"`` is identically 0), float64; derivation in the module's
+    comment above and docs/ops/gn_plus.md#gnplus-second-order.  At a constant
+    set the terms through the std are taken as 0 (the backward is not
+    differentiable there)."""
+    shape, G, x3, w, bvec, mshape, mixv, eps = _prepare(x, num_groups, weight, bias, mix, eps, variant,
+                                                        batch_stats)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    cx3, cw, cb, cmix = _directions("cotangents", cotangents, x, weight, bias, mix, x3, x3.shape[1])
+    a, b, ngn, nbn = _forward_branches(x3, G, eps, variant, batch_stats)
+    lam = _sigmoid(mixv)
+    lam1 = lam * (1.0 - lam)
+    tlam = lam1 * cmix
+    C = x3.shape[1]
+    ta, tb = _branch_tangents(cx3, ngn, nbn, variant)
+    ddy = np.empty_like(x3)
+    _mix_jvp(a, b, ta, tb, lam, tlam, w, cw, cb, ddy)  # dL/ddy = J c
+    # first order, as gn_plus_backward: the branch cotangents h_a, h_b
+    h_a, h_b = np.empty_like(x3), np.empty_like(x3)
+    dw_, db_, dmix_c = np.empty(C), np.empty(C), np.empty(C)
+    _mix_backward(dy3, a, b, lam, w, h_a, h_b, dw_, db_, dmix_c)
+    # their tangents, ddweight and ddmix
+    th_a, th_b = np.empty_like(x3), np.empty_like(x3)
+    ddw, hab_c, tmix_c = np.empty(C), np.empty(C), np.empty(C)
+    _mix_backward_tangent(dy3, a, b, ta, tb, lam, tlam, w, cw, th_a, th_b, ddw, hab_c, tmix_c)
+    ddmix = lam1 * (1.0 - 2.0 * lam) * cmix * math.fsum(hab_c) + lam1 * math.fsum(tmix_c)
+    ddx = np.empty_like(x3)
+    if variant == "parallel":
+        ngn.backward(th_a, ddx, False)  # GN^T_x(th_a)
+        _backward_tangent(ngn, h_a, cx3, ddx, True)  # + d[GN^T_x(h_a)](tx)
+        nbn.backward(th_b, ddx, True)  # + BN0^T_x(th_b)
+        _backward_tangent(nbn, h_b, cx3, ddx, True)  # + d[BN0^T_x(h_b)](tx)
+    elif variant == "gn_first":
+        da = h_a.copy()  # da = h_a + BN0^T_a(h_b)
+        nbn.backward(h_b, da, True)
+        tda = th_a  # tda = th_a + BN0^T_a(th_b) + d[BN0^T_a(h_b)](ta)
+        nbn.backward(th_b, tda, True)
+        _backward_tangent(nbn, h_b, ta, tda, True)
+        ngn.backward(tda, ddx, False)  # ddx = GN^T_x(tda) + d[GN^T_x(da)](tx)
+        _backward_tangent(ngn, da, cx3, ddx, True)
+    else:
+        dbr = h_b.copy()  # db = h_b + GN^T_b(h_a)
+        ngn.backward(h_a, dbr, True)
+        tdb = th_b  # tdb = th_b + GN^T_b(th_a) + d[GN^T_b(h_a)](tb)
+        ngn.backward(th_a, tdb, True)
+        _backward_tangent(ngn, h_a, tb, tdb, True)
+        nbn.backward(tdb, ddx, False)  # ddx = BN0^T_x(tdb) + d[BN0^T_x(db)](tx)
+        _backward_tangent(nbn, dbr, cx3, ddx, True)
+    return {"dy": ddy.reshape(shape), "x": ddx.reshape(shape), "weight": ddw, "bias": np.zeros(C),
+            "mix": np.full(mshape, ddmix)}
+
+
+__all__ = ["BATCH_STATS", "VARIANTS", "gn_plus", "gn_plus_backward", "gn_plus_double_backward", "gn_plus_jvp"]

@@ -35,6 +35,9 @@ u == 0, the convention of the reference; NaN for a NaN u, so that a NaN input
 gives a NaN dx, where autograd's ``where`` would pass a finite gradient); SiLU ``sigma + u * sigma (1 -
 sigma)`` with ``sigma (1 - sigma) = (1 + th)(1 - th)/4``, ``th = tanh(u/2)``;
 GELU ``Phi(u) + u * exp(-u^2/2)/sqrt(2 pi)``.
+
+Forward mode and second order (``proxy_norm_jvp``, ``proxy_norm_double_backward``):
+the section at the end of this module (docs/ops/proxy_norm.md#pn-jvp).
 """
 
 from __future__ import annotations
@@ -314,4 +317,301 @@ def proxy_norm_backward(dy, x, weight, bias, proxy_shift, proxy_scale, activatio
     return {"x": dx3.reshape(shape), "weight": dw, "bias": db, "proxy_shift": dps, "proxy_scale": dpscale}
 
 
-__all__ = ["ACTIVATION_CODES", "proxy_norm", "proxy_norm_backward", "proxy_norm_stats", "proxy_quantiles"]
+# ============================================================================= forward mode and second order
+#
+# Forward mode (docs/ops/proxy_norm.md#pn-jvp), per channel, for the tangents
+# ``(tx, tgamma, tbeta, tbeta~, tgamma~)``::
+#
+#     tu    = tgamma x + gamma tx + tbeta                        (data path)
+#     tY_k  = tbeta~ + tgamma~ q_k,   tu_k = tgamma Y_k + gamma tY_k + tbeta   (proxy points)
+#     tm    = (1/K) sum_k phi'(u_k) tu_k
+#     tv    = (2/K) sum_k (P_k - m) phi'(u_k) tu_k               (sum_k (P_k - m) = 0)
+#     ts    = -s^3 tv / 2
+#     ty    = (phi'(u) tu - tm) s + (phi(u) - m) ts
+#
+# Second order (docs/ops/proxy_norm.md#pn-second-order): the VJP of the backward for the
+# cotangents ``c`` of its five outputs.  Its dy part is the JVP along ``t = c``; the rest is the
+# derivative of the backward along ``t = c`` (the Hessian of ``<dy, y>`` is symmetric; dy fixed).
+# With ``A = sum G``, ``dLds = sum G (phi(u) - m)``, ``c1 = -s A / K``, ``c2 = -s^3 dLds / K``
+# (the backward's chain weights) and, for a proxy weight ``T_k`` in {1, Y_k, q_k}::
+#
+#     ddx       = G (ts phi'(u) gamma + s phi''(u) tu gamma + s phi'(u) tgamma)
+#     tc1       = -ts A / K
+#     tc2       = -(3 s^2 ts dLds + s^3 (sum G phi'(u) tu - A tm)) / K
+#     chain(T)  = c1 a_T + c2 e_T,   a_T = sum phi'_k T_k,  e_T = sum (P_k - m) phi'_k T_k
+#     tchain(T) = tc1 a_T + c1 b_T + tc2 e_T + c2 f_T   (+ c1 a_tY + c2 e_tY for T = Y)
+#         b_T = sum phi''_k tu_k T_k,   f_T = sum ((phi'_k tu_k - tm) phi'_k + (P_k - m) phi''_k tu_k) T_k
+#     ddweight  = ts sum G phi' x + s sum G (phi'' tu x + phi' tx) + tchain(Y)
+#     ddbias    = ts sum G phi' + s sum G phi'' tu + tchain(1)
+#     ddshift   = tgamma chain(1) + gamma tchain(1)
+#     ddscale   = tgamma chain(q) + gamma tchain(q)
+
+
+@jit
+def _act2(u, code):
+    """``phi''(u)`` for the activation ``code`` (the derivative of :func:`_act`'s ``phi'``):
+    ReLU 0 (NaN for a NaN u); SiLU ``sigma (1 - sigma)(2 + u (1 - 2 sigma)) =
+    (1 + th)(1 - th)(2 - u th)/4``, ``th = tanh(u/2)``; GELU ``pdf(u) (2 - u^2)``.
+    The tails, where the first factor underflows to 0, give 0 (not ``0 * inf``)."""
+    if code == _RELU:
+        if u > 0.0 or u <= 0.0:
+            return 0.0
+        return u
+    if code == _SILU:
+        th = math.tanh(0.5 * u)
+        q = (1.0 + th) * (1.0 - th)
+        if q == 0.0:
+            return 0.0
+        return 0.25 * q * (2.0 - u * th)
+    pdf = math.exp(-0.5 * u * u) / _SQRT2PI
+    if pdf == 0.0:
+        return 0.0
+    return pdf * (2.0 - u * u)
+
+
+@pjit
+def _proxy_tangent(weight, bias, proxy_shift, proxy_scale, tweight, tbias, tshift, tscale, q, code, stats,
+                   tm, ts):
+    """Per channel: ``tm`` and ``ts`` (rule above), one compensated pass over
+    the K proxy points (``m`` is the forward's, so ``P_k - m`` needs no second
+    statistics pass)."""
+    C = weight.shape[0]
+    nk = q.shape[0]
+    for c in prange(C):
+        w = weight[c]
+        b = bias[c]
+        a = 1.0 + proxy_scale[c]
+        tw = tweight[c]
+        mh = stats[MEAN, c]
+        ml = stats[MEAN_LO, c]
+        rh = stats[RSTD, c]  # s
+        s1h = 0.0  # sum phi'(u_k) tu_k
+        s1l = 0.0
+        s2h = 0.0  # sum (P_k - m) phi'(u_k) tu_k
+        s2l = 0.0
+        for k in range(nk):
+            Y = proxy_shift[c] + a * q[k]  # (4)
+            Pk, dk = _act(w * Y + b, code)  # (5)
+            tu = tw * Y + w * (tshift[c] + tscale[c] * q[k]) + tbias[c]  # tu_k
+            pc, pe = two_sum(Pk, -mh)
+            pc = pc + (pe - ml)  # P_k - m
+            s1h, e = two_sum(s1h, dk * tu)
+            s1l += e
+            s2h, e = two_sum(s2h, (pc * dk) * tu)
+            s2l += e
+        tm[c] = (s1h + s1l) / nk
+        tv = 2.0 * (s2h + s2l) / nk
+        ts[c] = -0.5 * tv * (rh * rh * rh)
+
+
+@pjit
+def _jvp(x, tx, weight, bias, tweight, tbias, code, stats, tm, ts, ty):
+    """``ty = (phi'(u) tu - tm) s + (phi(u) - m) ts`` on the view ``(N, C, S)``,
+    one (n, c) row per step; ``tm``, ``ts`` from :func:`_proxy_tangent`."""
+    N, C, S = x.shape
+    for r in prange(N * C):
+        n = r // C
+        c = r % C
+        w = weight[c]
+        b = bias[c]
+        tw = tweight[c]
+        tb = tbias[c]
+        mh = stats[MEAN, c]
+        ml = stats[MEAN_LO, c]
+        rh = stats[RSTD, c]
+        for t in range(S):
+            xv = x[n, c, t]
+            z, d = _act(w * xv + b, code)
+            tu = tw * xv + w * tx[n, c, t] + tb
+            zc, ze = two_sum(z, -mh)
+            zc = zc + (ze - ml)  # phi(u) - m
+            # term 1: the data path (phi' tu - tm) s; term 2: the scale's change
+            ty[n, c, t] = (d * tu - tm[c]) * rh + zc * ts[c]
+
+
+@pjit
+def _double_backward(dy, x, tx, weight, bias, proxy_shift, proxy_scale, tweight, tbias, tshift, tscale, q,
+                     code, stats, tm, ts, ddx, ddweight, ddbias, ddshift, ddscale):
+    """The parameter part of the second order (rule above), one channel per
+    thread: ``dy`` is ``G``, ``tx`` ... ``tscale`` are the cotangents of the
+    backward's outputs acting as the direction ``t``; ``tm``, ``ts`` from
+    :func:`_proxy_tangent` for that direction.  A pass over the data (``ddx``
+    and eight sums of ``G``), a pass over the K proxy points (fourteen sums),
+    every sum compensated."""
+    N, C, S = x.shape
+    nk = q.shape[0]
+    for c in prange(C):
+        w = weight[c]
+        b = bias[c]
+        tw = tweight[c]
+        tb = tbias[c]
+        mh = stats[MEAN, c]
+        ml = stats[MEAN_LO, c]
+        rh = stats[RSTD, c]  # s
+        tsc = ts[c]
+        tmc = tm[c]
+        # pass over the data
+        sA_h = 0.0  # A = sum G
+        sA_l = 0.0
+        sz_h = 0.0  # dLds = sum G (phi(u) - m)
+        sz_l = 0.0
+        sB_h = 0.0  # sum G phi' tu
+        sB_l = 0.0
+        sd_h = 0.0  # sum G phi'
+        sd_l = 0.0
+        sdx_h = 0.0  # sum G phi' x
+        sdx_l = 0.0
+        s2_h = 0.0  # sum G phi'' tu
+        s2_l = 0.0
+        s2x_h = 0.0  # sum G (phi'' tu x + phi' tx)
+        s2x_l = 0.0
+        for n in range(N):
+            for t in range(S):
+                xv = x[n, c, t]
+                g = dy[n, c, t]
+                u = w * xv + b
+                z, d = _act(u, code)
+                dd = _act2(u, code)
+                tu = tw * xv + w * tx[n, c, t] + tb
+                # t of dx = G s phi'(u) gamma: the scale, the slope and the weight
+                ddx[n, c, t] = g * ((tsc * d) * w + (rh * dd * tu) * w + (rh * d) * tw)
+                zc, ze = two_sum(z, -mh)
+                zc = zc + (ze - ml)
+                sA_h, e = two_sum(sA_h, g)
+                sA_l += e
+                sz_h, e = two_sum(sz_h, g * zc)
+                sz_l += e
+                sB_h, e = two_sum(sB_h, (g * d) * tu)
+                sB_l += e
+                sd_h, e = two_sum(sd_h, g * d)
+                sd_l += e
+                sdx_h, e = two_sum(sdx_h, (g * d) * xv)
+                sdx_l += e
+                s2_h, e = two_sum(s2_h, (g * dd) * tu)
+                s2_l += e
+                s2x_h, e = two_sum(s2x_h, g * ((dd * tu) * xv + d * tx[n, c, t]))
+                s2x_l += e
+        A = sA_h + sA_l
+        dLds = sz_h + sz_l
+        c1 = -rh * A / nk
+        c2 = -(rh * rh * rh) * dLds / nk
+        tc1 = -tsc * A / nk
+        tdLds = (sB_h + sB_l) - A * tmc
+        tc2 = -(3.0 * (rh * rh) * tsc * dLds + (rh * rh * rh) * tdLds) / nk
+        # pass over the proxy points: a_T, b_T, e_T, f_T for T = 1, Y, q; a_tY, e_tY
+        a = 1.0 + proxy_scale[c]
+        acc = np.zeros(28)  # (hi, lo) of the 14 sums, in the order of ``terms`` below
+        for k in range(nk):
+            Y = proxy_shift[c] + a * q[k]
+            uk = w * Y + b
+            Pk, dk = _act(uk, code)
+            ddk = _act2(uk, code)
+            tY = tshift[c] + tscale[c] * q[k]
+            tuk = tw * Y + w * tY + tb
+            pc, pe = two_sum(Pk, -mh)
+            pc = pc + (pe - ml)  # P_k - m
+            av = dk
+            bv = ddk * tuk
+            ev = pc * dk
+            fv = (dk * tuk - tmc) * dk + pc * bv
+            terms = (av, bv, ev, fv, av * Y, bv * Y, ev * Y, fv * Y, av * q[k], bv * q[k], ev * q[k], fv * q[k],
+                     dk * tY, ev * tY)
+            for i in range(14):
+                acc[2 * i], e = two_sum(acc[2 * i], terms[i])
+                acc[2 * i + 1] += e
+        a1 = acc[0] + acc[1]
+        b1 = acc[2] + acc[3]
+        e1 = acc[4] + acc[5]
+        f1 = acc[6] + acc[7]
+        aY = acc[8] + acc[9]
+        bY = acc[10] + acc[11]
+        eY = acc[12] + acc[13]
+        fY = acc[14] + acc[15]
+        aq = acc[16] + acc[17]
+        bq = acc[18] + acc[19]
+        eq = acc[20] + acc[21]
+        fq = acc[22] + acc[23]
+        atY = acc[24] + acc[25]
+        etY = acc[26] + acc[27]
+        chain_1 = c1 * a1 + c2 * e1
+        chain_q = c1 * aq + c2 * eq
+        tchain_1 = tc1 * a1 + c1 * b1 + tc2 * e1 + c2 * f1
+        tchain_y = tc1 * aY + c1 * bY + tc2 * eY + c2 * fY + (c1 * atY + c2 * etY)
+        tchain_q = tc1 * aq + c1 * bq + tc2 * eq + c2 * fq
+        ddweight[c] = tsc * (sdx_h + sdx_l) + rh * (s2x_h + s2x_l) + tchain_y
+        ddbias[c] = tsc * (sd_h + sd_l) + rh * (s2_h + s2_l) + tchain_1
+        ddshift[c] = tw * chain_1 + w * tchain_1
+        ddscale[c] = tw * chain_q + w * tchain_q
+
+
+_DIFF = ("x", "weight", "bias", "proxy_shift", "proxy_scale")
+
+
+def _directions(kind, value, args, x3, C):
+    """The checked directions: x's as ``(N, C, S)``, the parameters' ``(C,)`` (zeros when absent)."""
+    D = V.check_directions(kind, value, dict(zip(_DIFF, args)))
+    tx = np.zeros(x3.shape) if D["x"] is None else D["x"].reshape(x3.shape)
+    return [tx] + [np.zeros(C) if D[k] is None else D[k] for k in _DIFF[1:]]
+
+
+def _tangent_stats(params, tparams, q, code, st):
+    C = params[0].shape[0]
+    tm, ts = np.empty(C), np.empty(C)
+    _proxy_tangent(*params, *tparams, q, code, st, tm, ts)
+    return tm, ts
+
+
+def proxy_norm_jvp(tangents, x, weight, bias, proxy_shift, proxy_scale, activation="relu", eps=0.03,
+                   num_points=200):
+    """Forward-mode derivative of :func:`proxy_norm`: ``(y, ty)``.
+
+    ``tangents``: dict over ``"x"``, ``"weight"``, ``"bias"``, ``"proxy_shift"``,
+    ``"proxy_scale"`` (each shaped like its argument); a missing key is a zero
+    tangent.  Other arguments as :func:`proxy_norm`; ``y`` is bit-identical to
+    its result, ``ty`` float64 shaped like ``x``.  Tangents flow through the
+    proxy mean and scale (docs/ops/proxy_norm.md#pn-jvp); ReLU's slope is 0 at
+    the kink, as in the backward."""
+    shape, x3, params, code, eps, nk = _prepare(x, weight, bias, proxy_shift, proxy_scale, activation, eps,
+                                                num_points)
+    tx, *tparams = _directions("tangents", tangents, (x, weight, bias, proxy_shift, proxy_scale), x3,
+                               x3.shape[1])
+    w, b = params[0], params[1]
+    q, st = _proxy_stats(params, code, eps, nk)
+    y3 = np.empty_like(x3)
+    _forward(x3, w, b, code, st, y3)  # as proxy_norm_stats
+    tm, ts = _tangent_stats(params, tparams, q, code, st)
+    ty = np.empty_like(x3)
+    _jvp(x3, tx, w, b, tparams[0], tparams[1], code, st, tm, ts, ty)
+    return y3.reshape(shape), ty.reshape(shape)
+
+
+def proxy_norm_double_backward(cotangents, dy, x, weight, bias, proxy_shift, proxy_scale, activation="relu",
+                               eps=0.03, num_points=200):
+    """Second order: the VJP of :func:`proxy_norm_backward`.
+
+    For ``L = sum_k <cotangents[k], backward(dy)[k]>`` over the backward's keys
+    (missing keys are zero), returns ``{"dy", "x", "weight", "bias",
+    "proxy_shift", "proxy_scale"}`` shaped like ``dy`` and the arguments, float64
+    (docs/ops/proxy_norm.md#pn-second-order).  ReLU's second derivative is 0
+    (the kink is a set of measure zero, where the first derivative's
+    convention already holds)."""
+    shape, x3, params, code, eps, nk = _prepare(x, weight, bias, proxy_shift, proxy_scale, activation, eps,
+                                                num_points)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    cx, *cparams = _directions("cotangents", cotangents, (x, weight, bias, proxy_shift, proxy_scale), x3,
+                               x3.shape[1])
+    w, b = params[0], params[1]
+    q, st = _proxy_stats(params, code, eps, nk)
+    tm, ts = _tangent_stats(params, cparams, q, code, st)
+    ddy = np.empty_like(x3)
+    _jvp(x3, cx, w, b, cparams[0], cparams[1], code, st, tm, ts, ddy)  # dL/ddy = J c
+    C = w.shape[0]
+    ddx = np.empty_like(x3)
+    ddw, ddb, ddshift, ddscale = (np.empty(C) for _ in range(4))
+    _double_backward(dy3, x3, cx, *params, *cparams, q, code, st, tm, ts, ddx, ddw, ddb, ddshift, ddscale)
+    return {"dy": ddy.reshape(shape), "x": ddx.reshape(shape), "weight": ddw, "bias": ddb, "proxy_shift": ddshift,
+            "proxy_scale": ddscale}
+
+
+__all__ = ["ACTIVATION_CODES", "proxy_norm", "proxy_norm_backward", "proxy_norm_double_backward", "proxy_norm_jvp",
+           "proxy_norm_stats", "proxy_quantiles"]

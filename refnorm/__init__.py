@@ -43,6 +43,17 @@ plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 epoch) and ``batch_layer_norm_moving_stats`` (the per-epoch update of the
 authors' Keras callback).  The backward of ``weight_standardization`` returns
 ``{"weight", "gain"}``: its standardized argument is the weight.
+
+Every op also has forward mode and second order (docs/autodiff.md)::
+
+    <op>_jvp(tangents, <the forward's arguments>) -> (y, ty)     # fused ops: ((y, h), (ty, th))
+    <op>_double_backward(cotangents, <the backward's arguments>) -> dict
+
+``tangents`` is a dict keyed by differentiable argument name (``"x"``,
+``"weight"`` ...; a missing key is a zero tangent).  The double backward is
+the VJP of ``<op>_backward``: ``cotangents`` is keyed like the backward's
+result, and the result is keyed ``"dy"`` (fused: also ``"dh"``), ``"x"`` and
+the differentiable arguments given.
 """
 
 from ._registry import OpSpec, registry
@@ -52,20 +63,23 @@ from .ops.add_layer_norm import (add_layer_norm, add_layer_norm_backward, add_la
 from .ops.add_rms_norm import (add_rms_norm, add_rms_norm_backward, add_rms_norm_double_backward, add_rms_norm_jvp,
                                add_rms_norm_stats)
 from .ops.batch_layer_norm import (batch_layer_norm, batch_layer_norm_backward, batch_layer_norm_batch_stats,
+                                   batch_layer_norm_double_backward, batch_layer_norm_jvp,
                                    batch_layer_norm_moving_stats, batch_layer_norm_stats)
 from .ops.batch_norm import (batch_norm, batch_norm_backward, batch_norm_double_backward, batch_norm_jvp,
                              batch_norm_running_stats, batch_norm_stats)
 from .ops.gains import analytic_gain, nonlinearity_gain
-from .ops.gn_plus import gn_plus, gn_plus_backward
+from .ops.gn_plus import gn_plus, gn_plus_backward, gn_plus_double_backward, gn_plus_jvp
 from .ops.group_norm import (group_norm, group_norm_backward, group_norm_double_backward, group_norm_jvp,
                              group_norm_stats)
 from .ops.instance_norm import (instance_norm, instance_norm_backward, instance_norm_double_backward,
                                 instance_norm_jvp, instance_norm_running_stats, instance_norm_stats)
 from .ops.layer_norm import (layer_norm, layer_norm_backward, layer_norm_double_backward, layer_norm_jvp,
                              layer_norm_stats)
-from .ops.proxy_norm import proxy_norm, proxy_norm_backward, proxy_norm_stats, proxy_quantiles
+from .ops.proxy_norm import (proxy_norm, proxy_norm_backward, proxy_norm_double_backward, proxy_norm_jvp,
+                             proxy_norm_stats, proxy_quantiles)
 from .ops.rms_norm import rms_norm, rms_norm_backward, rms_norm_double_backward, rms_norm_jvp, rms_norm_stats
 from .ops.weight_standardization import (weight_standardization, weight_standardization_backward,
+                                         weight_standardization_double_backward, weight_standardization_jvp,
                                          weight_standardization_stats)
 
 __all__ = [
@@ -85,6 +99,8 @@ __all__ = [
     "batch_layer_norm",
     "batch_layer_norm_backward",
     "batch_layer_norm_batch_stats",
+    "batch_layer_norm_double_backward",
+    "batch_layer_norm_jvp",
     "batch_layer_norm_moving_stats",
     "batch_layer_norm_stats",
     "batch_norm",
@@ -95,6 +111,8 @@ __all__ = [
     "batch_norm_stats",
     "gn_plus",
     "gn_plus_backward",
+    "gn_plus_double_backward",
+    "gn_plus_jvp",
     "group_norm",
     "group_norm_backward",
     "group_norm_double_backward",
@@ -114,6 +132,8 @@ __all__ = [
     "nonlinearity_gain",
     "proxy_norm",
     "proxy_norm_backward",
+    "proxy_norm_double_backward",
+    "proxy_norm_jvp",
     "proxy_norm_stats",
     "proxy_quantiles",
     "registry",
@@ -124,5 +144,7 @@ __all__ = [
     "rms_norm_stats",
     "weight_standardization",
     "weight_standardization_backward",
+    "weight_standardization_double_backward",
+    "weight_standardization_jvp",
     "weight_standardization_stats",
 ]

@@ -104,7 +104,7 @@ class OpSpec:
     variant : True for the variants production kernels ship around a standard
         normalizer (the fused residual adds): no ``out=``, no exact tier.
     jvp : ``<op>_jvp(tangents, *forward_args) -> (outputs, tangent outputs)``:
-        forward mode; ``tangents`` is a dict over :attr:`differentiable`
+        forward mode, required; ``tangents`` is a dict over :attr:`differentiable`
         (missing = zero).  For a one-output op ``(y, ty)``, else
         ``((y, h), (ty, th))``.  The corpus stores the tangent of argument or
         output ``a`` as ``"t" + a`` (:func:`tangent_name`).
@@ -253,7 +253,9 @@ def _check_spec(s: OpSpec) -> None:
     want_bwd = s.cotangents + params
     if protocol_parameters(s.backward) != want_bwd:
         raise ValueError(f"{where}: backward must take {want_bwd}, takes {protocol_parameters(s.backward)}")
-    if s.jvp is not None:
+    if s.jvp is None:
+        raise ValueError(f"{where}: jvp is missing: every op has forward mode, {s.name}_jvp()")
+    else:
         if getattr(s.jvp, "__name__", None) != s.name + "_jvp":
             raise ValueError(f"{where}: jvp must be the public function {s.name}_jvp(), got "
                              f"{getattr(s.jvp, '__name__', None)}()")
@@ -341,17 +343,21 @@ def _build() -> dict[str, OpSpec]:
         # the seed layers (docs/ops/index.md#seed-layers)
         OpSpec("proxy_norm", pn.proxy_norm, pn.proxy_norm_backward, ref_pn.proxy_norm, pn.proxy_norm_stats,
                ("x", "weight", "bias", "proxy_shift", "proxy_scale"), pn.layout, stats=("mean", "rstd"),
-               tolerance="running_error", seed=True),
+               tolerance="running_error", seed=True,
+               jvp=pn.proxy_norm_jvp, double_backward=pn.proxy_norm_double_backward),
         OpSpec("gn_plus", gnp.gn_plus, gnp.gn_plus_backward, ref_gnp.gn_plus, None, ("x", "weight", "bias", "mix"),
-               gnp.layout, stats=(), tolerance="running_error", seed=True),
+               gnp.layout, stats=(), tolerance="running_error", seed=True,
+               jvp=gnp.gn_plus_jvp, double_backward=gnp.gn_plus_double_backward),
         OpSpec("weight_standardization", ws.weight_standardization, ws.weight_standardization_backward,
                ref_ws.weight_standardization, ws.weight_standardization_stats, ("weight", "gain"), ws.layout,
-               stats=("mean", "scale"), tolerance="running_error", seed=True),
+               stats=("mean", "scale"), tolerance="running_error", seed=True,
+               jvp=ws.weight_standardization_jvp, double_backward=ws.weight_standardization_double_backward),
         OpSpec("batch_layer_norm", bln.batch_layer_norm, bln.batch_layer_norm_backward, ref_bln.batch_layer_norm,
                bln.batch_layer_norm_stats, ("x", "weight", "bias"), bln.layout,
                stats=("batch_mean", "batch_rstd", "feature_mean", "feature_rstd"), tolerance="running_error",
                running_stats=bln.batch_layer_norm_moving_stats, grouped_inputs={"moving_stats": "moving_"},
-               seed=True),
+               seed=True,
+               jvp=bln.batch_layer_norm_jvp, double_backward=bln.batch_layer_norm_double_backward),
     ]
     return {s.name: s for s in specs}
 

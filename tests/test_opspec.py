@@ -62,6 +62,7 @@ BROKEN = [
     ({"layout": lambda x_shape, num_groups: None}, "layout must take the primary input's shape"),
     ({"reference": refnorm.registry()["rms_norm"].reference}, "reference must take the forward's arguments"),
     ({"jvp": refnorm.rms_norm_jvp}, "jvp must be the public function layer_norm_jvp()"),
+    ({"jvp": None}, "jvp is missing: every op has forward mode, layer_norm_jvp()"),
     ({"double_backward": refnorm.layer_norm_backward},
      "double_backward must be the public function layer_norm_double_backward()"),
     ({"stats": ("mean", "tx")}, "both one of the stats and one of the tangents"),

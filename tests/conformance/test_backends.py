@@ -92,7 +92,7 @@ def test_load_builtin_by_name():
     assert load_backend("refnorm") is refnorm
     nb = load_backend("numpy32")
     assert nb.BACKEND_INFO["name"] == "numpy32"
-    assert set(BUILTIN) == {"refnorm", "torch", "jax", "numpy32"}
+    assert set(BUILTIN) == {"refnorm", "torch", "jax", "numpy32", "torch-fwfw"}
 
 
 def test_load_by_module_path():
@@ -177,7 +177,7 @@ def test_jax_agrees(dtype_name):
     assert _agree(backend, dtype_name) >= 35
 
 
-@pytest.mark.parametrize("name", ["numpy32", "torch", "jax"])
+@pytest.mark.parametrize("name", ["numpy32", "torch", "jax", "torch-fwfw"])
 def test_signatures(name):
     if name == "torch":
         pytest.importorskip("torch")

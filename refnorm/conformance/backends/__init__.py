@@ -9,8 +9,9 @@ implemented".  Each backend module also defines ``BACKEND_INFO = {"name": ...,
 "description": ...}``.
 
 Built-in backends (:data:`BUILTIN`): ``refnorm`` (the float64 reference),
-``torch`` (``torch.nn.functional`` on CPU), ``jax`` (Flax linen / jax.numpy on
-CPU) and ``numpy32`` (a plain NumPy second implementation).
+``torch`` (``torch.nn.functional`` on CPU), ``torch-fwfw`` (PyTorch's nested
+forward mode as a double backward, and nothing else), ``jax`` (Flax linen /
+jax.numpy on CPU) and ``numpy32`` (a plain NumPy second implementation).
 
 A backend of one's own loads the way a Python script does: a ``.py`` file may
 import the modules beside it, and a bare module name is looked up in the
@@ -35,12 +36,14 @@ from ..mutants import load_mutant
 BUILTIN = {
     "refnorm": "refnorm",
     "torch": "refnorm.conformance.backends.torch",
+    "torch-fwfw": "refnorm.conformance.backends.torch_fwfw",
     "jax": "refnorm.conformance.backends.jax",
     "numpy32": "refnorm.conformance.backends.numpy32",
 }
 
 #: How to install the PyPI packages an optional built-in backend imports.
 _EXTRAS = {"torch": "pip install torch (refnorm is tested with torch==2.13.0)",
+           "torch-fwfw": "pip install torch (refnorm is tested with torch==2.13.0)",
            "jax": "pip install jax flax"}
 
 _counter = itertools.count()
@@ -155,7 +158,7 @@ def _load_module(spec: str):
 def load_backend(spec: str):
     """The backend module named by ``spec``.
 
-    ``spec`` is a built-in name (``refnorm``, ``torch``, ``jax``, ``numpy32``),
+    ``spec`` is a built-in name (``refnorm``, ``torch``, ``torch-fwfw``, ``jax``, ``numpy32``),
     ``mutant:<name>`` (a deliberately buggy backend from
     :mod:`refnorm.conformance.mutants`), a dotted module path (``mymodule``
     finds ``./mymodule.py``: the current folder is searched first), or the path

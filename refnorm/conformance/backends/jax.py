@@ -21,7 +21,11 @@ Flax layers used, with every semantic option passed explicitly
   torch convention (Flax implements only its own: ``"flax"``/``"onnx"`` go
   through ``nn.BatchNorm`` with ``momentum`` = the weight of the old value).
 
-Backward: ``jax.vjp`` of the same function with the given ``dy``.
+Backward: ``jax.vjp`` of the same function with the given ``dy``.  Forward
+mode: ``jax.jvp`` of it along the tangents (rounded to their arguments'
+dtypes); double backward: ``jax.vjp`` of that backward (``jax.vjp`` of
+``jax.vjp``) with the given cotangents.  Flax has no fused residual add, so
+``add_rms_norm`` / ``add_layer_norm`` are not implemented at all.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ BACKEND_INFO = {
     "name": "jax",
     "description": f"jax {jax.__version__}" + (" + flax.linen normalization layers" if HAVE_FLAX else
                                                  " (jax.numpy only: flax not installed)")
-                   + " on CPU, x64 enabled; backward by jax.vjp",
+                   + " on CPU, x64 enabled; backward by jax.vjp, jvp by jax.jvp, double backward by jax.vjp of "
+                     "jax.vjp",
     # jax.numpy reports incompatible shapes as TypeError; Flax reports a parameter
     # of the wrong shape as flax.errors.ScopeParamShapeError (a FlaxError)
     "error_types": (TypeError,) + ((flax_errors.FlaxError,) if HAVE_FLAX else ()),
@@ -397,6 +402,154 @@ def instance_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, c
         raise ValueError("Expected more than 1 spatial element when training")
     return _torch_running(xj.reshape(N, C, -1), running_mean, running_var, momentum, per_sample=True)
 
+
+
+# ============================================================================= forward mode and double backward
+# On the same functions ``f(x, weight, bias)`` the forward and backward above use (the Flax layers, the
+# jax.numpy InstanceNorm with running statistics), in the case dtype.  ``<op>_jvp``: jax.jvp of f along
+# the tangents (a missing key is a zero tangent; tangents rounded to their argument's dtype).
+# ``<op>_double_backward``: jax.vjp of the backward ``(dy, *args) -> jax.vjp(f, *args)[1](dy)`` with the
+# cotangents of its results (zeros for a missing key).  Flax has no fused residual add, so this backend
+# has no add_rms_norm/add_layer_norm (forward, backward or derivatives).
+
+
+def _directions(kind, value, arguments):
+    """The ``tangents`` / ``cotangents`` dict checked against ``arguments`` ({name: given value or None}):
+    ``{name: array or None}`` for every name (None: a zero direction).  Refuses a non-dict, an unknown
+    key, a direction for an argument that was not given and a wrong shape, naming the key."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{kind} must be a dict {{argument name: array}} over {', '.join(map(repr, arguments))}, "
+                        f"got {type(value).__name__}")
+    out = dict.fromkeys(arguments)
+    for key, arr in value.items():
+        if key not in arguments:
+            raise ValueError(f"{kind} has the key {key!r}, which is not a differentiable argument of this op; "
+                             f"expected keys among {', '.join(map(repr, arguments))}")
+        if arr is None:
+            continue
+        if arguments[key] is None:
+            raise ValueError(f"{kind}[{key!r}] was given but {key} is None: there is no {key} to differentiate "
+                             f"along")
+        a = np.asarray(arr)
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"{kind}[{key!r}] must be a float array, got dtype {a.dtype}")
+        if a.shape != np.shape(arguments[key]):
+            raise ValueError(f"{kind}[{key!r}] must have the shape of {key} {np.shape(arguments[key])}, got shape "
+                             f"{a.shape}")
+        out[key] = a
+    return out
+
+
+def _like(a, ref):
+    """``a`` as a jax array of ``ref``'s dtype (one rounding), or zeros like ``ref`` when None."""
+    return jnp.zeros_like(ref) if a is None else _j(a).astype(ref.dtype)
+
+
+def _positional(f, names):
+    """``f(x, weight, bias)`` as a function of the given arguments only, in order."""
+    def g(*args):
+        kw = dict(zip(names, args))
+        return f(kw.get("x"), kw.get("weight"), kw.get("bias"))
+    return g
+
+
+def _jvp(f, tangents, x, weight, bias):
+    """``(y, ty)``: jax.jvp of ``f(x, weight, bias)`` along ``tangents``; None arguments stay constant."""
+    arguments = {"x": x, "weight": weight, "bias": bias}
+    dirs = _directions("tangents", tangents, arguments)
+    names = [n for n, a in arguments.items() if a is not None]
+    primals = [_j(arguments[n]) for n in names]
+    y, ty = jax.jvp(_positional(f, names), primals, [_like(dirs[n], p) for n, p in zip(names, primals)])
+    return _np(y), _np(ty)
+
+
+def _double_backward(f, cotangents, dy, x, weight, bias):
+    """jax.vjp of the backward of ``f`` with the given cotangents: ``{"dy", "x", given weight/bias}``."""
+    arguments = {"x": x, "weight": weight, "bias": bias}
+    cots = _directions("cotangents", cotangents, arguments)
+    names = [n for n, a in arguments.items() if a is not None]
+    g = _positional(f, names)
+    primals = [_j(arguments[n]) for n in names]
+
+    def backward(dy_, *args):
+        return jax.vjp(g, *args)[1](dy_)
+
+    y = jax.eval_shape(g, *primals)
+    dyj = _j(dy).astype(y.dtype)
+    grads, pullback = jax.vjp(backward, dyj, *primals)
+    second = pullback(tuple(_like(cots[n], gr) for n, gr in zip(names, grads)))
+    return {k: _np(v) for k, v in zip(["dy"] + names, second)}
+
+
+def layer_norm_jvp(tangents, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+    _no_offset(offset, weight)
+    _check_trailing(x, normalized_shape)
+    f = _ln_fn(normalized_shape, eps, np.asarray(x).dtype, weight is not None, bias is not None)
+    return _jvp(f, tangents, x, weight, bias)
+
+
+def layer_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *,
+                               offset=0.0):
+    _no_offset(offset, weight)
+    _check_trailing(x, normalized_shape)
+    f = _ln_fn(normalized_shape, eps, np.asarray(x).dtype, weight is not None, bias is not None)
+    return _double_backward(f, cotangents, dy, x, weight, bias)
+
+
+def rms_norm_jvp(tangents, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    _no_offset(offset, weight)
+    _check_trailing(x, normalized_shape)
+    f = _rms_fn(normalized_shape, eps, np.asarray(x).dtype, weight is not None)
+    return _jvp(f, tangents, x, weight, None)
+
+
+def rms_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    _no_offset(offset, weight)
+    _check_trailing(x, normalized_shape)
+    f = _rms_fn(normalized_shape, eps, np.asarray(x).dtype, weight is not None)
+    return _double_backward(f, cotangents, dy, x, weight, None)
+
+
+def group_norm_jvp(tangents, x, num_groups, weight=None, bias=None, eps=1e-5):
+    _check_groups(x, num_groups)
+    f = _gn_fn(num_groups, eps, np.asarray(x).dtype, weight is not None, bias is not None, np.ndim(x))
+    return _jvp(f, tangents, x, weight, bias)
+
+
+def group_norm_double_backward(cotangents, dy, x, num_groups, weight=None, bias=None, eps=1e-5):
+    _check_groups(x, num_groups)
+    f = _gn_fn(num_groups, eps, np.asarray(x).dtype, weight is not None, bias is not None, np.ndim(x))
+    return _double_backward(f, cotangents, dy, x, weight, bias)
+
+
+def _bn_y(x, running_mean, running_var, weight, bias, training, eps):
+    _bn_check(x, running_mean, training)
+    f = _bn_fn(training, 0.9, eps, np.asarray(x).dtype, weight is not None, bias is not None, running_mean,
+               running_var, np.shape(x)[1])
+    return lambda x_, w, b: f(x_, w, b)[0]
+
+
+def batch_norm_jvp(tangents, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                   eps=1e-5):
+    return _jvp(_bn_y(x, running_mean, running_var, weight, bias, training, eps), tangents, x, weight, bias)
+
+
+def batch_norm_double_backward(cotangents, dy, x, running_mean, running_var, weight=None, bias=None, training=False,
+                               momentum=0.1, eps=1e-5):
+    return _double_backward(_bn_y(x, running_mean, running_var, weight, bias, training, eps), cotangents, dy, x,
+                            weight, bias)
+
+
+def instance_norm_jvp(tangents, x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                      momentum=0.1, eps=1e-5):
+    f = _in_select(x, running_mean, running_var, weight, bias, use_input_stats, eps)
+    return _jvp(f, tangents, x, weight, bias)
+
+
+def instance_norm_double_backward(cotangents, dy, x, running_mean=None, running_var=None, weight=None, bias=None,
+                                  use_input_stats=True, momentum=0.1, eps=1e-5):
+    f = _in_select(x, running_mean, running_var, weight, bias, use_input_stats, eps)
+    return _double_backward(f, cotangents, dy, x, weight, bias)
 
 if not HAVE_FLAX:  # pragma: no cover
     raise ImportError("the jax backend needs flax (pip install flax)")

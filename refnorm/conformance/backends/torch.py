@@ -14,7 +14,16 @@ rounding to the input dtype.  Running
 statistics: ``F.batch_norm`` / ``F.instance_norm`` with ``training=True`` on
 copies of the buffers, torch convention only; ``momentum=None`` as
 ``nn.BatchNorm`` does it (factor ``1 / (num_batches_tracked + 1)``).
-Inputs are never mutated (every tensor is a copy).
+Forward mode and second order (the five standard ops and the fused residual
+adds): ``<op>_jvp`` is ``torch.func.jvp`` of the forward's own functional path
+(the same ``F.*`` call, the same offset path and residual add) along the
+tangents, rounded to their arguments' dtypes; ``<op>_double_backward`` is
+autograd's double backward -- ``torch.autograd.grad(..., create_graph=True)``
+with ``dy`` (``dh``) as leaves, then ``torch.autograd.grad`` of the sum of
+``<cotangents[k], first gradient k>`` -- with zeros where that sum does not
+depend on an input.  Whatever PyTorch raises there propagates (weight None with
+a bias given crashes its double backward; ``F.group_norm(x, G, None, bias)``
+its first backward).  Inputs are never mutated (every tensor is a copy).
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ import torch.nn.functional as F
 
 BACKEND_INFO = {
     "name": "torch",
-    "description": f"torch.nn.functional {torch.__version__} on CPU in the case dtype; backward by autograd",
+    "description": f"torch.nn.functional {torch.__version__} on CPU in the case dtype; backward by autograd, "
+                   "jvp by torch.func.jvp, double backward by autograd reverse over reverse",
     # PyTorch reports bad arguments (shapes, missing running statistics) as RuntimeError
     "error_types": (RuntimeError,),
 }
@@ -297,3 +307,227 @@ def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=No
     y = F.instance_norm(leaves["x"], _t(running_mean), _t(running_var), leaves["weight"], leaves["bias"],
                         use_input_stats, 0.1 if momentum is None else momentum, eps)
     return _grads(y, dy, leaves)
+
+
+# ============================================================================= forward mode and double backward
+# Each op is written once as a *model*: ``(fn, arguments, outputs)`` where ``fn`` takes the differentiable
+# arguments by name (x, weight, bias; fused: x, residual, weight, bias) and returns the tuple of the
+# forward's outputs through exactly the functional path of the forward above (F.layer_norm, the offset
+# path, the residual add ...), in the case dtype; ``arguments`` maps each differentiable argument to the
+# value the call was given (None when it was not).
+#
+# ``<op>_jvp``: torch.func.jvp of fn at the given arguments along the tangents (a missing key is a zero
+# tangent), tangents rounded to the dtype of their argument.  ``<op>_double_backward``: the first
+# gradients by torch.autograd.grad(..., create_graph=True) with the given cotangent(s) dy (dh) as
+# leaves, then torch.autograd.grad of L = sum_k <cotangents[k], first gradient k> with respect to
+# dy (dh) and every given argument (zeros where L does not depend on one).  Whatever PyTorch raises
+# on the way propagates: a crash of its double-backward formulas is a finding, not "not implemented".
+
+
+def _directions(kind, value, arguments):
+    """The ``tangents`` / ``cotangents`` dict checked against ``arguments`` ({name: given value or None}):
+    ``{name: array or None}`` for every name (None: a zero direction).  Refuses a non-dict, an unknown
+    key, a direction for an argument that was not given and a wrong shape, naming the key."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{kind} must be a dict {{argument name: array}} over {', '.join(map(repr, arguments))}, "
+                        f"got {type(value).__name__}")
+    out = dict.fromkeys(arguments)
+    for key, arr in value.items():
+        if key not in arguments:
+            raise ValueError(f"{kind} has the key {key!r}, which is not a differentiable argument of this op; "
+                             f"expected keys among {', '.join(map(repr, arguments))}")
+        if arr is None:
+            continue
+        if arguments[key] is None:
+            raise ValueError(f"{kind}[{key!r}] was given but {key} is None: there is no {key} to differentiate "
+                             f"along")
+        a = np.asarray(arr)
+        if a.dtype.kind != "f" and a.dtype != _BF16:
+            raise TypeError(f"{kind}[{key!r}] must be a float array, got dtype {a.dtype}")
+        if a.shape != np.shape(arguments[key]):
+            raise ValueError(f"{kind}[{key!r}] must have the shape of {key} {np.shape(arguments[key])}, got shape "
+                             f"{a.shape}")
+        out[key] = a
+    return out
+
+
+def _like(a, ref):
+    """The array ``a`` as a CPU tensor of ``ref``'s dtype (one rounding), or zeros like ``ref`` when None."""
+    if a is None:
+        return torch.zeros_like(ref)
+    return _t(a).to(ref.dtype)
+
+
+def _given(arguments):
+    return [n for n, a in arguments.items() if a is not None]
+
+
+def _call_model(fn, arguments, names, values):
+    kw = dict.fromkeys(arguments)
+    kw.update(zip(names, values))
+    return fn(**kw)
+
+
+def _jvp_model(model, tangents):
+    """``(outputs, output tangents)`` as NumPy arrays: torch.func.jvp of the model along ``tangents``."""
+    fn, arguments, outputs = model
+    dirs = _directions("tangents", tangents, arguments)
+    names = _given(arguments)
+    primals = tuple(_t(arguments[n]) for n in names)
+    tans = tuple(_like(dirs[n], p) for n, p in zip(names, primals))
+    out, tout = torch.func.jvp(lambda *ps: _call_model(fn, arguments, names, ps), primals, tans)
+    if len(outputs) == 1:
+        return _np(out[0]), _np(tout[0])
+    return tuple(_np(o) for o in out), tuple(_np(t) for t in tout)
+
+
+def _double_backward_model(model, cotangents, douts):
+    """Autograd double backward of the model: ``{d<output>: ..., argument: ...}`` as NumPy arrays."""
+    fn, arguments, outputs = model
+    cots = _directions("cotangents", cotangents, arguments)
+    names = _given(arguments)
+    leaves = [_t(arguments[n], True) for n in names]
+    outs = _call_model(fn, arguments, names, leaves)
+    # the cotangents dy (dh) are leaves in their own dtype (zeros in the output's when not given), cast to
+    # the output's dtype inside the graph: their gradients come back in the dtype they were given in
+    dleaves = [(_t(d) if d is not None else torch.zeros_like(o.detach())).requires_grad_(True)
+               for d, o in zip(douts, outs)]
+    first = torch.autograd.grad(outs, leaves, [d.to(o.dtype) for d, o in zip(dleaves, outs)], create_graph=True,
+                                allow_unused=True)
+    terms = [(g * _like(cots[n], g.detach())).sum() for n, g in zip(names, first)
+             if g is not None and cots[n] is not None]
+    wrt = dleaves + leaves
+    second = [None] * len(wrt)
+    if terms:
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        if total.requires_grad:
+            second = torch.autograd.grad(total, wrt, allow_unused=True)
+    keys = ["d" + o for o in outputs] + names
+    return {k: _np(s) if s is not None else _np(torch.zeros_like(w.detach())) for k, w, s in zip(keys, wrt, second)}
+
+
+def _model_layer_norm(x, normalized_shape, weight, bias, eps, offset):
+    ns = _ns(normalized_shape)
+    return (lambda x, weight, bias: (_ln(x, ns, weight, bias, eps, offset),),
+            {"x": x, "weight": weight, "bias": bias}, ("y",))
+
+
+def _model_rms_norm(x, normalized_shape, weight, eps, offset):
+    ns = _ns(normalized_shape)
+    return lambda x, weight: (_rms(x, ns, weight, eps, offset),), {"x": x, "weight": weight}, ("y",)
+
+
+def _model_group_norm(x, num_groups, weight, bias, eps):
+    return (lambda x, weight, bias: (F.group_norm(x, num_groups, weight, bias, eps),),
+            {"x": x, "weight": weight, "bias": bias}, ("y",))
+
+
+def _model_batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    m = 0.1 if momentum is None else momentum
+    # fresh copies of the buffers at every call: training mode updates them in place
+    return (lambda x, weight, bias: (F.batch_norm(x, _t(running_mean), _t(running_var), weight, bias, training, m,
+                                                  eps),),
+            {"x": x, "weight": weight, "bias": bias}, ("y",))
+
+
+def _model_instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps):
+    m = 0.1 if momentum is None else momentum
+    return (lambda x, weight, bias: (F.instance_norm(x, _t(running_mean), _t(running_var), weight, bias,
+                                                     use_input_stats, m, eps),),
+            {"x": x, "weight": weight, "bias": bias}, ("y",))
+
+
+def _model_add_rms_norm(x, residual, normalized_shape, weight, eps, offset, residual_dtype):
+    ns = _ns(normalized_shape)
+
+    def fn(x, residual, weight):
+        h = _residual(x, residual, residual_dtype)
+        return _rms(h, ns, weight, eps, offset), h
+
+    return fn, {"x": x, "residual": residual, "weight": weight}, ("y", "h")
+
+
+def _model_add_layer_norm(x, residual, normalized_shape, weight, bias, eps, offset, residual_dtype):
+    ns = _ns(normalized_shape)
+
+    def fn(x, residual, weight, bias):
+        h = _residual(x, residual, residual_dtype)
+        return _ln(h, ns, weight, bias, eps, offset), h
+
+    return fn, {"x": x, "residual": residual, "weight": weight, "bias": bias}, ("y", "h")
+
+
+def layer_norm_jvp(tangents, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
+    return _jvp_model(_model_layer_norm(x, normalized_shape, weight, bias, eps, offset), tangents)
+
+
+def layer_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *,
+                               offset=0.0):
+    return _double_backward_model(_model_layer_norm(x, normalized_shape, weight, bias, eps, offset), cotangents,
+                                  [dy])
+
+
+def rms_norm_jvp(tangents, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    return _jvp_model(_model_rms_norm(x, normalized_shape, weight, eps, offset), tangents)
+
+
+def rms_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None, eps=None, *, offset=0.0):
+    return _double_backward_model(_model_rms_norm(x, normalized_shape, weight, eps, offset), cotangents, [dy])
+
+
+def group_norm_jvp(tangents, x, num_groups, weight=None, bias=None, eps=1e-5):
+    return _jvp_model(_model_group_norm(x, num_groups, weight, bias, eps), tangents)
+
+
+def group_norm_double_backward(cotangents, dy, x, num_groups, weight=None, bias=None, eps=1e-5):
+    return _double_backward_model(_model_group_norm(x, num_groups, weight, bias, eps), cotangents, [dy])
+
+
+def batch_norm_jvp(tangents, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                   eps=1e-5):
+    return _jvp_model(_model_batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps),
+                      tangents)
+
+
+def batch_norm_double_backward(cotangents, dy, x, running_mean, running_var, weight=None, bias=None, training=False,
+                               momentum=0.1, eps=1e-5):
+    return _double_backward_model(_model_batch_norm(x, running_mean, running_var, weight, bias, training, momentum,
+                                                    eps), cotangents, [dy])
+
+
+def instance_norm_jvp(tangents, x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                      momentum=0.1, eps=1e-5):
+    return _jvp_model(_model_instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum,
+                                           eps), tangents)
+
+
+def instance_norm_double_backward(cotangents, dy, x, running_mean=None, running_var=None, weight=None, bias=None,
+                                  use_input_stats=True, momentum=0.1, eps=1e-5):
+    return _double_backward_model(_model_instance_norm(x, running_mean, running_var, weight, bias, use_input_stats,
+                                                       momentum, eps), cotangents, [dy])
+
+
+def add_rms_norm_jvp(tangents, x, residual, normalized_shape, weight=None, eps=None, *, offset=0.0,
+                     residual_dtype=None):
+    return _jvp_model(_model_add_rms_norm(x, residual, normalized_shape, weight, eps, offset, residual_dtype),
+                      tangents)
+
+
+def add_rms_norm_double_backward(cotangents, dy, dh, x, residual, normalized_shape, weight=None, eps=None, *,
+                                 offset=0.0, residual_dtype=None):
+    return _double_backward_model(_model_add_rms_norm(x, residual, normalized_shape, weight, eps, offset,
+                                                      residual_dtype), cotangents, [dy, dh])
+
+
+def add_layer_norm_jvp(tangents, x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0,
+                       residual_dtype=None):
+    return _jvp_model(_model_add_layer_norm(x, residual, normalized_shape, weight, bias, eps, offset,
+                                            residual_dtype), tangents)
+
+
+def add_layer_norm_double_backward(cotangents, dy, dh, x, residual, normalized_shape, weight=None, bias=None,
+                                   eps=1e-5, *, offset=0.0, residual_dtype=None):
+    return _double_backward_model(_model_add_layer_norm(x, residual, normalized_shape, weight, bias, eps, offset,
+                                                        residual_dtype), cotangents, [dy, dh])

@@ -140,7 +140,7 @@ def prod(shape) -> int:
     return int(math.prod(shape))
 
 
-def check_directions(kind: str, value, arguments: dict) -> dict:
+def check_directions(kind: str, value, arguments: dict, *, upcast: bool = True) -> dict:
     """The ``tangents`` of an ``<op>_jvp`` or the ``cotangents`` of an
     ``<op>_double_backward`` (``kind`` names which): a dict keyed by
     differentiable argument name, each value a float array shaped like that
@@ -149,7 +149,8 @@ def check_directions(kind: str, value, arguments: dict) -> dict:
 
     Returns ``{name: float64 array or None}`` for every name in ``arguments``
     (None: a zero direction -- a missing key, or an argument that was not
-    given).  Refuses, naming the key: a non-dict, a key that is not a
+    given); with ``upcast=False`` the arrays keep their own dtype (a
+    conformance backend passes them on to its framework as they are).  Refuses, naming the key: a non-dict, a key that is not a
     differentiable argument, a direction for an argument that was not given
     (its derivative does not exist), a non-float array, a wrong shape."""
     if not isinstance(value, dict):
@@ -170,5 +171,5 @@ def check_directions(kind: str, value, arguments: dict) -> dict:
         shape = tuple(np.shape(given))
         if tuple(a.shape) != shape:
             raise ValueError(f"{label} must have the shape of {key} {shape}, got shape {tuple(a.shape)}")
-        out[key] = to_f64(a)
+        out[key] = to_f64(a) if upcast else a
     return out

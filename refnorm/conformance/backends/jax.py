@@ -42,6 +42,8 @@ if not jax.config.jax_platforms:  # CPU unless the user chose a platform
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..._validate import check_directions  # noqa: E402
+
 try:
     import flax.errors as flax_errors  # noqa: E402
     import flax.linen as nn  # noqa: E402
@@ -414,30 +416,9 @@ def instance_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, c
 
 
 def _directions(kind, value, arguments):
-    """The ``tangents`` / ``cotangents`` dict checked against ``arguments`` ({name: given value or None}):
-    ``{name: array or None}`` for every name (None: a zero direction).  Refuses a non-dict, an unknown
-    key, a direction for an argument that was not given and a wrong shape, naming the key."""
-    if not isinstance(value, dict):
-        raise TypeError(f"{kind} must be a dict {{argument name: array}} over {', '.join(map(repr, arguments))}, "
-                        f"got {type(value).__name__}")
-    out = dict.fromkeys(arguments)
-    for key, arr in value.items():
-        if key not in arguments:
-            raise ValueError(f"{kind} has the key {key!r}, which is not a differentiable argument of this op; "
-                             f"expected keys among {', '.join(map(repr, arguments))}")
-        if arr is None:
-            continue
-        if arguments[key] is None:
-            raise ValueError(f"{kind}[{key!r}] was given but {key} is None: there is no {key} to differentiate "
-                             f"along")
-        a = np.asarray(arr)
-        if not jnp.issubdtype(a.dtype, jnp.floating):
-            raise TypeError(f"{kind}[{key!r}] must be a float array, got dtype {a.dtype}")
-        if a.shape != np.shape(arguments[key]):
-            raise ValueError(f"{kind}[{key!r}] must have the shape of {key} {np.shape(arguments[key])}, got shape "
-                             f"{a.shape}")
-        out[key] = a
-    return out
+    """The ``tangents`` / ``cotangents`` dict checked as refnorm checks it
+    (:func:`refnorm._validate.check_directions`), each array in its own dtype."""
+    return check_directions(kind, value, arguments, upcast=False)
 
 
 def _like(a, ref):

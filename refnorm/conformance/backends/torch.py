@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..._validate import check_directions
+
 BACKEND_INFO = {
     "name": "torch",
     "description": f"torch.nn.functional {torch.__version__} on CPU in the case dtype; backward by autograd, "
@@ -325,30 +327,9 @@ def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=No
 
 
 def _directions(kind, value, arguments):
-    """The ``tangents`` / ``cotangents`` dict checked against ``arguments`` ({name: given value or None}):
-    ``{name: array or None}`` for every name (None: a zero direction).  Refuses a non-dict, an unknown
-    key, a direction for an argument that was not given and a wrong shape, naming the key."""
-    if not isinstance(value, dict):
-        raise TypeError(f"{kind} must be a dict {{argument name: array}} over {', '.join(map(repr, arguments))}, "
-                        f"got {type(value).__name__}")
-    out = dict.fromkeys(arguments)
-    for key, arr in value.items():
-        if key not in arguments:
-            raise ValueError(f"{kind} has the key {key!r}, which is not a differentiable argument of this op; "
-                             f"expected keys among {', '.join(map(repr, arguments))}")
-        if arr is None:
-            continue
-        if arguments[key] is None:
-            raise ValueError(f"{kind}[{key!r}] was given but {key} is None: there is no {key} to differentiate "
-                             f"along")
-        a = np.asarray(arr)
-        if a.dtype.kind != "f" and a.dtype != _BF16:
-            raise TypeError(f"{kind}[{key!r}] must be a float array, got dtype {a.dtype}")
-        if a.shape != np.shape(arguments[key]):
-            raise ValueError(f"{kind}[{key!r}] must have the shape of {key} {np.shape(arguments[key])}, got shape "
-                             f"{a.shape}")
-        out[key] = a
-    return out
+    """The ``tangents`` / ``cotangents`` dict checked as refnorm checks it
+    (:func:`refnorm._validate.check_directions`), each array in its own dtype."""
+    return check_directions(kind, value, arguments, upcast=False)
 
 
 def _like(a, ref):

@@ -150,9 +150,10 @@ def check_directions(kind: str, value, arguments: dict, *, upcast: bool = True) 
     Returns ``{name: float64 array or None}`` for every name in ``arguments``
     (None: a zero direction -- a missing key, or an argument that was not
     given); with ``upcast=False`` the arrays keep their own dtype (a
-    conformance backend passes them on to its framework as they are).  Refuses, naming the key: a non-dict, a key that is not a
-    differentiable argument, a direction for an argument that was not given
-    (its derivative does not exist), a non-float array, a wrong shape."""
+    conformance backend passes them on to its framework as they are).
+    Refuses, naming the key: a non-dict, a key that is not a differentiable
+    argument, a direction for an argument that was not given (its derivative
+    does not exist), a non-float array, a wrong shape."""
     if not isinstance(value, dict):
         raise TypeError(f"{kind} must be a dict {{argument name: array}} over {', '.join(map(repr, arguments))}, "
                         f"got {type(value).__name__}")

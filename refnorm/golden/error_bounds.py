@@ -63,8 +63,9 @@ for GN+ or for WS's eps-on-the-std form, whose std derivative is singular there)
 
 In the chain of :mod:`refnorm.golden` this module comes after the rounding
 model (:mod:`refnorm.golden.rounding`, whose ``f(K)`` it uses for sums) and
-the catalogue (the layout of a case, for :func:`derivatives`), and before :mod:`refnorm.golden.tolerance`, which evaluates it for every seed-layer
-case.
+the catalogue (the layout of a case, for :func:`derivatives`), and before
+:mod:`refnorm.golden.tolerance`, which evaluates it for every seed-layer case
+and for the forward-mode and second-order outputs of the others.
 """
 
 from __future__ import annotations

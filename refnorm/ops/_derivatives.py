@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _normalize as nz
 from ._dd import dd_div_int, two_sum
 from ._jit import jit, pjit, prange
 from ._sets import MODE_BATCH_STATS, MODE_CONST_STATS, MODE_RMS, _xhat, set_stats
@@ -233,6 +234,34 @@ def double_backward(dy3, x3, stats, weight, cotangents: dict, P: int, Q: int, mo
     d2w = np.empty(size)
     param_sums(dy3, rpa, P, Q, T, d2w)
     return d2dy, d2x, d2w
+
+
+def _statistics_mode(running, center: bool) -> int:
+    if running is not None:
+        return MODE_CONST_STATS
+    return MODE_BATCH_STATS if center else MODE_RMS
+
+
+def normalize_jvp(x3, eps: float, weight, bias, P: int, Q: int, directions: dict, *, running=None,
+                  center: bool = True):
+    """``(y3, ty3)``: the forward on the canonical view (the kernels of the
+    op's forward: the same bits) and its JVP, with batch statistics
+    (``running=None``; RMSNorm: ``center=False``) or the constant running
+    ``(mean, var)``."""
+    if running is None:
+        y3, st = nz.normalize(x3, eps, weight, bias, P=P, Q=Q, center=center)
+    else:
+        st = nz.const_stats(*running, eps)
+        y3 = nz.forward(x3, st, weight, bias, P=P, Q=Q)
+    return y3, jvp(x3, st, weight, directions, P, Q, _statistics_mode(running, center))
+
+
+def normalize_double_backward(dy3, x3, eps: float, weight, P: int, Q: int, cotangents: dict, *, running=None,
+                              center: bool = True):
+    """:func:`double_backward` with the statistics of the forward (batch or
+    the constant running ones, as in :func:`normalize_jvp`)."""
+    st = nz.batch_stats(x3, eps, center=center) if running is None else nz.const_stats(*running, eps)
+    return double_backward(dy3, x3, st, weight, cotangents, P, Q, _statistics_mode(running, center))
 
 
 def second_order_dict(shape, d2dy3, d2x3, d2w, weight, bias, param_shape=None, dy_name: str = "dy") -> dict:

@@ -179,14 +179,8 @@ def batch_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, num_
     return R.update(rm, st.mean, factor), R.update(rv, var, factor)
 
 
-def _batch_norm_view(x3, eps, running):
-    """The statistics and the derivative mode: batch statistics in training, the running statistics (constants) in eval."""
-    if running is None:
-        return nz.batch_stats(x3, eps), D.MODE_BATCH_STATS
-    return nz.const_stats(*running, eps), D.MODE_CONST_STATS
-
-
-def batch_norm_jvp(tangents, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+def batch_norm_jvp(tangents, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                   eps=1e-5):
     """Forward mode of :func:`batch_norm`: ``(y, ty)``.
 
     ``tangents``: a dict over ``"x"``, ``"weight"``, ``"bias"`` (missing = zero;
@@ -198,17 +192,12 @@ def batch_norm_jvp(tangents, x, running_mean, running_var, weight=None, bias=Non
     """
     shape, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
     t = V.check_directions("tangents", tangents, {"x": x, "weight": weight, "bias": bias})
-    if running is None:
-        y3, st = nz.normalize(x3, eps, w, b, P=C, Q=1)
-        mode = D.MODE_BATCH_STATS
-    else:
-        st, mode = _batch_norm_view(x3, eps, running)
-        y3 = nz.forward(x3, st, w, b, P=C, Q=1)
-    ty3 = D.jvp(x3, st, w, t, C, 1, mode)
+    y3, ty3 = D.normalize_jvp(x3, eps, w, b, C, 1, t, running=running)
     return y3.reshape(shape), ty3.reshape(shape)
 
 
-def batch_norm_double_backward(cotangents, dy, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+def batch_norm_double_backward(cotangents, dy, x, running_mean, running_var, weight=None, bias=None, training=False,
+                               momentum=0.1, eps=1e-5):
     """Second order of :func:`batch_norm`: the VJP of :func:`batch_norm_backward`
     (``cotangents`` over ``"x"``, ``"weight"``, ``"bias"``; result ``"dy"``,
     ``"x"`` and the given parameters, ``"bias"`` zeros), for batch and for
@@ -217,6 +206,5 @@ def batch_norm_double_backward(cotangents, dy, x, running_mean, running_var, wei
     shape, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     c = V.check_directions("cotangents", cotangents, {"x": x, "weight": weight, "bias": bias})
-    st, mode = _batch_norm_view(x3, eps, running)
-    d2dy, d2x, d2w = D.double_backward(dy3, x3, st, w, c, C, 1, mode)
+    d2dy, d2x, d2w = D.normalize_double_backward(dy3, x3, eps, w, C, 1, c, running=running)
     return D.second_order_dict(shape, d2dy, d2x, d2w, weight, bias)

@@ -112,8 +112,7 @@ def group_norm_jvp(tangents, x, num_groups, weight=None, bias=None, eps=1e-5):
     shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
     t = V.check_directions("tangents", tangents, {"x": x, "weight": weight, "bias": bias})
     Q = shape[1] // G
-    y3, st = nz.normalize(x3, eps, w, b, P=G, Q=Q)
-    ty3 = D.jvp(x3, st, w, t, G, Q, D.MODE_BATCH_STATS)
+    y3, ty3 = D.normalize_jvp(x3, eps, w, b, G, Q, t)
     return y3.reshape(shape), ty3.reshape(shape)
 
 
@@ -125,6 +124,5 @@ def group_norm_double_backward(cotangents, dy, x, num_groups, weight=None, bias=
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     c = V.check_directions("cotangents", cotangents, {"x": x, "weight": weight, "bias": bias})
     Q = shape[1] // G
-    st = nz.batch_stats(x3, eps)
-    d2dy, d2x, d2w = D.double_backward(dy3, x3, st, w, c, G, Q, D.MODE_BATCH_STATS)
+    d2dy, d2x, d2w = D.normalize_double_backward(dy3, x3, eps, w, G, Q, c)
     return D.second_order_dict(shape, d2dy, d2x, d2w, weight, bias)

@@ -182,14 +182,8 @@ def instance_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, c
     return R.update(rm, batch_mean, factor), R.update(rv, batch_var, factor)
 
 
-def _instance_norm_view(x3, eps, running):
-    """The statistics and the derivative mode: input statistics, or the running statistics (constants) with use_input_stats=False."""
-    if running is None:
-        return nz.batch_stats(x3, eps), D.MODE_BATCH_STATS
-    return nz.const_stats(*running, eps), D.MODE_CONST_STATS
-
-
-def instance_norm_jvp(tangents, x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True, momentum=0.1, eps=1e-5):
+def instance_norm_jvp(tangents, x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                      momentum=0.1, eps=1e-5):
     """Forward mode of :func:`instance_norm`: ``(y, ty)``.
 
     ``tangents``: a dict over ``"x"``, ``"weight"``, ``"bias"`` (missing = zero;
@@ -199,27 +193,23 @@ def instance_norm_jvp(tangents, x, running_mean=None, running_var=None, weight=N
     ``P(v) = v`` for running ones (docs/ops/batch_norm.md#batch-norm-jvp).
     ``y`` has the bits of :func:`instance_norm`.
     """
-    shape, N, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+    shape, N, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, use_input_stats,
+                                                   momentum, eps)
     t = V.check_directions("tangents", tangents, {"x": x, "weight": weight, "bias": bias})
-    if running is None:
-        y3, st = nz.normalize(x3, eps, w, b, P=C, Q=1)
-        mode = D.MODE_BATCH_STATS
-    else:
-        st, mode = _instance_norm_view(x3, eps, running)
-        y3 = nz.forward(x3, st, w, b, P=C, Q=1)
-    ty3 = D.jvp(x3, st, w, t, C, 1, mode)
+    y3, ty3 = D.normalize_jvp(x3, eps, w, b, C, 1, t, running=running)
     return y3.reshape(shape), ty3.reshape(shape)
 
 
-def instance_norm_double_backward(cotangents, dy, x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True, momentum=0.1, eps=1e-5):
+def instance_norm_double_backward(cotangents, dy, x, running_mean=None, running_var=None, weight=None, bias=None,
+                                  use_input_stats=True, momentum=0.1, eps=1e-5):
     """Second order of :func:`instance_norm`: the VJP of :func:`instance_norm_backward`
     (``cotangents`` over ``"x"``, ``"weight"``, ``"bias"``; result ``"dy"``,
     ``"x"`` and the given parameters, ``"bias"`` zeros), for batch and for
     running statistics (docs/ops/batch_norm.md#batch-norm-second-order).
     """
-    shape, N, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+    shape, N, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, use_input_stats,
+                                                   momentum, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     c = V.check_directions("cotangents", cotangents, {"x": x, "weight": weight, "bias": bias})
-    st, mode = _instance_norm_view(x3, eps, running)
-    d2dy, d2x, d2w = D.double_backward(dy3, x3, st, w, c, C, 1, mode)
+    d2dy, d2x, d2w = D.normalize_double_backward(dy3, x3, eps, w, C, 1, c, running=running)
     return D.second_order_dict(shape, d2dy, d2x, d2w, weight, bias)

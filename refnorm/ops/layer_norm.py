@@ -112,8 +112,7 @@ def layer_norm_jvp(tangents, x, normalized_shape, weight=None, bias=None, eps=1e
     """
     shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps, offset)
     t = V.check_directions("tangents", tangents, _params(x, weight, bias))
-    y3, st = nz.normalize(x3, eps, w, b, P=1, Q=x3.shape[2])
-    ty3 = D.jvp(x3, st, w, t, 1, x3.shape[2], D.MODE_BATCH_STATS)
+    y3, ty3 = D.normalize_jvp(x3, eps, w, b, 1, x3.shape[2], t)
     return y3.reshape(shape), ty3.reshape(shape)
 
 
@@ -131,6 +130,5 @@ def layer_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None,
     shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps, offset)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     c = V.check_directions("cotangents", cotangents, _params(x, weight, bias))
-    st = nz.batch_stats(x3, eps)
-    d2dy, d2x, d2w = D.double_backward(dy3, x3, st, w, c, 1, x3.shape[2], D.MODE_BATCH_STATS)
+    d2dy, d2x, d2w = D.normalize_double_backward(dy3, x3, eps, w, 1, x3.shape[2], c)
     return D.second_order_dict(shape, d2dy, d2x, d2w, weight, bias, ns)

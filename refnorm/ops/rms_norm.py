@@ -114,8 +114,7 @@ def rms_norm_jvp(tangents, x, normalized_shape, weight=None, eps=None, *, offset
     """
     shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps, offset)
     t = V.check_directions("tangents", tangents, {"x": x, "weight": weight})
-    y3, st = nz.normalize(x3, eps, w, None, P=1, Q=x3.shape[2], center=False)
-    ty3 = D.jvp(x3, st, w, t, 1, x3.shape[2], D.MODE_RMS)
+    y3, ty3 = D.normalize_jvp(x3, eps, w, None, 1, x3.shape[2], t, center=False)
     return y3.reshape(shape), ty3.reshape(shape)
 
 
@@ -129,6 +128,5 @@ def rms_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None, e
     shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps, offset)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     c = V.check_directions("cotangents", cotangents, {"x": x, "weight": weight})
-    st = nz.batch_stats(x3, eps, center=False)
-    d2dy, d2x, d2w = D.double_backward(dy3, x3, st, w, c, 1, x3.shape[2], D.MODE_RMS)
+    d2dy, d2x, d2w = D.normalize_double_backward(dy3, x3, eps, w, 1, x3.shape[2], c, center=False)
     return D.second_order_dict(shape, d2dy, d2x, d2w, weight, None, ns)

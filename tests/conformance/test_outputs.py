@@ -51,6 +51,10 @@ def test_refnorm_returns_exactly_what_is_stored_and_compared(case):
             got &= set(spec.stats)  # <op>_stats may return more (PN's var); the record says what is stored
         elif function == case.op:
             stored = {k for k in case.expected if k in spec.outputs}
+        elif function == f"{case.op}_jvp":
+            stored = {k for k in case.expected if k in spec.tangent_outputs}
+        elif function == f"{case.op}_double_backward":
+            stored = {k for k in case.expected if k in spec.second_grad_names()}
         else:
             stored = {k for k in case.expected if k.startswith("new_running_")}
         assert got == stored == compared, (function, got, stored, compared)
@@ -88,6 +92,14 @@ def _backend_with_one_wrong(case, function, output, source=refnorm):
         elif function == case.op:
             res = wrong if len(spec.outputs) == 1 else tuple(
                 wrong if o == output else r for o, r in zip(spec.outputs, res))
+        elif function == f"{case.op}_jvp":  # (outputs, tangent outputs): "t" + output
+            outs, touts = res
+            touts = wrong if len(spec.outputs) == 1 else tuple(
+                wrong if "t" + o == output else t for o, t in zip(spec.outputs, touts))
+            res = (outs, touts)
+        elif function == f"{case.op}_double_backward":
+            res = dict(res)
+            res[output[2:]] = wrong  # "d2" + key
         else:
             raise AssertionError(function)
         return res
@@ -163,6 +175,11 @@ def add_layer_norm_backward(dy, dh, x, residual, normalized_shape, weight=None, 
     return out
 
 
+def add_layer_norm_jvp(tangents, x, residual, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Forward mode of the test op: the real fused op's (h is not rounded here: float64 inputs)."""
+    return refnorm.add_layer_norm_jvp(tangents, x, residual, normalized_shape, weight, bias, eps)
+
+
 def _reference(x, residual, normalized_shape, weight, bias, eps):
     return refnorm.registry()["layer_norm"].reference(x + residual, normalized_shape, weight, bias, eps)
 
@@ -180,7 +197,8 @@ def fused(monkeypatch):
     spec = dataclasses.replace(
         refnorm.registry()["layer_norm"], name="add_layer_norm", forward=add_layer_norm,
         backward=add_layer_norm_backward, reference=_reference, forward_with_stats=add_layer_norm_stats,
-        differentiable=("x", "residual", "weight", "bias"), layout=_layout, outputs=("y", "h"), weight_offset=None)
+        differentiable=("x", "residual", "weight", "bias"), layout=_layout, outputs=("y", "h"), weight_offset=None,
+        jvp=add_layer_norm_jvp, double_backward=None)
     reg = dict(refnorm.registry(), add_layer_norm=spec)
     monkeypatch.setattr(_registry, "_REGISTRY", MappingProxyType(reg))
     return spec

@@ -21,7 +21,12 @@ def test_jax_example_passes_the_corpus():
     report = check(load_backend(str(EXAMPLE)), ops=["layer_norm", "rms_norm"], dtypes=["float32", "bfloat16"])
     c = report.counts()
     assert report.ok, [f"{o.case_id}::{o.function}: {o.message}" for o in report.unexpected][:10]
-    assert c["not_implemented"] == 0 and c["xfailed"] == 0
+    # the example implements the forward, the backward and the statistics; forward mode and the
+    # second order (a jax.custom_vjp function has no forward mode) are reported as not implemented
+    unimplemented = [o for o in report.outcomes if o.status == "not_implemented"]
+    assert all(o.function.endswith(("_jvp", "_double_backward")) for o in unimplemented), [
+        (o.case_id, o.function) for o in unimplemented][:5]
+    assert c["xfailed"] == 0
     for op in ("layer_norm", "rms_norm"):
         for dt in ("float32", "bfloat16"):
             fns = {o.function for o in report.outcomes if o.op == op and o.dtype == dt and o.status == "passed"}

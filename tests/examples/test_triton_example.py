@@ -79,9 +79,11 @@ def test_layer_norm_corpus(backend, corpus):
     assert report.outcomes
     assert report.ok, _summary(report)
     counts = report.counts()
-    # the example offers no zero-centred weights (offset=): those cases, and only those, are not implemented
-    skipped = [o for o in report.outcomes if o.status == "not_implemented"]
-    assert all("takes no offset=" in o.message and "/offset" in o.case_id for o in skipped), [
+    # the example offers no zero-centred weights (offset=), forward mode or second order: those cases and
+    # functions, and only those, are not implemented
+    skipped = [o for o in report.outcomes if o.status == "not_implemented"
+               and not o.function.endswith(("_jvp", "_double_backward"))]
+    assert all("takes no offset=" in o.message and "offset" in o.case_id.split("/")[1] for o in skipped), [
         (o.case_id, o.function, o.message) for o in skipped if "takes no offset=" not in o.message][:5]
     for dtype in DTYPES:
         for fn in FUNCTIONS:

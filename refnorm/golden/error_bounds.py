@@ -49,6 +49,19 @@ for these single-precision functions, ``erfcf``; glibc and SLEEF are within
   ``e_q = sqrt(pi/2) exp(q^2/2) 3u + (L + 2) u |q|`` (erfinv is ill-conditioned
   near +-1: 64 ulp at the outermost of K = 200 points).
 
+Forward mode and second order (:class:`Dual`, :func:`seed_derivatives`): the
+same programs run on dual numbers, a primal Bound and a tangent Bound, the
+tangent of every operation being itself a rounded operation of the backend,
+bounded with the rules above: ``t(a +- b) = ta +- tb``, ``t(a b) = ta b + a tb``,
+``t(a/b) = (ta - (a/b) tb)/b``, ``t(sqrt a) = ta/(2 sqrt a)``, ``t(phi(u)) =
+phi'(u) tu`` and ``t(phi'(u)) = phi''(u) tu`` (:func:`activation2`), a saved
+statistic's tangent rounded to the case dtype with it.  With the tangents
+``t<argument>`` as the direction, the tangent of ``y`` bounds ``ty``; with the
+cotangent ``dy`` and the second-order cotangents ``dd<argument>`` as the
+direction, the tangent of ``y`` bounds ``d2dy`` and that of the gradient ``d<p>``
+bounds ``d2<p>``: for ``S = <dy, y>`` the double backward's result for ``p`` is
+the derivative of ``dS/dp`` along the direction (the Hessian of S is symmetric).
+
 A golden tolerance of a seed layer is then ``scale = e(u_acc + 2^-53) +
 u_out |expected|`` per element and ``rtol = c = 2`` (the standard model's
 safety factor): ``e`` is linear in u, so evaluating it at ``u_acc + 2^-53`` adds
@@ -75,7 +88,7 @@ import math
 import numpy as np
 
 from .. import _libm
-from .._registry import get, second_cotangent_name, second_grad_name, tangent_name
+from .._registry import get, grad_name, second_cotangent_name, second_grad_name, tangent_name
 from ..reference.proxy_norm import proxy_quantiles
 from ..reference.weight_standardization import resolve_options
 from .catalogue import const_stats, layout
@@ -103,6 +116,8 @@ class Bound:
 
     # -- arithmetic
     def __add__(self, o):
+        if isinstance(o, Dual):
+            return NotImplemented
         o = self.lift(o)
         v = self.v + o.v
         return Bound(v, self.e + o.e + self.u * np.abs(v), self.u)
@@ -110,6 +125,8 @@ class Bound:
     __radd__ = __add__
 
     def __sub__(self, o):
+        if isinstance(o, Dual):
+            return NotImplemented
         o = self.lift(o)
         v = self.v - o.v
         return Bound(v, self.e + o.e + self.u * np.abs(v), self.u)
@@ -121,6 +138,8 @@ class Bound:
         return Bound(-self.v, self.e, self.u)
 
     def __mul__(self, o):
+        if isinstance(o, Dual):
+            return NotImplemented
         o = self.lift(o)
         v = self.v * o.v
         return Bound(v, np.abs(o.v) * self.e + np.abs(self.v) * o.e + self.u * np.abs(v), self.u)
@@ -128,6 +147,8 @@ class Bound:
     __rmul__ = __mul__
 
     def __truediv__(self, o):
+        if isinstance(o, Dual):
+            return NotImplemented
         o = self.lift(o)
         v = self.v / o.v
         return Bound(v, (self.e + np.abs(v) * o.e) / np.abs(o.v) + self.u * np.abs(v), self.u)
@@ -142,6 +163,8 @@ class Bound:
         return Bound(v, np.minimum(lin, np.sqrt(self.e)) + self.u * v, self.u)
 
     def maximum(self, o):
+        if isinstance(o, Dual):
+            return o.lift(self).maximum(o)
         o = self.lift(o)
         return Bound(np.maximum(self.v, o.v), np.maximum(self.e, o.e), self.u)
 
@@ -171,12 +194,21 @@ class Bound:
         return self.v.shape
 
 
-def where(cond, a: Bound, b: Bound) -> Bound:
+def where(cond, a, b):
+    """``a`` where ``cond``, else ``b`` (a fixed selection: on duals it selects the tangents too)."""
+    if isinstance(a, Dual) or isinstance(b, Dual):
+        a, b = (a if isinstance(a, Dual) else b.lift(a)), (b if isinstance(b, Dual) else a.lift(b))
+        if a.t is None and b.t is None:
+            return Dual(where(cond, a.p, b.p), None)
+        return Dual(where(cond, a.p, b.p), where(cond, a.tangent(), b.tangent()))
     return Bound(np.where(cond, a.v, b.v), np.where(cond, a.e, b.e), a.u)
 
 
-def saved(s: Bound, u_out: float) -> Bound:
-    """A saved statistic that a backend may round to the case dtype before use."""
+def saved(s, u_out: float):
+    """A saved statistic that a backend may round to the case dtype before use
+    (on a dual, its tangent too: the tangent of a statistic is rounded with it)."""
+    if isinstance(s, Dual):
+        return Dual(saved(s.p, u_out), None if s.t is None else saved(s.t, u_out))
     return Bound(s.v, s.e + u_out * np.abs(s.v), s.u)
 
 
@@ -187,6 +219,150 @@ def const(c: float, u: float) -> Bound:
     m, _ = math.frexp(c)
     exact = c == 0.0 or (m * 2 ** 24).is_integer()
     return Bound(c, 0.0 if exact else u * abs(c), u)
+
+
+# ----------------------------------------------------------------------------- forward mode
+
+
+def _tsum(a: Bound | None, b: Bound | None) -> Bound | None:
+    """The sum of two tangents, None standing for an exact zero (no rounding)."""
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+class Dual:
+    """Forward-mode running error analysis: a primal :class:`Bound` ``p`` and
+    the :class:`Bound` ``t`` of its tangent along a direction (None: exactly
+    zero, the value depends on no input that has one).
+
+    Each rule is written with Bound arithmetic, because a backend evaluates
+    the tangent with rounded operations too: ``t(a b) = ta b + a tb``,
+    ``t(a/b) = (ta - (a/b) tb)/b``, ``t(sqrt a) = ta/(2 sqrt a)``, a sum or mean
+    of tangents is a rounded sum (``f(K)``), ``t(max(a, c))`` the tangent of the
+    larger one (and their difference where rounding can swap them); a constant,
+    a Bound or an array is a dual with tangent None.  The primal is computed
+    exactly as without tangents (a program run on duals bounds the same
+    primal values)."""
+
+    __array_ufunc__ = None  # numpy arrays and scalars on the left defer to Dual
+    __array_priority__ = 1001
+
+    def __init__(self, p: Bound, t: Bound | None):
+        if t is not None and t.v.shape != p.v.shape:  # a tangent from a broadcast factor only
+            t = Bound(np.broadcast_to(t.v, p.v.shape), np.broadcast_to(t.e, p.v.shape), t.u)
+        self.p, self.t = p, t
+
+    @property
+    def u(self) -> float:
+        return self.p.u
+
+    @property
+    def shape(self):
+        return self.p.shape
+
+    def lift(self, o) -> "Dual":
+        if isinstance(o, Dual):
+            return o
+        return Dual(o if isinstance(o, Bound) else Bound(o, 0.0, self.u), None)
+
+    def tangent(self) -> Bound:
+        """The tangent as a Bound (an exact zero for None)."""
+        return Bound(np.zeros(self.p.v.shape), 0.0, self.u) if self.t is None else self.t
+
+    # -- arithmetic
+    def __add__(self, o):
+        o = self.lift(o)
+        return Dual(self.p + o.p, _tsum(self.t, o.t))
+
+    __radd__ = __add__
+
+    def __sub__(self, o):
+        o = self.lift(o)
+        return Dual(self.p - o.p, _tsum(self.t, None if o.t is None else -o.t))
+
+    def __rsub__(self, o):
+        return self.lift(o) - self
+
+    def __neg__(self):
+        return Dual(-self.p, None if self.t is None else -self.t)
+
+    def __mul__(self, o):
+        o = self.lift(o)
+        return Dual(self.p * o.p, _tsum(None if self.t is None else self.t * o.p,
+                                        None if o.t is None else self.p * o.t))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, o):
+        o = self.lift(o)
+        q = self.p / o.p
+        if o.t is None:
+            return Dual(q, None if self.t is None else self.t / o.p)
+        num = -(q * o.t) if self.t is None else self.t - q * o.t
+        return Dual(q, num / o.p)
+
+    def __rtruediv__(self, o):
+        return self.lift(o) / self
+
+    def sqrt(self):
+        r = self.p.sqrt()
+        return Dual(r, None if self.t is None else self.t / (r * 2.0))
+
+    def maximum(self, o):
+        o = self.lift(o)
+        m = self.p.maximum(o.p)
+        if self.t is None and o.t is None:
+            return Dual(m, None)
+        ta, tc = self.tangent(), o.tangent()
+        first = self.p.v >= o.p.v
+        swap = np.abs(self.p.v - o.p.v) <= self.p.e + o.p.e  # rounding may pick the other one
+        e = np.where(first, ta.e, tc.e) + np.where(swap, np.abs(ta.v - tc.v), 0.0)
+        return Dual(m, Bound(np.where(first, ta.v, tc.v), e, self.u))
+
+    # -- reductions
+    def sum(self, axis, keepdims=False):
+        return Dual(self.p.sum(axis, keepdims), None if self.t is None else self.t.sum(axis, keepdims))
+
+    def mean(self, axis, keepdims=False):
+        return Dual(self.p.mean(axis, keepdims), None if self.t is None else self.t.mean(axis, keepdims))
+
+    # -- shape
+    def reshape(self, *shape):
+        return Dual(self.p.reshape(*shape), None if self.t is None else self.t.reshape(*shape))
+
+    def __getitem__(self, idx):
+        return Dual(self.p[idx], None if self.t is None else self.t[idx])
+
+
+def primal(b):
+    """The primal Bound of a dual (a Bound as it is): for a program that reads ``.v``/``.e``."""
+    return b.p if isinstance(b, Dual) else b
+
+
+def piecewise(f, b):
+    """A map of Bounds that selects or zeroes elements by a fixed condition,
+    applied to a Bound, or to a dual's primal and tangent alike (it is linear)."""
+    if isinstance(b, Dual):
+        return Dual(f(b.p), None if b.t is None else f(b.t))
+    return f(b)
+
+
+def _var(a, t, u: float):
+    """An input: a Bound, or a dual when it has a tangent ``t`` (stored exactly)."""
+    b = Bound(a, 0.0, u)
+    return b if t is None else Dual(b, Bound(np.asarray(t, dtype=np.float64).reshape(b.shape), 0.0, u))
+
+
+def _arg(inputs, name, u: float, tangents):
+    """A parameter: the float64 array, or a dual when it has a tangent."""
+    a = _x(inputs, name)
+    return a if not tangents or name not in tangents else _var(a, tangents[name], u)
+
+
+def _b(a, u: float):
+    """An array as a Bound (a Bound or a dual as it is)."""
+    return a if isinstance(a, (Bound, Dual)) else Bound(a, 0.0, u)
 
 
 # ----------------------------------------------------------------------------- activations
@@ -202,8 +378,14 @@ def _normal_cdf(v):
     return 0.5 * erfc(-v / math.sqrt(2.0)) if v.size else np.zeros_like(v)
 
 
-def activation(name: str, x: Bound) -> tuple[Bound, Bound]:
-    """``(phi(x), phi'(x))`` as Bounds, for PN's activations (module docstring)."""
+def activation(name: str, x):
+    """``(phi(x), phi'(x))`` as Bounds, for PN's activations (module docstring);
+    for a dual ``x``, duals with tangents ``phi'(x) tx`` and ``phi''(x) tx``."""
+    if isinstance(x, Dual):
+        phi, dphi = activation(name, x.p)
+        if x.t is None:
+            return Dual(phi, None), Dual(dphi, None)
+        return Dual(phi, dphi * x.t), Dual(dphi, activation2(name, x.p) * x.t)
     u, L = x.u, LIB_ULPS
     v = x.v
     with np.errstate(all="ignore"):
@@ -235,6 +417,37 @@ def activation(name: str, x: Bound) -> tuple[Bound, Bound]:
     raise ValueError(f"no error model for activation {name!r}")
 
 
+def activation2(name: str, x: Bound) -> Bound:
+    """``phi''(x)`` as a Bound, for the tangent of ``phi'`` (forward mode and
+    second order): ReLU 0 (as refnorm and autograd take it); SiLU
+    ``sigma (1 - sigma)(2 + x (1 - 2 sigma))``, GELU ``pdf (2 - x^2)``, each with
+    the propagated ``|phi^(3)| e_x``, the error of sigma (the partial derivative
+    in sigma is at most ``2 + 1.5|x|``) or of pdf (``exp`` within L ulp, its
+    argument ``x^2/2`` relative ``u``), and the roundings of the products."""
+    u, L = x.u, LIB_ULPS
+    v = x.v
+    with np.errstate(all="ignore"):
+        if name == "relu":
+            return Bound(np.zeros_like(v), 0.0, u)
+        if name in ("silu", "swish"):
+            sg = _sigmoid(v)
+            e_sg = (L + 2) * u * sg + (L / 2 + 1) * u
+            s1 = sg * (1.0 - sg)
+            d2 = s1 * (2.0 + v * (1.0 - 2.0 * sg))
+            d3 = s1 * ((1.0 - 2.0 * sg) * (3.0 + v * (1.0 - 2.0 * sg)) - 2.0 * v * s1)
+            e = (np.abs(d3) * x.e + (2.0 + 1.5 * np.abs(v)) * e_sg
+                 + 6 * u * s1 * (2.0 + np.abs(v) * np.abs(1.0 - 2.0 * sg)))
+            return Bound(d2, e, u)
+        if name == "gelu":
+            pdf = _libm.exp(-0.5 * v * v) / _SQRT2PI
+            w = 2.0 - v * v
+            d2 = pdf * w
+            d3 = v * pdf * (v * v - 4.0)
+            e = np.abs(d3) * x.e + pdf * ((L + 4 + 0.5 * v * v) * np.abs(w) + 2.0 + 2.0 * v * v) * u
+            return Bound(d2, e, u)
+    raise ValueError(f"no error model for activation {name!r}")
+
+
 def quantiles(K: int, u: float) -> Bound:
     """PN's proxy points ``q_k = sqrt(2) erfinv(2(k - 1/2)/K - 1)`` with the error of
     computing them in working precision (module docstring)."""
@@ -250,13 +463,15 @@ def _x(inputs, name="x"):
     return np.asarray(inputs[name], dtype=np.float64)
 
 
-def proxy_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
-    """PN-Act (docs/ops/proxy_norm.md#pn-backward), as :mod:`refnorm.ops.proxy_norm` computes it."""
+def proxy_norm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """PN-Act (docs/ops/proxy_norm.md#pn-backward), as :mod:`refnorm.ops.proxy_norm` computes it
+    (on duals for the arguments in ``tangents``)."""
     a = spec.attrs
+    tangents = tangents or {}
     x0 = _x(inputs)
     N, C = x0.shape[0], x0.shape[1]
-    x = Bound(x0.reshape(N, C, -1), 0.0, u)
-    w, b, ps, pss = (_x(inputs, k) for k in ("weight", "bias", "proxy_shift", "proxy_scale"))
+    x = _var(x0, tangents.get("x"), u).reshape(N, C, -1)
+    w, b, ps, pss = (_arg(inputs, k, u, tangents) for k in ("weight", "bias", "proxy_shift", "proxy_scale"))
     K = int(a["num_points"])
     eps = const(a["eps"], u)
 
@@ -266,7 +481,7 @@ def proxy_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
     uu = x * col(w) + col(b)  # (1)
     z, d = activation(a["activation"], uu)  # (2)
     q = quantiles(K, u).reshape(1, K)  # (3)
-    Y = (Bound(pss.reshape(C, 1), 0.0, u) + 1.0) * q + ps.reshape(C, 1)  # (4) (C, K)
+    Y = (_b(pss, u).reshape(C, 1) + 1.0) * q + ps.reshape(C, 1)  # (4) (C, K)
     uk = Y * w.reshape(C, 1) + b.reshape(C, 1)
     P, dk = activation(a["activation"], uk)  # (5)
     m_acc = P.mean(1)  # (6) (C,)
@@ -303,12 +518,14 @@ def proxy_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
     return out
 
 
-def gn_plus(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
-    """GN+ (docs/ops/gn_plus.md#gnplus-backward), as :mod:`refnorm.ops.gn_plus` computes it."""
+def gn_plus(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """GN+ (docs/ops/gn_plus.md#gnplus-backward), as :mod:`refnorm.ops.gn_plus` computes it
+    (on duals for the arguments in ``tangents``)."""
     a = spec.attrs
+    tangents = tangents or {}
     x0 = _x(inputs)
     N, C = x0.shape[0], x0.shape[1]
-    x = Bound(x0.reshape(N, C, -1), 0.0, u)
+    x = _var(x0, tangents.get("x"), u).reshape(N, C, -1)
     S = x.shape[2]
     G = int(a["num_groups"])
     eps = const(a["eps"], u)
@@ -351,8 +568,10 @@ def gn_plus(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
     mix = float(np.reshape(_x(inputs, "mix"), ()))
     lam_v = 1.0 / (1.0 + math.exp(-mix))
     lam = Bound(lam_v, (LIB_ULPS + 2) * u * lam_v, u)  # 1/(1 + exp(-mix))
+    if "mix" in tangents:  # t(lam) = lam (1 - lam) tmix
+        lam = Dual(lam, (lam * (1.0 - lam)) * Bound(float(np.reshape(tangents["mix"], ())), 0.0, u))
     oml = 1.0 - lam
-    w, b = _x(inputs, "weight").reshape(1, C, 1), _x(inputs, "bias").reshape(1, C, 1)
+    w, b = (_arg(inputs, k, u, tangents).reshape(1, C, 1) for k in ("weight", "bias"))
     zz = lam * A + oml * Bb  # (4)
     y = zz * w + b  # (5)
     out = {"y": y.reshape(x0.shape)}
@@ -374,12 +593,14 @@ def gn_plus(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
     return out
 
 
-def weight_standardization(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
-    """Weight standardization (docs/ops/weight_standardization.md#ws-styles), as :mod:`refnorm.ops.weight_standardization`."""
+def weight_standardization(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """Weight standardization (docs/ops/weight_standardization.md#ws-styles), as :mod:`refnorm.ops.weight_standardization`
+    (on duals for the arguments in ``tangents``)."""
     a = spec.attrs
+    tangents = tangents or {}
     W0 = _x(inputs, "weight")
     C = W0.shape[0]
-    W = Bound(W0.reshape(C, -1), 0.0, u)
+    W = _var(W0, tangents.get("weight"), u).reshape(C, -1)
     n = W.shape[1]
     est, mode, eps_v, fan = resolve_options(a["style"], a.get("estimator"), a.get("eps_mode"), a["eps"],
                                             a.get("fan_in_scaling"))
@@ -401,7 +622,7 @@ def weight_standardization(spec, inputs, u: float, u_out: float) -> dict[str, Bo
         r = 1.0 / ((std + eps) * Bound(sc, 0.0, u).sqrt())
     r = saved(r, u_out)
     gain = inputs.get("gain")
-    g = None if gain is None else _x(inputs, "gain").reshape(C, 1)
+    g = None if gain is None else _arg(inputs, "gain", u, tangents).reshape(C, 1)
     y = wc * r  # (8)
     if g is not None:
         y = y * g  # (9)
@@ -417,10 +638,15 @@ def weight_standardization(spec, inputs, u: float, u_out: float) -> dict[str, Bo
         else:
             kv = ((r * r) * r) * (-0.5 * sc)
             if mode == "floor":
-                active = sv.v < eps.v
-                ambiguous = np.abs(sv.v - eps.v) <= sv.e + eps.e
-                zero = Bound(np.zeros_like(kv.v), np.where(ambiguous, np.abs(kv.v) + kv.e, 0.0), u)
-                kv = where(active, zero, Bound(kv.v, np.where(ambiguous, np.abs(kv.v) + kv.e, kv.e), u))
+                svp, epsp = primal(sv), primal(eps)
+                active = svp.v < epsp.v
+                ambiguous = np.abs(svp.v - epsp.v) <= svp.e + epsp.e
+
+                def floor(kv):
+                    zero = Bound(np.zeros_like(kv.v), np.where(ambiguous, np.abs(kv.v) + kv.e, 0.0), u)
+                    return where(active, zero, Bound(kv.v, np.where(ambiguous, np.abs(kv.v) + kv.e, kv.e), u))
+
+                kv = piecewise(floor, kv)
         c3 = (kv * 2.0) * c2 / float(nd)
         out["dweight"] = (r * (gd - c1) + c3 * wc).reshape(W0.shape)
         if g is not None:
@@ -428,11 +654,13 @@ def weight_standardization(spec, inputs, u: float, u_out: float) -> dict[str, Bo
     return out
 
 
-def batch_layer_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
-    """Batch Layer Normalization (docs/ops/batch_layer_norm.md#bln-backward), as :mod:`refnorm.ops.batch_layer_norm`."""
+def batch_layer_norm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """Batch Layer Normalization (docs/ops/batch_layer_norm.md#bln-backward), as :mod:`refnorm.ops.batch_layer_norm`
+    (on duals for the arguments in ``tangents``)."""
     a = spec.attrs
+    tangents = tangents or {}
     x0 = _x(inputs)
-    x = Bound(x0, 0.0, u)
+    x = _var(x0, tangents.get("x"), u)
     nd = x0.ndim
     fa = a.get("feature_axis", -1) % nd
     d = x0.shape[fa]
@@ -466,11 +694,11 @@ def batch_layer_norm(spec, inputs, u: float, u_out: float) -> dict[str, Bound]:
     sqrt_d = Bound(float(d), 0.0, u).sqrt() if a.get("sqrt_d_scale", True) else Bound(1.0, 0.0, u)
     z = w_F * xh_F + w_B * xh_B  # (10)
     weight, bias = inputs.get("weight"), inputs.get("bias")
-    gam = None if weight is None else _x(inputs, "weight").reshape(pshape)
+    gam = None if weight is None else _arg(inputs, "weight", u, tangents).reshape(pshape)
     num = z if gam is None else z * gam  # (11)
     y = num / sqrt_d  # (12)
     if bias is not None:
-        y = y + _x(inputs, "bias").reshape(pshape)  # (13)
+        y = y + _arg(inputs, "bias", u, tangents).reshape(pshape)  # (13)
     out = {"y": y, "batch_mean": Bs["m_use"], "batch_rstd": Bs["r_use"], "feature_mean": F["m_use"],
            "feature_rstd": F["r_use"]}
     if "dy" in inputs:
@@ -673,4 +901,67 @@ def bounds(spec, inputs: dict, u: float, u_out: float) -> dict[str, Bound]:
         return PROGRAMS[spec.op](spec, inputs, u, u_out)
 
 
-__all__ = ["Bound", "LIB_ULPS", "PROGRAMS", "activation", "bounds", "derivatives", "quantiles"]
+def _tangent_bound(d, shape) -> Bound | None:
+    """The tangent of a program's output as a Bound of ``shape``; None where it is structurally 0."""
+    if not isinstance(d, Dual) or d.t is None:
+        return None
+    return Bound(np.broadcast_to(d.t.v, shape), np.broadcast_to(d.t.e, shape), d.u)
+
+
+def seed_derivatives(spec, inputs: dict, u: float, u_out: float) -> dict[str, Bound]:
+    """Forward mode (``t<output>``) and second order (``d2<key>``) of a
+    seed-layer case, by running its program (:data:`PROGRAMS`) on :class:`Dual`
+    numbers:
+
+    * with the tangents ``t<argument>`` as the directions: ``ty`` is the
+      tangent of ``y``;
+    * with ``dy`` and the second-order cotangents ``dd<argument>`` as the
+      directions: for ``S = <dy, y>`` the backward's ``d<p>`` is ``dS/dp``, and
+      the double backward's result for ``p``, ``d/dp <dd, dS/d.>``, is the
+      derivative of ``d<p>`` along ``dd`` (the Hessian of S is symmetric), so
+      ``d2<p>`` is the tangent of the program's ``d<p>``, and ``d2dy``, the
+      derivative of ``<dd, J^T dy>`` in ``dy``, is ``J dd``, the tangent of ``y``.
+
+    A ``d2<p>`` that is identically 0 (``d2bias`` of GN+ and BLN: the backward
+    does not read the bias) gets the round-off of a framework that
+    differentiates through it anyway, as :func:`derivatives` gives ``d2bias``:
+    ``u sum |dy d2dy|`` over the positions that share the parameter element."""
+    op = get(spec.op)
+    prog = PROGRAMS[spec.op]
+    given = [a for a in op.differentiable if a in inputs and inputs[a] is not None]
+    x_shape = np.shape(inputs[op.primary])
+    out = {}
+    with np.errstate(all="ignore"):
+        tangents = {a: inputs[tangent_name(a)] for a in given if tangent_name(a) in inputs}
+        if tangents:
+            fwd = {k: v for k, v in inputs.items() if k not in op.cotangents}  # no backward needed
+            res = prog(spec, fwd, u, u_out, tangents)
+            for o in op.outputs:
+                t = _tangent_bound(res[o], x_shape)
+                out[tangent_name(o)] = t if t is not None else Bound(np.zeros(x_shape), 0.0, u)
+        cot = {a: inputs[second_cotangent_name(a)] for a in given if second_cotangent_name(a) in inputs}
+        if cot and any(c in inputs for c in op.cotangents):
+            res = prog(spec, inputs, u, u_out, cot)
+            for o in op.outputs:
+                t = _tangent_bound(res[o], x_shape)
+                out[second_grad_name(grad_name(o))] = t if t is not None else Bound(np.zeros(x_shape), 0.0, u)
+            dy = _x(inputs, op.cotangents[0])
+            noise = np.abs(dy * out[second_grad_name(op.cotangents[0])].v) * u
+            lay = layout(spec)
+            for a in given:
+                shape = np.shape(inputs[a])
+                t = _tangent_bound(res[grad_name(a)], shape)
+                if t is None:  # identically 0: the round-off of terms that cancel
+                    if tuple(shape) == tuple(x_shape):
+                        tot = noise
+                    elif tuple(shape) == lay.param_shape:
+                        tot = lay.param_sum(noise)
+                    else:
+                        tot = np.full(shape, noise.sum())
+                    t = Bound(np.zeros(shape), tot, u)
+                out[second_grad_name(a)] = t
+    return out
+
+
+__all__ = ["Bound", "Dual", "LIB_ULPS", "PROGRAMS", "activation", "activation2", "bounds", "derivatives", "quantiles",
+           "seed_derivatives"]

@@ -11,7 +11,7 @@ import numpy as np
 
 import refnorm
 from refnorm.golden import recipes as R
-from refnorm.golden.catalogue import call, const_stats, has_running_update, layout, resolved_eps
+from refnorm.golden.catalogue import const_stats, has_jvp, has_running_update, has_second_order, layout, resolved_eps
 from refnorm.golden.dtypes import DTYPES
 
 
@@ -218,26 +218,27 @@ def _round_out(t, dtype):
     return R.round_to(t.detach().to(torch.float64).numpy(), dtype).astype(np.float64)
 
 
-def run_torch_seed(spec, inputs) -> dict:
-    """Straight PyTorch transcriptions of the seed layers, independent of
-    refnorm's kernels: the authors' formulas (PN: ``get_rand`` quantiles with
-    ``torch.erfinv`` and ``proxy_fw``; GN+: ``Tensor.std`` + eps; DeepMind WS:
-    ``W*scale - mean*scale``; BLN: ``tf.nn.moments``), computed in float64 for
-    float64 cases and in float32 otherwise, backward by torch autograd, every
-    output rounded once to the case dtype."""
+def seed_forward(spec, T, detach=False):
+    """``(y, statistics)`` of a seed layer from the tensors ``T`` (torch, one
+    dtype): straight PyTorch transcriptions, independent of refnorm's kernels
+    (the authors' formulas: PN ``get_rand`` quantiles with ``torch.erfinv`` and
+    ``proxy_fw``; GN+ ``Tensor.std`` + eps; DeepMind WS ``W*scale - mean*scale``;
+    BLN ``tf.nn.moments``), written as a function so that autograd,
+    torch.func.jvp and the double backward differentiate it; ``detach``: the
+    statistics as constants (a wrong derivative, for the catch)."""
     import math
 
     import torch
     import torch.nn.functional as F
 
-    dt = spec.dtype
-    f = torch.float64 if dt == "float64" else torch.float32
-    T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
+    from refnorm.reference.weight_standardization import resolve_options
+
     a = spec.attrs
-    grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain") if k in T]
-    for k in grads:
-        T[k].requires_grad_(True)
-    out = {}
+    f = T["x" if "x" in T else "weight"].dtype
+
+    def st(t):
+        return t.detach() if detach else t
+
     if spec.op == "proxy_norm":
         act = {"relu": torch.relu, "silu": F.silu, "swish": F.silu, "gelu": F.gelu}[a["activation"]]
         x, w, b, ps, psc = T["x"], T["weight"], T["bias"], T["proxy_shift"], T["proxy_scale"]
@@ -246,22 +247,21 @@ def run_torch_seed(spec, inputs) -> dict:
         K = a["num_points"]
         q = math.sqrt(2) * torch.erfinv(2 * (torch.arange(K, dtype=f) + 0.5) / K - 1)  # get_rand
         P = act(w[:, None] * (ps[:, None] + (1 + psc)[:, None] * q[None, :]) + b[:, None])
-        m = P.mean(1)
-        s = 1 / torch.sqrt(((P - m[:, None]) ** 2).mean(1) + a["eps"])
-        y = (act(w.reshape(sh) * x + b.reshape(sh)) - m.reshape(sh)) * s.reshape(sh)
-        out["mean"], out["rstd"] = m, s
-    elif spec.op == "gn_plus":
+        m = st(P.mean(1))
+        s = st(1 / torch.sqrt(((P - m[:, None]) ** 2).mean(1) + a["eps"]))
+        return (act(w.reshape(sh) * x + b.reshape(sh)) - m.reshape(sh)) * s.reshape(sh), {"mean": m, "rstd": s}
+    if spec.op == "gn_plus":
         x = T["x"]
         N, C = x.shape[:2]
         G, eps = a["num_groups"], a["eps"]
 
         def gn(t):
             tg = t.reshape(N, G, -1)
-            return ((tg - tg.mean(2, keepdim=True)) / (tg.std(2, keepdim=True) + eps)).reshape(t.shape)
+            return ((tg - st(tg.mean(2, keepdim=True))) / st(tg.std(2, keepdim=True) + eps)).reshape(t.shape)
 
         def bn0(t):
             ax = (0,) if a["batch_stats"] == "position" else (0,) + tuple(range(2, t.ndim))
-            return (t - t.mean(ax, keepdim=True)) / (t.std(ax, keepdim=True) + eps)
+            return (t - st(t.mean(ax, keepdim=True))) / st(t.std(ax, keepdim=True) + eps)
 
         if a["variant"] == "gn_first":
             A = gn(x)
@@ -273,18 +273,16 @@ def run_torch_seed(spec, inputs) -> dict:
             A, B = gn(x), bn0(x)
         lam = torch.sigmoid(T["mix"].reshape(()))
         sh = (1, C) + (1,) * (x.ndim - 2)
-        y = (lam * A + (1 - lam) * B) * T["weight"].reshape(sh) + T["bias"].reshape(sh)
-    elif spec.op == "weight_standardization":
-        from refnorm.reference.weight_standardization import resolve_options
-
+        return (lam * A + (1 - lam) * B) * T["weight"].reshape(sh) + T["bias"].reshape(sh), {}
+    if spec.op == "weight_standardization":
         W = T["weight"]
         C = W.shape[0]
         w2 = W.reshape(C, -1)
         n = w2.shape[1]
         est, mode, eps, fan = resolve_options(a["style"], a.get("estimator"), a.get("eps_mode"), a["eps"],
                                               a.get("fan_in_scaling"))
-        mean = w2.mean(1, keepdim=True)
-        var = w2.var(1, keepdim=True, unbiased=(est == "unbiased"))
+        mean = st(w2.mean(1, keepdim=True))
+        var = st(w2.var(1, keepdim=True, unbiased=(est == "unbiased")))
         s = float(n) if fan else 1.0
         if mode == "floor":  # DeepMind WSConv2D.standardize_weight
             scale = torch.rsqrt(torch.clamp(var * s, min=eps))
@@ -297,20 +295,19 @@ def run_torch_seed(spec, inputs) -> dict:
             y2 = (w2 - mean) * scale
         if "gain" in T:
             y2 = y2 * T["gain"][:, None]
-        y = y2.reshape(W.shape)
-        out["mean"], out["scale"] = mean[:, 0], scale[:, 0]
-    elif spec.op == "batch_layer_norm":
+        return y2.reshape(W.shape), {"mean": mean[:, 0], "scale": scale[:, 0]}
+    if spec.op == "batch_layer_norm":
         x = T["x"]
-        kw = call(spec, inputs)[1]
+        kw = spec.attrs  # BLN's keyword-only arguments, under their names
         fa = kw.get("feature_axis", -1) % x.ndim
         d = x.shape[fa]
         eps = a["eps"]
         flags = kw.get("flags", (True, True, False, False)) if not kw.get("training", True) else (False,) * 4
         bax = (0,) if kw.get("batch_stats", "position") == "position" else tuple(i for i in range(x.ndim) if i != fa)
-        mB = x.mean(bax, keepdim=True)
-        vB = ((x - mB) ** 2).mean(bax, keepdim=True)
-        mF = x.mean(fa, keepdim=True)
-        vF = ((x - mF) ** 2).mean(fa, keepdim=True)
+        mB = st(x.mean(bax, keepdim=True))
+        vB = st(((x - mB) ** 2).mean(bax, keepdim=True))
+        mF = st(x.mean(fa, keepdim=True))
+        vF = st(((x - mF) ** 2).mean(fa, keepdim=True))
         mv = {k[len("moving_"):]: T[k] for k in T if k.startswith("moving_")}
         mB = mv["batch_mean"] if flags[0] else mB
         vB = mv["batch_var"] if flags[1] else vB
@@ -326,15 +323,70 @@ def run_torch_seed(spec, inputs) -> dict:
         y = z / math.sqrt(d) if kw.get("sqrt_d_scale", True) else z
         if "bias" in T:
             y = y + T["bias"].reshape(pshape)
-        out.update(batch_mean=mB, batch_rstd=rB, feature_mean=mF, feature_rstd=rF)
-    else:
-        raise Unsupported(spec.op)
+        return y, {"batch_mean": mB, "batch_rstd": rB, "feature_mean": mF, "feature_rstd": rF}
+    raise Unsupported(spec.op)
+
+
+def run_torch_seed_derivatives(spec, inputs, drop=None, detach=False) -> dict:
+    """``ty`` (torch.func.jvp) and ``d2<key>`` (autograd's double backward of
+    ``<dy, y>``, contracted with the second-order cotangents) of the
+    transcription :func:`seed_forward`, computed in float64 for float64 cases and in
+    float32 otherwise, rounded once to the case dtype.  ``drop``: an argument
+    whose direction (tangent and second-order cotangent) is left out;
+    ``detach``: the statistics as constants (both wrong, for the catch)."""
+    import torch
+
+    dt = spec.dtype
+    f = torch.float64 if dt == "float64" else torch.float32
+    T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
+    op = refnorm.registry()[spec.op]
+    args = [a for a in op.differentiable if a in T]
+    primals = tuple(T[a] for a in args)
+
+    def fn(*vals):
+        return seed_forward(spec, {**T, **dict(zip(args, vals))}, detach)[0]
+
+    def direction(prefix, a):
+        return T[prefix + a] if prefix + a in T and a != drop else torch.zeros_like(T[a])
+
+    out = {}
+    if has_jvp(spec):
+        out["ty"] = torch.func.jvp(fn, primals, tuple(direction("t", a) for a in args))[1]
+    if has_second_order(spec):
+        prim = [p.clone().requires_grad_(True) for p in primals]
+        dy = T["dy"].clone().requires_grad_(True)
+        grads = torch.autograd.grad(fn(*prim), prim, dy, create_graph=True, allow_unused=True)
+        L = sum((direction("dd", a) * g).sum() for a, g in zip(args, grads) if g is not None)
+        d2 = torch.autograd.grad(L, [dy] + prim, allow_unused=True)
+        for key, v, like in zip(["dy"] + args, d2, [dy] + prim):
+            out["d2" + key] = torch.zeros_like(like) if v is None else v
+    return {k: R.round_to(v.detach().to(torch.float64).numpy(), dt).astype(np.float64) for k, v in out.items()}
+
+
+def run_torch_seed(spec, inputs) -> dict:
+    """The seed layers' transcriptions (:func:`seed_forward`), computed in
+    float64 for float64 cases and in float32 otherwise: ``y``, the statistics,
+    the backward by torch autograd and, for a case with tangents or
+    second-order cotangents, :func:`run_torch_seed_derivatives`; every output
+    rounded once to the case dtype."""
+    import torch
+
+    dt = spec.dtype
+    f = torch.float64 if dt == "float64" else torch.float32
+    T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
+    grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain") if k in T]
+    for k in grads:
+        T[k].requires_grad_(True)
+    y, out = seed_forward(spec, T)
     out["y"] = y
     if "dy" in T:
         y.backward(T["dy"])
         for k in grads:
             out["d" + k] = T[k].grad if T[k].grad is not None else torch.zeros_like(T[k])
-    return {k: _round_out(v, dt) for k, v in out.items()}
+    out = {k: _round_out(v, dt) for k, v in out.items()}
+    out.update(run_torch_seed_derivatives(spec, inputs))
+    return out
 
 
-__all__ = ["Unsupported", "run_torch", "run_torch_seed", "run_numpy32", "TORCH_NO_STATS"]
+__all__ = ["Unsupported", "run_torch", "run_torch_seed", "run_torch_seed_derivatives", "run_numpy32", "seed_forward",
+           "TORCH_NO_STATS"]

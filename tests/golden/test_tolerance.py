@@ -17,7 +17,6 @@ Margins are printed (``pytest -s``)."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from functools import lru_cache
 
@@ -26,18 +25,14 @@ import pytest
 
 from refnorm._registry import SEED_OPS, STANDARD_OPS, VARIANT_OPS, get
 from refnorm.golden import catalogue as C
-from refnorm.golden import recipes as R
 from refnorm.golden.build import build_case
 from refnorm.golden.comparison import compare
 from refnorm.golden.dtypes import DTYPE_NAMES, DTYPES, spacing
 from refnorm.golden.tolerance import derivative_outputs
-from refnorm.reference.weight_standardization import resolve_options
 
-from ._impls import TORCH_NO_STATS, Unsupported, run_numpy32, run_torch
-from ._impls import run_torch_seed as run_torch_seed_first_order
+from ._impls import TORCH_NO_STATS, Unsupported, run_numpy32, run_torch, run_torch_seed, run_torch_seed_derivatives
 
 torch = pytest.importorskip("torch")
-F = torch.nn.functional
 
 # (predicate on spec, strict, reason).  A strict entry must really FAIL (or be refused)
 # under torch for every case it selects; a non-strict one may fail.
@@ -356,153 +351,6 @@ def test_compare_semantics():
 
 
 # ----------------------------------------------------------------------------- (a'') the seed layers' derivatives
-
-
-def _seed_y(spec, T, detach=False):
-    """``y`` of a seed layer from the tensors ``T`` (torch, one dtype): the
-    transcriptions of tests/golden/_impls.py (run_torch_seed) as a function, so
-    that torch.func.jvp and autograd's double backward can differentiate it;
-    ``detach``: the statistics as constants (a wrong derivative, for the catch)."""
-
-
-    a = spec.attrs
-    f = T["x" if "x" in T else "weight"].dtype
-
-    def st(t):
-        return t.detach() if detach else t
-
-    if spec.op == "proxy_norm":
-        act = {"relu": torch.relu, "silu": F.silu, "swish": F.silu, "gelu": F.gelu}[a["activation"]]
-        x, w, b, ps, psc = T["x"], T["weight"], T["bias"], T["proxy_shift"], T["proxy_scale"]
-        C = x.shape[1]
-        sh = (1, C) + (1,) * (x.ndim - 2)
-        K = a["num_points"]
-        q = math.sqrt(2) * torch.erfinv(2 * (torch.arange(K, dtype=f) + 0.5) / K - 1)  # get_rand
-        P = act(w[:, None] * (ps[:, None] + (1 + psc)[:, None] * q[None, :]) + b[:, None])
-        m = st(P.mean(1))
-        s = st(1 / torch.sqrt(((P - m[:, None]) ** 2).mean(1) + a["eps"]))
-        return (act(w.reshape(sh) * x + b.reshape(sh)) - m.reshape(sh)) * s.reshape(sh)
-    if spec.op == "gn_plus":
-        x = T["x"]
-        N, C = x.shape[:2]
-        G, eps = a["num_groups"], a["eps"]
-
-        def gn(t):
-            tg = t.reshape(N, G, -1)
-            return ((tg - st(tg.mean(2, keepdim=True))) / st(tg.std(2, keepdim=True) + eps)).reshape(t.shape)
-
-        def bn0(t):
-            ax = (0,) if a["batch_stats"] == "position" else (0,) + tuple(range(2, t.ndim))
-            return (t - st(t.mean(ax, keepdim=True))) / st(t.std(ax, keepdim=True) + eps)
-
-        if a["variant"] == "gn_first":
-            A = gn(x)
-            B = bn0(A)
-        elif a["variant"] == "bn_first":
-            B = bn0(x)
-            A = gn(B)
-        else:
-            A, B = gn(x), bn0(x)
-        lam = torch.sigmoid(T["mix"].reshape(()))
-        sh = (1, C) + (1,) * (x.ndim - 2)
-        return (lam * A + (1 - lam) * B) * T["weight"].reshape(sh) + T["bias"].reshape(sh)
-    if spec.op == "weight_standardization":
-
-        W = T["weight"]
-        C = W.shape[0]
-        w2 = W.reshape(C, -1)
-        n = w2.shape[1]
-        est, mode, eps, fan = resolve_options(a["style"], a.get("estimator"), a.get("eps_mode"), a["eps"],
-                                              a.get("fan_in_scaling"))
-        mean = st(w2.mean(1, keepdim=True))
-        var = st(w2.var(1, keepdim=True, unbiased=(est == "unbiased")))
-        s = float(n) if fan else 1.0
-        if mode == "floor":  # DeepMind WSConv2D.standardize_weight
-            scale = torch.rsqrt(torch.clamp(var * s, min=eps))
-            y2 = w2 * scale - mean * scale
-        elif mode == "variance":
-            scale = 1 / torch.sqrt(s * (var + eps))
-            y2 = (w2 - mean) * scale
-        else:
-            scale = 1 / (math.sqrt(s) * (torch.sqrt(var) + eps))
-            y2 = (w2 - mean) * scale
-        if "gain" in T:
-            y2 = y2 * T["gain"][:, None]
-        return y2.reshape(W.shape)
-    if spec.op == "batch_layer_norm":
-        x = T["x"]
-        kw = spec.attrs  # BLN's keyword-only arguments, under their names
-        fa = kw.get("feature_axis", -1) % x.ndim
-        d = x.shape[fa]
-        eps = a["eps"]
-        flags = kw.get("flags", (True, True, False, False)) if not kw.get("training", True) else (False,) * 4
-        bax = (0,) if kw.get("batch_stats", "position") == "position" else tuple(i for i in range(x.ndim) if i != fa)
-        mB = st(x.mean(bax, keepdim=True))
-        vB = st(((x - mB) ** 2).mean(bax, keepdim=True))
-        mF = st(x.mean(fa, keepdim=True))
-        vF = st(((x - mF) ** 2).mean(fa, keepdim=True))
-        mv = {k[len("moving_"):]: T[k] for k in T if k.startswith("moving_")}
-        mB = mv["batch_mean"] if flags[0] else mB
-        vB = mv["batch_var"] if flags[1] else vB
-        mF = mv["feature_mean"] if flags[2] else mF
-        vF = mv["feature_var"] if flags[3] else vF
-        rB, rF = 1 / torch.sqrt(vB + eps), 1 / torch.sqrt(vF + eps)
-        Bc = x.shape[0] if a["batch_size"] is None else a["batch_size"]
-        off = kw.get("weight_offset", 1e-4)
-        z = (1.0 / Bc - off) * (x - mF) * rF + (1.0 - (1.0 / Bc + off)) * (x - mB) * rB
-        pshape = tuple(d if i == fa else 1 for i in range(x.ndim))
-        if "weight" in T:
-            z = z * T["weight"].reshape(pshape)
-        y = z / math.sqrt(d) if kw.get("sqrt_d_scale", True) else z
-        if "bias" in T:
-            y = y + T["bias"].reshape(pshape)
-        return y
-    raise Unsupported(spec.op)
-
-
-def run_torch_seed_derivatives(spec, inputs, drop=None, detach=False) -> dict:
-    """``ty`` (torch.func.jvp) and ``d2<key>`` (autograd's double backward of
-    ``<dy, y>``, contracted with the second-order cotangents) of the
-    transcription :func:`_seed_y`, computed in float64 for float64 cases and in
-    float32 otherwise, rounded once to the case dtype.  ``drop``: an argument
-    whose direction (tangent and second-order cotangent) is left out;
-    ``detach``: the statistics as constants (both wrong, for the catch)."""
-
-    dt = spec.dtype
-    f = torch.float64 if dt == "float64" else torch.float32
-    T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
-    op = get(spec.op)
-    args = [a for a in op.differentiable if a in T]
-    primals = tuple(T[a] for a in args)
-
-    def fn(*vals):
-        return _seed_y(spec, {**T, **dict(zip(args, vals))}, detach)
-
-    def direction(prefix, a):
-        return T[prefix + a] if prefix + a in T and a != drop else torch.zeros_like(T[a])
-
-    out = {}
-    if C.has_jvp(spec):
-        out["ty"] = torch.func.jvp(fn, primals, tuple(direction("t", a) for a in args))[1]
-    if C.has_second_order(spec):
-        prim = [p.clone().requires_grad_(True) for p in primals]
-        dy = T["dy"].clone().requires_grad_(True)
-        grads = torch.autograd.grad(fn(*prim), prim, dy, create_graph=True, allow_unused=True)
-        L = sum((direction("dd", a) * g).sum() for a, g in zip(args, grads) if g is not None)
-        d2 = torch.autograd.grad(L, [dy] + prim, allow_unused=True)
-        for key, v, like in zip(["dy"] + args, d2, [dy] + prim):
-            out["d2" + key] = torch.zeros_like(like) if v is None else v
-    return {k: R.round_to(v.detach().to(torch.float64).numpy(), dt).astype(np.float64) for k, v in out.items()}
-
-
-def run_torch_seed(spec, inputs) -> dict:
-    """The transcriptions' outputs: the forward, statistics and backward of
-    tests/golden/_impls.py, and, for a case with tangents or second-order
-    cotangents, :func:`run_torch_seed_derivatives` (so that (a') above checks
-    every output of the seed layers' derivative cases in every dtype)."""
-    out = run_torch_seed_first_order(spec, inputs)
-    out.update(run_torch_seed_derivatives(spec, inputs))
-    return out
 
 
 def seed_derivative_cases(dtype=None):

@@ -117,6 +117,14 @@ def dd_div_int(hi, lo, n):
 
 
 @jit
+def sub_dd_round(a, b_hi, b_lo):
+    """``a - (b_hi + b_lo)`` rounded once: ``a`` centred on a double-double
+    ``b`` (a mean), accurate to ~u^2 |b| even where ``a ~ b``."""
+    d, de = two_sum(a, -b_hi)
+    return d + (de - b_lo)
+
+
+@jit
 def rsqrt_dd(v_hi, v_lo):
     """``1 / sqrt(v)`` of a double-double ``v``, to about u^2 relative.
 

@@ -103,6 +103,12 @@ def jvp_sets(x, stats, w, tx, tw, tb, P, Q, T, mode, ty):
                     ty[a, b, s] = (w[k] * txhat + tw[k] * xhat) + tb[k]
 
 
+@jit
+def _element(xv, av, dyv, wk, gwk, mh, ml, rh, rl):
+    """One element's ``(xhat, a, g = w dy, c = gw dy)`` for :func:`double_backward_sets`."""
+    return _xhat(xv, mh, ml, rh, rl), av, wk * dyv, gwk * dyv
+
+
 @pjit
 def double_backward_sets(dy, x, stats, w, ca, gw, gb, P, Q, T, mode, d2dy, d2x, rpa):
     """The second-order gradients of the module docstring for every set:
@@ -132,10 +138,7 @@ def double_backward_sets(dy, x, stats, w, ca, gw, gb, P, Q, T, mode, d2dy, d2x, 
                     k = p * Q + q
                     for i in range(T):
                         s = q * T + i
-                        xhat = _xhat(x[a, b, s], mh, ml, rh, rl)
-                        av = ca[a, b, s]
-                        g = w[k] * dy[a, b, s]
-                        c = gw[k] * dy[a, b, s]
+                        xhat, av, g, c = _element(x[a, b, s], ca[a, b, s], dy[a, b, s], w[k], gw[k], mh, ml, rh, rl)
                         terms = (av, g, c, xhat * av, xhat * g, xhat * c, av * g)
                         for r in range(7):
                             sums[2 * r], e = two_sum(sums[2 * r], terms[r])
@@ -154,10 +157,7 @@ def double_backward_sets(dy, x, stats, w, ca, gw, gb, P, Q, T, mode, d2dy, d2x, 
                 k = p * Q + q
                 for i in range(T):
                     s = q * T + i
-                    xhat = _xhat(x[a, b, s], mh, ml, rh, rl)
-                    av = ca[a, b, s]
-                    g = w[k] * dy[a, b, s]
-                    c = gw[k] * dy[a, b, s]
+                    xhat, av, g, c = _element(x[a, b, s], ca[a, b, s], dy[a, b, s], w[k], gw[k], mh, ml, rh, rl)
                     if mode == MODE_CONST_STATS:
                         pa = rh * av
                         d2x[a, b, s] = rh * c

@@ -50,7 +50,7 @@ import numpy as np
 from .. import _validate as V
 from . import _kernels as K
 from . import _layout as L
-from ._dd import dd_div_int, two_sum
+from ._dd import dd_div_int, sub_dd_round, two_sum
 from ._jit import jit, pjit, prange
 from ._sets import MEAN, MEAN_LO, RSTD, RSTD_LO, _xhat
 
@@ -100,8 +100,7 @@ def _branch_dx(dy, x, weight, d, coef, use, cur, mean_const, var_const, accumula
             for a in range(A):
                 for s in range(S):
                     g = coef * (weight[(b * S + s) % d] * dy[a, b, s])
-                    e0, e1 = two_sum(x[a, b, s], -mh)
-                    xc_use = e0 + (e1 - ml)
+                    xc_use = sub_dd_round(x[a, b, s], mh, ml)
                     s1h, e = two_sum(s1h, g)
                     s1l += e
                     s2h, e = two_sum(s2h, g * xc_use)
@@ -116,8 +115,7 @@ def _branch_dx(dy, x, weight, d, coef, use, cur, mean_const, var_const, accumula
         for a in range(A):
             for s in range(S):
                 g = coef * (weight[(b * S + s) % d] * dy[a, b, s])
-                e0, e1 = two_sum(x[a, b, s], -ch)
-                xc_cur = e0 + (e1 - cl)
+                xc_cur = sub_dd_round(x[a, b, s], ch, cl)
                 # term 1: r*g; term 2: -r*c1 (mean path); term 3: -c3*xc_cur (variance path)
                 v = rh * (g - c1) - c3 * xc_cur
                 if accumulate:
@@ -511,10 +509,8 @@ def _branch_tangent(x, tx, use, cur, var_const, tmean, tr):
         vl = 0.0
         for a in range(A):
             for s in range(S):
-                e0, e1 = two_sum(x[a, b, s], -ch)
-                xc_cur = e0 + (e1 - cl)
-                f0, f1 = two_sum(tx[a, b, s], -mh)
-                vh, e = two_sum(vh, xc_cur * (f0 + (f1 - ml)))
+                xc_cur = sub_dd_round(x[a, b, s], ch, cl)
+                vh, e = two_sum(vh, xc_cur * sub_dd_round(tx[a, b, s], mh, ml))
                 vl += e
         qh, ql = dd_div_int(vh, vl, n)
         rh = use[RSTD, b]
@@ -524,8 +520,7 @@ def _branch_tangent(x, tx, use, cur, var_const, tmean, tr):
 @jit
 def _txhat(xv, txv, mh, ml, rh, tmu, tr):
     """The tangent of one ``xhat = (x - mean_use) r``: ``r (tx - tmu) + (x - mean_use) tr``."""
-    e0, e1 = two_sum(xv, -mh)
-    return rh * (txv - tmu) + (e0 + (e1 - ml)) * tr
+    return rh * (txv - tmu) + sub_dd_round(xv, mh, ml) * tr
 
 
 @pjit
@@ -586,8 +581,7 @@ def _branch_dx_tangent(dy, x, tx, weight, tweight, d, coef, use, cur, tmean, tr,
                     k = (b * S + s) % d
                     g = coef * (weight[k] * dy[a, b, s])
                     tg = coef * (tweight[k] * dy[a, b, s])
-                    e0, e1 = two_sum(x[a, b, s], -mh)
-                    xc_use = e0 + (e1 - ml)
+                    xc_use = sub_dd_round(x[a, b, s], mh, ml)
                     s1h, e = two_sum(s1h, g)
                     s1l += e
                     t1h, e = two_sum(t1h, tg)
@@ -614,8 +608,7 @@ def _branch_dx_tangent(dy, x, tx, weight, tweight, d, coef, use, cur, tmean, tr,
                 k = (b * S + s) % d
                 g = coef * (weight[k] * dy[a, b, s])
                 tg = coef * (tweight[k] * dy[a, b, s])
-                e0, e1 = two_sum(x[a, b, s], -ch)
-                xc_cur = e0 + (e1 - cl)
+                xc_cur = sub_dd_round(x[a, b, s], ch, cl)
                 # t of term 1 + term 2, r (g - c1); t of term 3, -c3 xc_cur
                 v = trb * (g - c1) + rh * (tg - tc1) - tc3 * xc_cur - c3 * (tx[a, b, s] - tm)
                 if accumulate:

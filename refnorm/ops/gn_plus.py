@@ -73,7 +73,7 @@ import numpy as np
 from .. import _validate as V
 from . import _kernels as K
 from . import _layout as L
-from ._dd import dd_div_int, two_sum
+from ._dd import dd_div_int, sub_dd_round, two_sum
 from ._jit import pjit, prange
 from ._sets import M2, M2_LO, MEAN, MEAN_LO
 
@@ -104,8 +104,7 @@ def _normalize(t, stats, den, out):
         d_ = den[b]
         for a in range(A):
             for s in range(S):
-                d, de = two_sum(t[a, b, s], -mh)
-                out[a, b, s] = (d + (de - ml)) / d_
+                out[a, b, s] = sub_dd_round(t[a, b, s], mh, ml) / d_
 
 
 @pjit
@@ -125,8 +124,7 @@ def _norm_backward(g, t, stats, std, den, accumulate, out):
         s2l = 0.0
         for a in range(A):
             for s in range(S):
-                d, de = two_sum(t[a, b, s], -mh)
-                tc = d + (de - ml)
+                tc = sub_dd_round(t[a, b, s], mh, ml)
                 s1h, e = two_sum(s1h, g[a, b, s])
                 s1l += e
                 s2h, e = two_sum(s2h, g[a, b, s] * tc)
@@ -140,8 +138,7 @@ def _norm_backward(g, t, stats, std, den, accumulate, out):
             c2 = (s2h + s2l) / (((n - 1) * s_) * (d_ * d_))
         for a in range(A):
             for s in range(S):
-                d, de = two_sum(t[a, b, s], -mh)
-                tc = d + (de - ml)
+                tc = sub_dd_round(t[a, b, s], mh, ml)
                 v = (g[a, b, s] - c1) / d_ - c2 * tc
                 if accumulate:
                     out[a, b, s] += v
@@ -433,18 +430,14 @@ def _normalize_tangent(t, tt, stats, std, den, out):
         ql = 0.0
         for a in range(A):
             for s in range(S):
-                d, de = two_sum(t[a, b, s], -mh)
-                f, fe = two_sum(tt[a, b, s], -mth)
-                qh, e = two_sum(qh, (d + (de - ml)) * (f + (fe - mtl)))
+                qh, e = two_sum(qh, sub_dd_round(t[a, b, s], mh, ml) * sub_dd_round(tt[a, b, s], mth, mtl))
                 ql += e
         ds = 0.0 if s_ == 0.0 else (qh + ql) / ((n - 1) * s_)  # d std
         for a in range(A):
             for s in range(S):
-                d, de = two_sum(t[a, b, s], -mh)
-                tc = d + (de - ml)
-                f, fe = two_sum(tt[a, b, s], -mth)
+                tc = sub_dd_round(t[a, b, s], mh, ml)
                 # term 1: the centred tangent over den; term 2: the std's change
-                out[a, b, s] = (f + (fe - mtl)) / d_ - tc * (ds / (d_ * d_))
+                out[a, b, s] = sub_dd_round(tt[a, b, s], mth, mtl) / d_ - tc * (ds / (d_ * d_))
 
 
 @pjit
@@ -482,10 +475,8 @@ def _norm_backward_tangent(g, t, tt, stats, std, den, accumulate, out):
         s3l = 0.0
         for a in range(A):
             for s in range(S):
-                d, de = two_sum(t[a, b, s], -mh)
-                tc = d + (de - ml)
-                f, fe = two_sum(tt[a, b, s], -mth)
-                ttc = f + (fe - mtl)
+                tc = sub_dd_round(t[a, b, s], mh, ml)
+                ttc = sub_dd_round(tt[a, b, s], mth, mtl)
                 qh, e = two_sum(qh, tc * ttc)
                 ql += e
                 s2h, e = two_sum(s2h, g[a, b, s] * tc)
@@ -503,10 +494,8 @@ def _norm_backward_tangent(g, t, tt, stats, std, den, accumulate, out):
             dc2 = (s3h + s3l) / k - c2 * (ds / s_ + 2.0 * ds / d_)
         for a in range(A):
             for s in range(S):
-                d, de = two_sum(t[a, b, s], -mh)
-                tc = d + (de - ml)
-                f, fe = two_sum(tt[a, b, s], -mth)
-                ttc = f + (fe - mtl)
+                tc = sub_dd_round(t[a, b, s], mh, ml)
+                ttc = sub_dd_round(tt[a, b, s], mth, mtl)
                 # d of term 1, (g - c1)/den; d of term 2, -c2 tc
                 v = -(g[a, b, s] - c1) * (ds / (d_ * d_)) - dc2 * tc - c2 * ttc
                 if accumulate:

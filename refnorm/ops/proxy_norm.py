@@ -50,7 +50,7 @@ from .. import _validate as V
 from ..reference.proxy_norm import proxy_quantiles as _quantiles
 from . import _kernels as K
 from . import _layout as L
-from ._dd import two_sum
+from ._dd import sub_dd_round, two_sum
 from ._jit import jit, pjit, prange
 from ._sets import MEAN, MEAN_LO, RSTD, RSTD_LO, _xhat
 
@@ -140,8 +140,7 @@ def _backward(dy, x, weight, bias, proxy_shift, proxy_scale, q, code, stats, dx,
                 g = dy[n, c, t]
                 z, d = _act(w * xv + b, code)
                 dx[n, c, t] = ((g * rh) * d) * w  # term x
-                zc, ze = two_sum(z, -mh)
-                zc = zc + (ze - ml)  # phi(u) - m
+                zc = sub_dd_round(z, mh, ml)  # phi(u) - m
                 sg_h, e = two_sum(sg_h, g)
                 sg_l += e
                 sgz_h, e = two_sum(sgz_h, g * zc)
@@ -170,8 +169,7 @@ def _backward(dy, x, weight, bias, proxy_shift, proxy_scale, q, code, stats, dx,
         for k in range(nk):
             Y = proxy_shift[c] + a * q[k]
             Pk, dk = _act(w * Y + b, code)
-            pc, pe = two_sum(Pk, -mh)
-            pc = pc + (pe - ml)  # P_k - m
+            pc = sub_dd_round(Pk, mh, ml)  # P_k - m
             t1_h, e = two_sum(t1_h, dk)
             t1_l += e
             t1y_h, e = two_sum(t1y_h, dk * Y)
@@ -393,8 +391,7 @@ def _proxy_tangent(weight, bias, proxy_shift, proxy_scale, tweight, tbias, tshif
             Y = proxy_shift[c] + a * q[k]  # (4)
             Pk, dk = _act(w * Y + b, code)  # (5)
             tu = tw * Y + w * (tshift[c] + tscale[c] * q[k]) + tbias[c]  # tu_k
-            pc, pe = two_sum(Pk, -mh)
-            pc = pc + (pe - ml)  # P_k - m
+            pc = sub_dd_round(Pk, mh, ml)  # P_k - m
             s1h, e = two_sum(s1h, dk * tu)
             s1l += e
             s2h, e = two_sum(s2h, (pc * dk) * tu)
@@ -423,8 +420,7 @@ def _jvp(x, tx, weight, bias, tweight, tbias, code, stats, tm, ts, ty):
             xv = x[n, c, t]
             z, d = _act(w * xv + b, code)
             tu = tw * xv + w * tx[n, c, t] + tb
-            zc, ze = two_sum(z, -mh)
-            zc = zc + (ze - ml)  # phi(u) - m
+            zc = sub_dd_round(z, mh, ml)  # phi(u) - m
             # term 1: the data path (phi' tu - tm) s; term 2: the scale's change
             ty[n, c, t] = (d * tu - tm[c]) * rh + zc * ts[c]
 
@@ -475,8 +471,7 @@ def _double_backward(dy, x, tx, weight, bias, proxy_shift, proxy_scale, tweight,
                 tu = tw * xv + w * tx[n, c, t] + tb
                 # t of dx = G s phi'(u) gamma: the scale, the slope and the weight
                 ddx[n, c, t] = g * ((tsc * d) * w + (rh * dd * tu) * w + (rh * d) * tw)
-                zc, ze = two_sum(z, -mh)
-                zc = zc + (ze - ml)
+                zc = sub_dd_round(z, mh, ml)
                 sA_h, e = two_sum(sA_h, g)
                 sA_l += e
                 sz_h, e = two_sum(sz_h, g * zc)
@@ -508,8 +503,7 @@ def _double_backward(dy, x, tx, weight, bias, proxy_shift, proxy_scale, tweight,
             ddk = _act2(uk, code)
             tY = tshift[c] + tscale[c] * q[k]
             tuk = tw * Y + w * tY + tb
-            pc, pe = two_sum(Pk, -mh)
-            pc = pc + (pe - ml)  # P_k - m
+            pc = sub_dd_round(Pk, mh, ml)  # P_k - m
             av = dk
             bv = ddk * tuk
             ev = pc * dk

@@ -44,7 +44,7 @@ from .. import _validate as V
 from ..reference.weight_standardization import STYLES, resolve_options
 from . import _kernels as K
 from . import _layout as L
-from ._dd import dd_div_int, dd_mul_round, renormalize, rsqrt_dd, two_prod, two_sum
+from ._dd import dd_div_int, dd_mul_round, renormalize, rsqrt_dd, sub_dd_round, two_prod, two_sum
 from ._jit import pjit, prange
 from ._sets import M2, M2_LO, MEAN, MEAN_LO, RSTD, RSTD_LO
 
@@ -113,8 +113,7 @@ def _backward(dy, x, stats, kv, gain, n_div, dx, dgain):
         s4h = 0.0
         s4l = 0.0
         for j in range(n):
-            d, de = two_sum(x[i, j], -mh)
-            wc = d + (de - ml)  # (3) W - mean
+            wc = sub_dd_round(x[i, j], mh, ml)  # (3) W - mean
             g = w * dy[i, j]
             s1h, e = two_sum(s1h, g)
             s1l += e
@@ -129,8 +128,7 @@ def _backward(dy, x, stats, kv, gain, n_div, dx, dgain):
         rh = stats[RSTD, i]  # r
         # pass 2: term 1 r*g, term 2 -r*c1 (mean path), term 3 c3*wc (variance path)
         for j in range(n):
-            d, de = two_sum(x[i, j], -mh)
-            wc = d + (de - ml)
+            wc = sub_dd_round(x[i, j], mh, ml)
             g = w * dy[i, j]
             dx[i, j] = rh * (g - c1) + c3 * wc
         dgain[i] = dd_mul_round(s4h, s4l, rh, stats[RSTD_LO, i])  # r * sum(dy * wc)
@@ -323,10 +321,8 @@ def _jvp(x, tx, stats, kv, gain, tgain, n_div, ty):
         sh = 0.0
         sl = 0.0
         for j in range(n):
-            d, de = two_sum(x[i, j], -mh)
-            wc = d + (de - ml)  # W - mean
-            a, ae = two_sum(tx[i, j], -mth)
-            twc = a + (ae - mtl)  # tW - mean(tW)
+            wc = sub_dd_round(x[i, j], mh, ml)  # W - mean
+            twc = sub_dd_round(tx[i, j], mth, mtl)  # tW - mean(tW)
             sh, e = two_sum(sh, wc * twc)
             sl += e
         tv = 2.0 * (sh + sl) / n_div
@@ -338,8 +334,7 @@ def _jvp(x, tx, stats, kv, gain, tgain, n_div, ty):
             d, de = two_sum(x[i, j], -mh)
             wc = d + (de - ml)
             xhat = dd_mul_round(d, de - ml, rh, rl)  # the forward's wc * r
-            a, ae = two_sum(tx[i, j], -mth)
-            twc = a + (ae - mtl)
+            twc = sub_dd_round(tx[i, j], mth, mtl)
             ty[i, j] = tw * xhat + w * (rh * twc + wc * tr)
 
 
@@ -387,10 +382,8 @@ def _double_backward(dy, x, tx, stats, kv, kv2, gain, tgain, n_div, ddx, ddgain)
         s6h = 0.0
         s6l = 0.0
         for j in range(n):
-            d, de = two_sum(x[i, j], -mh)
-            wc = d + (de - ml)
-            a, ae = two_sum(tx[i, j], -mth)
-            twc = a + (ae - mtl)
+            wc = sub_dd_round(x[i, j], mh, ml)
+            twc = sub_dd_round(tx[i, j], mth, mtl)
             g = w * dy[i, j]
             svh, e = two_sum(svh, wc * twc)
             svl += e
@@ -411,10 +404,8 @@ def _double_backward(dy, x, tx, stats, kv, kv2, gain, tgain, n_div, ddx, ddgain)
         tc3 = 2.0 * (tkv * c2 + kv[i] * tc2) / n_div
         # pass 3: t of r (gd - c1) + c3 wc
         for j in range(n):
-            d, de = two_sum(x[i, j], -mh)
-            wc = d + (de - ml)
-            a, ae = two_sum(tx[i, j], -mth)
-            twc = a + (ae - mtl)
+            wc = sub_dd_round(x[i, j], mh, ml)
+            twc = sub_dd_round(tx[i, j], mth, mtl)
             g = w * dy[i, j]
             ddx[i, j] = tr * (g - c1) + rh * (tw * dy[i, j] - tc1) + tc3 * wc + c3 * twc
         ddgain[i] = tr * (s4h + s4l) + rh * (s6h + s6l)

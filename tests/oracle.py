@@ -250,6 +250,13 @@ def _zero_or(v, shape):
     return np.full(shape, Fraction(0), dtype=object) if v is None else v
 
 
+def _directions_exact(directions, names, shape, param_axes):
+    """Tangents / cotangents as exact arrays: ``"x"`` shaped like x, a
+    parameter broadcast along ``param_axes`` (None where absent)."""
+    return {a: None if directions.get(a) is None else
+            (exact(directions[a]) if a == "x" else _bcast(directions[a], shape, param_axes)) for a in names}
+
+
 def _jvp(x, axes, w, eps, tx, tw, tb, mode="batch", **kw):
     """Forward mode of _forward: ``ty = rstd (w R(tx) + tw xc) + tb`` (mpf),
     and the magnitude of its terms (float, for error bounds)."""
@@ -324,8 +331,7 @@ def layer_norm_jvp(tangents, x, normalized_shape, weight=None, bias=None, eps=1e
     xe = exact(x)
     k = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
     axes = tuple(range(xe.ndim - k, xe.ndim))
-    t = {a: (None if tangents.get(a) is None else
-             (exact(tangents[a]) if a == "x" else _bcast(tangents[a], xe.shape, axes))) for a in ("x", "weight", "bias")}
+    t = _directions_exact(tangents, ("x", "weight", "bias"), xe.shape, axes)
     return _jvp(xe, axes, _bcast(weight, xe.shape, axes), eps, t["x"], t["weight"], t["bias"])
 
 
@@ -333,9 +339,7 @@ def layer_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None,
     xe, dye = exact(x), exact(dy)
     k = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
     axes = tuple(range(xe.ndim - k, xe.ndim))
-    c = {a: (None if cotangents.get(a) is None else
-             (exact(cotangents[a]) if a == "x" else _bcast(cotangents[a], xe.shape, axes)))
-         for a in ("x", "weight", "bias")}
+    c = _directions_exact(cotangents, ("x", "weight", "bias"), xe.shape, axes)
     return _double_backward(dye, xe, axes, _bcast(weight, xe.shape, axes), eps, c["x"], c["weight"], c["bias"],
                             affine_axes=tuple(range(xe.ndim - k)))
 
@@ -344,8 +348,7 @@ def batch_norm_jvp(tangents, x, running_mean, running_var, weight=None, bias=Non
                    eps=1e-5):
     xe = exact(x)
     axes = (0,) + tuple(range(2, xe.ndim))
-    t = {a: (None if tangents.get(a) is None else
-             (exact(tangents[a]) if a == "x" else _bcast(tangents[a], xe.shape, (1,)))) for a in ("x", "weight", "bias")}
+    t = _directions_exact(tangents, ("x", "weight", "bias"), xe.shape, (1,))
     running = None if training else _running_pair(running_mean, running_var, xe.shape[1], xe.ndim)
     return _jvp(xe, axes, _bcast(weight, xe.shape, (1,)), eps, t["x"], t["weight"], t["bias"],
                 mode="batch" if training else "const", running=running)
@@ -355,9 +358,7 @@ def batch_norm_double_backward(cotangents, dy, x, running_mean, running_var, wei
                                momentum=0.1, eps=1e-5):
     xe, dye = exact(x), exact(dy)
     axes = (0,) + tuple(range(2, xe.ndim))
-    c = {a: (None if cotangents.get(a) is None else
-             (exact(cotangents[a]) if a == "x" else _bcast(cotangents[a], xe.shape, (1,))))
-         for a in ("x", "weight", "bias")}
+    c = _directions_exact(cotangents, ("x", "weight", "bias"), xe.shape, (1,))
     running = None if training else _running_pair(running_mean, running_var, xe.shape[1], xe.ndim)
     return _double_backward(dye, xe, axes, _bcast(weight, xe.shape, (1,)), eps, c["x"], c["weight"], c["bias"],
                             affine_axes=axes, mode="batch" if training else "const", running=running)
@@ -369,8 +370,7 @@ def rms_norm_jvp(tangents, x, normalized_shape, weight=None, eps=None):
     xe = exact(xa)
     k = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
     axes = tuple(range(xe.ndim - k, xe.ndim))
-    t = {a: (None if tangents.get(a) is None else
-             (exact(tangents[a]) if a == "x" else _bcast(tangents[a], xe.shape, axes))) for a in ("x", "weight")}
+    t = _directions_exact(tangents, ("x", "weight"), xe.shape, axes)
     return _jvp(xe, axes, _bcast(weight, xe.shape, axes), eps, t["x"], t["weight"], None, mode="rms")
 
 
@@ -380,8 +380,7 @@ def rms_norm_double_backward(cotangents, dy, x, normalized_shape, weight=None, e
     xe, dye = exact(xa), exact(dy)
     k = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
     axes = tuple(range(xe.ndim - k, xe.ndim))
-    c = {a: (None if cotangents.get(a) is None else
-             (exact(cotangents[a]) if a == "x" else _bcast(cotangents[a], xe.shape, axes))) for a in ("x", "weight")}
+    c = _directions_exact(cotangents, ("x", "weight"), xe.shape, axes)
     return _double_backward(dye, xe, axes, _bcast(weight, xe.shape, axes), eps, c["x"], c["weight"], None,
                             affine_axes=tuple(range(xe.ndim - k)), mode="rms")
 

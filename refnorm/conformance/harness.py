@@ -57,6 +57,7 @@ from .. import _registry
 from .._registry import grad_name, second_grad_name, tangent_name
 from ..golden.calls import backward_cotangents, call_arguments, jvp_tangents, second_order_cotangents
 from ..golden.comparison import compare
+from ..golden.layouts import strided_view
 from ..golden.reader import load_cases
 
 STATUSES = ("passed", "failed", "xfailed", "xpassed", "not_implemented")
@@ -183,11 +184,20 @@ def match_xfail(rules, case_id: str, function: str) -> XfailRule | None:
 # ----------------------------------------------------------------------------- calling a backend
 
 
-def _forward_args(case) -> tuple[list, dict]:
+def call_inputs(case) -> dict[str, np.ndarray]:
+    """The tensors one call receives: a fresh copy of every input of the case,
+    in the memory layout the case states for it (:mod:`refnorm.golden.layouts`;
+    C order by default).  Every call gets its own copies, so a backend that
+    writes into its inputs cannot change what a later check of the case sees."""
+    layout = getattr(case, "layout", None) or {}
+    return {k: strided_view(v, layout.get(k)) for k, v in case.inputs.items()}
+
+
+def _forward_args(case, inputs=None) -> tuple[list, dict]:
     """Positional and keyword-only arguments of the op's forward for the case
     (:func:`refnorm.golden.calls.call_arguments`, the mapping refnorm's own
-    generator uses)."""
-    return call_arguments(case.op, case.inputs, case.attrs)
+    generator uses), from ``inputs`` (default: :func:`call_inputs`)."""
+    return call_arguments(case.op, call_inputs(case) if inputs is None else inputs, case.attrs)
 
 
 def _get(backend, name):
@@ -252,26 +262,30 @@ def _forward_outputs(spec, result) -> dict:
     return dict(zip(spec.outputs, result))
 
 
-def produce(backend, case, function: str) -> dict[str, np.ndarray]:
-    """Call ``function`` of ``backend`` on ``case``; return its outputs by golden name."""
+def produce(backend, case, function: str, inputs=None) -> dict[str, np.ndarray]:
+    """Call ``function`` of ``backend`` on ``case``; return its outputs by golden name.
+
+    ``inputs`` are the tensors passed (default: fresh ones, :func:`call_inputs`);
+    the caller may compare them with ``case.inputs`` afterwards."""
     op = case.op
     spec = _registry.get(op)
-    args, kwargs = _forward_args(case)
+    inputs = call_inputs(case) if inputs is None else inputs
+    args, kwargs = _forward_args(case, inputs)
     if function == op:
         return _forward_outputs(spec, _call(_get(backend, op), *args, **kwargs))
     if function == f"{op}_backward":
-        grads = _call(_get(backend, f"{op}_backward"), *backward_cotangents(op, case.inputs), *args, **kwargs)
+        grads = _call(_get(backend, f"{op}_backward"), *backward_cotangents(op, inputs), *args, **kwargs)
         if not isinstance(grads, dict):
             raise TypeError(f"{op}_backward must return a dict {{argument: gradient}}, got {type(grads).__name__}")
         return {grad_name(k): v for k, v in grads.items()}
     if function == f"{op}_jvp":
-        result = _call(_get(backend, f"{op}_jvp"), jvp_tangents(op, case.inputs), *args, **kwargs)
+        result = _call(_get(backend, f"{op}_jvp"), jvp_tangents(op, inputs), *args, **kwargs)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             raise TypeError(f"{op}_jvp must return (outputs, tangent outputs), got {type(result).__name__}")
         return {tangent_name(k): v for k, v in _forward_outputs(spec, result[1]).items()}
     if function == f"{op}_double_backward":
-        grads = _call(_get(backend, f"{op}_double_backward"), second_order_cotangents(op, case.inputs),
-                      *backward_cotangents(op, case.inputs), *args, **kwargs)
+        grads = _call(_get(backend, f"{op}_double_backward"), second_order_cotangents(op, inputs),
+                      *backward_cotangents(op, inputs), *args, **kwargs)
         if not isinstance(grads, dict):
             raise TypeError(f"{op}_double_backward must return a dict {{argument: gradient}}, got "
                             f"{type(grads).__name__}")
@@ -287,7 +301,7 @@ def produce(backend, case, function: str) -> dict[str, np.ndarray]:
             if "num_batches_tracked" in case.attrs:
                 kw["num_batches_tracked"] = case.attrs["num_batches_tracked"]
             try:
-                mean, var = _call(fn, case.inputs["x"], case.inputs["running_mean"], case.inputs["running_var"],
+                mean, var = _call(fn, inputs["x"], inputs["running_mean"], inputs["running_var"],
                                   _running_momentum(case, conv), **kw)
             except NotImplementedByBackend as exc:
                 skipped.append(str(exc))  # each convention is checked on its own
@@ -421,23 +435,27 @@ def _check_repeat(backend, case, function, first, repeat) -> str:
 
 def _check_batch_invariance(backend, case) -> str:
     """Sample i's outputs computed in the full batch, alone, and inside a
-    batch padded with copies of other samples must be bit-identical."""
+    batch padded with copies of other samples must be bit-identical.  Every
+    input batched like the primary one (a fused op's ``residual``) is sliced
+    and padded with it."""
     spec = _registry.get(case.op)
-    x = case.inputs[spec.primary]
+    inputs = call_inputs(case)
+    x = inputs[spec.primary]
     if not spec.per_sample or x.ndim < 2 or x.shape[0] < 2:
         return ""
-    args, kwargs = _forward_args(case)
+    batched = [k for k, v in inputs.items() if k in spec.parameters and v.shape == x.shape]
     fn = _get(backend, case.op)
 
-    def run(xs):
-        return {k: _as_f64(v) for k, v in _forward_outputs(spec, _call(fn, xs, *args[1:], **kwargs)).items()}
+    def run(pick):
+        args, kwargs = _forward_args(case, {**inputs, **{k: pick(inputs[k]) for k in batched}})
+        return {k: _as_f64(v) for k, v in _forward_outputs(spec, _call(fn, *args, **kwargs)).items()}
 
-    full = run(x)
+    full = run(lambda a: a)
     n = x.shape[0]
     for i in sorted({0, n - 1}):
-        padded_x = np.concatenate([x[i:i + 1]] + [x] * 3, axis=0)
-        for label, outs in (("alone", run(x[i:i + 1])),
-                            ("in a padded batch of " + str(padded_x.shape[0]), run(padded_x))):
+        for label, outs in (("alone", run(lambda a: a[i:i + 1])),
+                            (f"in a padded batch of {4 * n + 1}",
+                             run(lambda a: np.concatenate([a[i:i + 1]] + [a] * 4, axis=0)))):
             for name, got in outs.items():
                 got, want = got[:1], full[name][i:i + 1]
                 same = (got == want) | (np.isnan(got) & np.isnan(want))
@@ -449,25 +467,77 @@ def _check_batch_invariance(backend, case) -> str:
     return ""
 
 
+def _changed_inputs(case, inputs: dict) -> str:
+    """Why the tensors passed to a call no longer equal the case's inputs
+    (bitwise; NaN payloads included), or "" when none changed."""
+    for name, want in case.inputs.items():
+        got = inputs.get(name)
+        if got is None:
+            continue
+        a, b = np.ascontiguousarray(want), np.ascontiguousarray(got)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return f"input {name} changed from {a.dtype}{list(a.shape)} to {b.dtype}{list(b.shape)}"
+        ua, ub = a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}")
+        bad = np.flatnonzero(ua != ub)
+        if bad.size:
+            i = tuple(int(v) for v in np.unravel_index(int(bad[0]), a.shape))
+            return (f"input modified in place: {name} changed at {bad.size} of {a.size} elements (first at {i}: "
+                    f"{float(a[i])!r} before the call, {float(b[i])!r} after)")
+    return ""
+
+
+def _non_float_outputs(outputs: dict) -> list[Mismatch]:
+    """A :class:`Mismatch` for each output that is not a floating-point array."""
+    bad = []
+    for name, v in outputs.items():
+        dt = getattr(v, "dtype", None)
+        if dt is not None and hasattr(dt, "is_floating_point"):  # a torch tensor
+            ok = bool(dt.is_floating_point)
+        else:
+            try:
+                dt = np.asarray(v).dtype
+            except Exception:  # not array-like: _compare_outputs says so
+                continue
+            ok = dt.kind == "f" or dt.name == "bfloat16"
+        if not ok:
+            bad.append(Mismatch(name, note=f"dtype {dt} is not a floating-point dtype"))
+    return bad
+
+
 def check_function(backend, case, function: str, *, xfails=(), repeat: int = 1,
                    batch_invariance: bool = False) -> Outcome:
-    """Check one protocol function of ``backend`` on one golden case."""
+    """Check one protocol function of ``backend`` on one golden case.
+
+    Besides the values: the outputs must be floating-point arrays, and the
+    properties the case asks for in its ``checks`` (inputs unchanged, repeat
+    runs, batch invariance) are checked as if given here."""
     rule = match_xfail(xfails, case.id, function)
     oc = Outcome(case.id, case.op, case.dtype, case.tier, function, "passed", description=case.description)
+    checks = getattr(case, "checks", None) or {}
+    repeat = max(repeat, int(checks.get("repeat", 1)))
+    batch_invariance = batch_invariance or bool(checks.get("batch_invariance"))
     try:
         if case.expect.get("kind") == "error":
             oc.status, oc.message = _check_error(backend, case)
         else:
-            outputs = produce(backend, case, function)
+            inputs = call_inputs(case)
+            outputs = produce(backend, case, function, inputs)
             ok, worst, bad, per = _compare_outputs(case, outputs, function)
+            typed = _non_float_outputs({k: v for k, v in outputs.items() if k in case.expected})
+            if typed:
+                ok, bad = False, bad + typed
             oc.worst_ratio, oc.outputs, oc.mismatches = worst, per, bad
             oc.status = "passed" if ok else "failed"
             oc.message = "\n".join(m.line() for m in bad)
-            if ok and repeat > 1:
+            changed = _changed_inputs(case, inputs) if checks.get("inputs_unchanged") else ""
+            if changed:
+                oc.status = "failed"
+                oc.message = "\n".join(filter(None, [changed, oc.message]))
+            if oc.status == "passed" and repeat > 1:
                 msg = _check_repeat(backend, case, function, outputs, repeat)
                 if msg:
                     oc.status, oc.message = "failed", msg
-            if ok and batch_invariance and function == case.op:
+            if oc.status == "passed" and batch_invariance and function == case.op:
                 msg = _check_batch_invariance(backend, case)
                 if msg:
                     oc.status, oc.message = "failed", msg

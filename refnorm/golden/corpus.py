@@ -44,7 +44,7 @@ from typing import Callable
 import numpy as np
 
 from . import build, catalogue, tolerance
-from .casespec import CaseSpec
+from .casespec import OPTIONAL_FIELDS, CaseSpec
 from .locations import ENV_VAR, corpus_dir, default_root
 from .manifest import (
     CORPUS_FIELDS,
@@ -82,12 +82,15 @@ __all__ = [
     "load_case",
     "load_cases",
     "verify",
+    "write_cases",
 ]
 
 
 def _spec_fields(spec) -> dict:
-    """The JSON form of a case spec: every field of the dataclass."""
-    raw = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    """The JSON form of a case spec: every field of the dataclass (an optional
+    one, :data:`~refnorm.golden.casespec.OPTIONAL_FIELDS`, only when it is not empty)."""
+    raw = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+           if f.name not in OPTIONAL_FIELDS or getattr(spec, f.name)}
     clash = set(raw) & set(CORPUS_FIELDS)
     if clash:
         raise ValueError(f"case spec fields {sorted(clash)} clash with manifest fields")
@@ -265,6 +268,36 @@ def generate(out_dir=None, *, ops=None, dtypes=None, tiers=None, include_large: 
         raise
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def write_cases(out_dir, built_cases) -> list[str]:
+    """Add built cases (:func:`refnorm.golden.build.build_case`, or cases built
+    from a user's tensors or drawn by ``refnorm fuzz``) to the corpus at
+    ``out_dir``, creating it if needed; a case whose id is already there is
+    replaced, every other case is kept.  Each file and then the manifest are
+    written atomically (temporary file + rename).  Returns the case ids
+    written."""
+    out = Path(out_dir).absolute()
+    _check_out_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = {c["id"]: c for c in load_manifest(out)["cases"]} if (out / MANIFEST_NAME).is_file() else {}
+    ids = []
+    for built in built_cases:
+        spec = built.spec
+        rel = case_file(spec)
+        if rel != f"{spec.id}.safetensors":
+            raise ValueError(f"case id {spec.id!r} is not '<op>/<name>__<dtype>' ({spec.op!r}, {spec.name!r}, "
+                             f"{spec.dtype!r})")
+        arrays, tensors = _case_tensors(built)
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = save_file(arrays, path, _file_metadata(spec))
+        tols = _jsonable(dict(built.tolerances), f"case {spec.id}: tolerances")
+        entries[spec.id] = case_entry(_spec_fields(spec), file=rel, sha256=file_sha256(data), tensors=tensors,
+                                      tolerances=tols)
+        ids.append(spec.id)
+    write_manifest(out / MANIFEST_NAME, make_manifest(list(entries.values())))
+    return ids
 
 
 # ----------------------------------------------------------------------------- verify

@@ -20,7 +20,8 @@ import os
 from pathlib import Path, PurePosixPath
 
 from .._version import __version__
-from .casespec import KINDS, TIERS
+from .casespec import CHECKS, KINDS, TIERS
+from .layouts import check_layout
 from .dtypes import DTYPE_CODES, DTYPE_NAMES
 from .safetensors import NAME_RE, GoldenFormatError, _no_duplicates, _reject_constant, atomic_write_bytes
 
@@ -88,6 +89,8 @@ _CASE_FIELDS: dict[str, tuple] = {
     "tensors": (dict,),
     "tolerances": (dict,),
 }
+# optional fields of a case entry (present only when not empty)
+_OPTIONAL_CASE_FIELDS: dict[str, tuple] = {"layout": (dict,), "checks": (dict,)}
 _TOP_FIELDS: dict[str, tuple] = {
     "format": (str,),
     "format_version": (int,),
@@ -262,6 +265,30 @@ def _check_case(c, i: int, source) -> None:
         if tol["scale"] == "tensor" and roles.get(out + SCALE_SUFFIX) != "scale":
             raise ManifestError(source, f"{where}: tolerances[{out!r}] uses a scale tensor but the file has "
                                         f"no {out + SCALE_SUFFIX!r}")
+    _check_optional(c, roles, source, where)
+
+
+def _check_optional(c: dict, roles: dict, source, where: str) -> None:
+    """The optional fields: ``layout`` (input tensor -> a valid layout of its
+    rank) and ``checks`` (known properties with values of their type)."""
+    for key, types in _OPTIONAL_CASE_FIELDS.items():
+        if key in c:
+            _check_type(c[key], types, source, f"{where}: field {key!r}")
+    for name, lay in c.get("layout", {}).items():
+        if roles.get(name) != "input":
+            raise ManifestError(source, f"{where}: layout given for {name!r}, which is not an input tensor")
+        try:
+            check_layout(lay, len(c["tensors"][name]["shape"]), f"layout[{name!r}]")
+        except ValueError as e:
+            raise ManifestError(source, f"{where}: {e}") from None
+    for key, value in c.get("checks", {}).items():
+        if key not in CHECKS:
+            raise ManifestError(source, f"{where}: checks has unknown property {key!r}; known: "
+                                        f"{', '.join(CHECKS)}")
+        t = CHECKS[key]
+        if not isinstance(value, t) or (t is int and (isinstance(value, bool) or value < 2)):
+            want = "an integer >= 2" if t is int else "true or false"
+            raise ManifestError(source, f"{where}: checks.{key} = {json.dumps(value)}, expected {want}")
 
 
 def validate_manifest(manifest, source="manifest.json") -> None:

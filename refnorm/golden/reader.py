@@ -94,6 +94,8 @@ class GoldenCase:
     seed: int | None = None
     file: Path | None = None
     spec: dict = field(default_factory=dict, repr=False)
+    layout: dict = field(default_factory=dict)  # tensor -> memory layout (refnorm.golden.layouts)
+    checks: dict = field(default_factory=dict)  # properties checked beyond the values (casespec.CHECKS)
 
     @property
     def name(self) -> str:
@@ -147,7 +149,8 @@ def _read_case(root: Path, entry: dict) -> GoldenCase:
     return GoldenCase(id=entry["id"], op=entry["op"], tier=entry["tier"], dtype=entry["dtype"],
                       attrs=entry["attrs"], inputs=inputs, expected=expected, scales=scales,
                       tolerances=entry["tolerances"], expect=entry["expect"], description=entry["description"],
-                      shapes=entry["shapes"], recipe=entry["recipe"], seed=entry["seed"], file=path, spec=spec)
+                      shapes=entry["shapes"], recipe=entry["recipe"], seed=entry["seed"], file=path, spec=spec,
+                      layout=entry.get("layout", {}), checks=entry.get("checks", {}))
 
 
 def load_cases(ops=None, dtypes=None, tiers=None, root=None) -> list[GoldenCase]:

@@ -7,7 +7,11 @@ and the issue, and the
 functions it affects).  Each module exposes the full protocol (unaffected
 functions behave as numpy32), ``BACKEND_INFO``, ``AFFECTS`` and a
 ``DEMO_INPUT`` on which the bug shows.  ``racy_reduction`` is caught only by
-repeat runs and ``batch_variant`` only by a batch-invariance check.
+repeat runs and ``batch_variant`` only by a batch-invariance check.  The
+:data:`FUZZ_ONLY` mutants pass every committed case: their bugs need what a
+stored case cannot hold (huge reduction sets, more than 2**16 of them,
+strided views, a check that the inputs are unchanged), and only
+``refnorm fuzz`` catches them.
 
     >>> from refnorm.conformance.mutants import load_mutant
     >>> backend = load_mutant("one_pass_variance")       # or load_backend("mutant:one_pass_variance")
@@ -48,7 +52,17 @@ MUTANTS = {
     "residual_unrounded_output": "fused add returns h as the float32 sum, not rounded to residual_dtype (vllm PR #43242)",
     "unrounded_sum_normalized": "fused add normalizes the unrounded sum, stores h rounded (vllm#52104)",
     "dresidual_missing_dh": "fused add backward: dresidual lacks the cotangent dh of h (quack PR #53)",
+    "set_size_block_limit": "statistics read only the first 2**16 elements of each reduction set (E12, xformers#785)",
+    "grid_limit_sets": "reduction set r >= 65535 uses the statistics of set r % 65535 (E12, apex#411)",
+    "strides_ignored": "strides ignored: a non-contiguous array read as if C-contiguous (E20, pytorch#174345)",
+    "inplace_float64": "float64 x normalized in place, the caller's x overwritten by x-hat (nano-vllm#170)",
 }
+
+#: The mutants that pass every case of the committed corpus: each bug needs an
+#: input a stored case cannot hold -- a reduction set of more than 2**16
+#: elements, more than 2**16 sets, a strided view -- or a check that the inputs
+#: are unchanged after the call.  Only ``refnorm fuzz`` catches them.
+FUZZ_ONLY = frozenset({"set_size_block_limit", "grid_limit_sets", "strides_ignored", "inplace_float64"})
 
 
 def load_mutant(name: str):
@@ -58,4 +72,4 @@ def load_mutant(name: str):
     return importlib.import_module(f"{__name__}.{name}")
 
 
-__all__ = ["MUTANTS", "load_mutant"]
+__all__ = ["FUZZ_ONLY", "MUTANTS", "load_mutant"]

@@ -1,4 +1,4 @@
-"""The ``refnorm`` command line: ``refnorm list | generate | verify | check``.
+"""The ``refnorm`` command line: ``refnorm list | generate | verify | case | check``.
 
 Each subcommand is registered by an ``add_<name>_parser(subparsers)``
 function that sets ``func`` (``args -> exit code``) as its default; a new
@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import shlex
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from ._progress import Progress
+from ._registry import registry
 from ._version import __version__
 from .conformance.backends import BackendLoadError
 from .golden import catalogue
 from .golden.casespec import TIERS
-from .golden.corpus import generate, verify
+from .golden.corpus import generate, verify, write_cases
 from .golden.locations import LOCAL_CORPUS, default_out, default_root
+from .golden.manifest import MANIFEST_NAME
 from .golden.reader import iter_entries
 from .golden.safetensors import GoldenFormatError
 from .golden.selection import SelectionError, as_list, choices, selected
+from .golden.usercase import SUFFIXES, case_from_tensors, describe_tensors, load_tensors
 
 
 def _csv(values):
@@ -172,12 +177,108 @@ def run_verify(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- case
+
+#: Where ``refnorm case`` writes when no ``--out`` is given (relative to the working directory).
+CASE_OUT = "refnorm-cases"
+
+
+def add_case_parser(subparsers):
+    p = subparsers.add_parser(
+        "case", help="turn your own tensors into a golden case",
+        description="Make a golden case from your own tensors (a production trace, a batch that broke a kernel): "
+                    "refnorm computes the expected outputs from exactly those tensors in float64 and derives "
+                    "their tolerances from the data, then adds the case to a corpus directory that "
+                    "'refnorm check --backend SPEC --golden-dir DIR' replays against any backend.")
+    p.add_argument("--op", required=True, metavar="OP", help=f"the op: {' '.join(registry())}")
+    p.add_argument("--inputs", required=True, metavar="FILE",
+                   help=f"a {' or '.join(SUFFIXES)} file of tensors named like the op's arguments (x, weight, "
+                        "bias, running_mean, residual, ...), cotangents (dy; fused ops dh), tangents (tx, "
+                        "tweight, ...) or second-order cotangents (ddx, ...); float64, float32, float16 or "
+                        "bfloat16 (bfloat16 in .safetensors only). The case dtype is x's (weight standardization: "
+                        "weight's); parameters may have their own dtype")
+    p.add_argument("--attrs", metavar="JSON",
+                   help='the op\'s other arguments as a JSON object, e.g. \'{"normalized_shape": [768], '
+                        '"eps": 1e-5}\', or @FILE.json to read it from a file (default: none; an argument '
+                        "left out takes the forward's default)")
+    p.add_argument("--name", default="user",
+                   help="the case name, letters, digits and _: the case id is OP/NAME__DTYPE (default: user)")
+    p.add_argument("--out", metavar="DIR", default=CASE_OUT,
+                   help="the corpus directory to add the case to, created if needed; a case with the same id "
+                        f"is replaced, the others are kept (default: ./{CASE_OUT})")
+    p.add_argument("--traceback", action="store_true", help="on an error, print the full traceback")
+    p.set_defaults(func=run_case)
+    return p
+
+
+def _attrs_argument(text: str | None) -> dict | None:
+    """``--attrs``: a JSON object, or ``@FILE`` holding one."""
+    if text is None:
+        return None
+    where = "--attrs"
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise ValueError(f"--attrs {text}: no such file {str(path)!r}")
+        text, where = path.read_text(encoding="utf-8"), f"--attrs file {str(path)!r}"
+    try:
+        attrs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where} is not valid JSON ({e}); expected an object such as "
+                         '\'{"normalized_shape": [768], "eps": 1e-5}\'') from None
+    if not isinstance(attrs, dict):
+        raise ValueError(f"{where} must be a JSON object of argument -> value, got a JSON {type(attrs).__name__}")
+    return attrs
+
+
+def _tolerance_text(tol: dict) -> str:
+    """One tolerance in a few words: ``atol 1.2e-07 + rtol 3.4e-06 x scale tensor``."""
+    if tol["atol"] == 0 and tol["rtol"] == 0 and not tol.get("ulp"):
+        return "bitwise"
+    scale = "|expected|" if tol["scale"] == "expected" else "scale tensor"
+    text = f"atol {tol['atol']:.3g} + rtol {tol['rtol']:.3g} x {scale}"
+    return text + (f", or {tol['ulp']} ulp" if tol.get("ulp") else "")
+
+
+def run_case(args) -> int:
+    try:
+        attrs = _attrs_argument(args.attrs)
+        path = Path(args.inputs)
+        if not path.is_file():
+            raise FileNotFoundError(f"--inputs {args.inputs}: no such file")
+        tensors = load_tensors(path)
+        built = case_from_tensors(args.op, tensors, attrs, name=args.name,
+                                  description=f"{path.name}: {describe_tensors(tensors)}")
+    except (ValueError, TypeError, OSError) as e:  # the user's input: a usage error
+        if args.traceback:
+            traceback.print_exc()
+        else:
+            print(f"refnorm case: error: {e}", file=sys.stderr)
+        return 2
+    spec = built.spec
+    out = Path(args.out)
+    replaced = (out / f"{spec.id}.safetensors").is_file()
+    write_cases(out, [built])
+    print(f"case {spec.id} ({spec.tier}; {describe_tensors(built.inputs)})")
+    if spec.expect["kind"] == "nan":
+        print(f"  expects {spec.expect['where']}")
+    width = max(len(k) for k in built.expected)
+    for name, e in built.expected.items():
+        print(f"  {name:<{width}}  {str(list(e.shape)):<14}  {_tolerance_text(built.tolerances[name])}")
+    print(f"{'replaced' if replaced else 'wrote'} {(out / spec.id).absolute()}.safetensors "
+          f"and {(out / MANIFEST_NAME).absolute()}")
+    print(f"replay: refnorm check --backend SPEC --golden-dir {shlex.quote(str(out))}")
+    print("  (SPEC: a built-in backend such as torch, jax or numpy32, a file my_kernels.py or a module path)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- the parser
 
 #: Built-in subcommands, in help order.
-SUBCOMMANDS = [add_list_parser, add_generate_parser, add_verify_parser]
+SUBCOMMANDS = [add_list_parser, add_generate_parser, add_verify_parser, add_case_parser]
 #: ``(module, function)`` of subcommands that live elsewhere; skipped if the module is absent.
-OPTIONAL_SUBCOMMANDS = [("refnorm.conformance.cli_check", "add_check_parser")]
+OPTIONAL_SUBCOMMANDS = [("refnorm.conformance.cli_check", "add_check_parser"),
+                        ("refnorm.conformance.cli_fuzz", "add_fuzz_parser")]
 
 
 def build_parser() -> argparse.ArgumentParser:

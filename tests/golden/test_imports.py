@@ -29,11 +29,12 @@ COMMITTED = Path(__file__).resolve().parents[2] / "spec" / "golden"
 #: The reader's side of refnorm.golden, in chain order: where the spec files are,
 #: the dtype facts, the comparison rule, what a case is, how a case becomes a call, the corpus format, the
 #: selection of cases, reading cases.
-READER = ("locations", "dtypes", "comparison", "casespec", "calls", "safetensors", "manifest", "selection", "reader")
+READER = ("locations", "dtypes", "comparison", "casespec", "calls", "layouts", "safetensors", "manifest", "selection",
+          "reader")
 #: The generator's side, in chain order: input recipes, the catalogue, the rounding
 #: model, the seed layers' error bounds, the tolerance model, building a case,
-#: generating and verifying a corpus.
-GENERATOR = ("recipes", "catalogue", "rounding", "error_bounds", "tolerance", "build", "corpus")
+#: generating and verifying a corpus, a case made from the user's own tensors.
+GENERATOR = ("recipes", "catalogue", "rounding", "error_bounds", "tolerance", "build", "corpus", "usercase")
 CHAIN = READER + GENERATOR
 
 #: (file relative to refnorm/, function) -> why it may import a refnorm module in its body.

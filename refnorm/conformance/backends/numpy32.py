@@ -127,8 +127,9 @@ class NumpyBackend:
         return np.sum(a, axis=axes, keepdims=True)
 
     def mean_of(self, x, axes, n):
-        """The first pass: the mean of each reduction set."""
-        return self.reduce_sum(x, axes) / x.dtype.type(n)
+        """The first pass: the mean of each reduction set (0 for an empty set, an
+        empty sum, as PyTorch and refnorm have it)."""
+        return self.reduce_sum(x, axes) / x.dtype.type(max(n, 1))
 
     @staticmethod
     def pow2_scale(a, axes):

@@ -53,9 +53,24 @@ def _t(a, grad=False):
     arr = np.asarray(a)
     if arr.dtype == _BF16:
         t = torch.tensor(arr.astype(np.float32)).to(torch.bfloat16)
-    else:
+    elif all(s >= 0 for s in arr.strides) and arr.size:
+        # the memory layout kept (a transposed, channels-last, stepped or offset view reaches PyTorch as a
+        # strided tensor), in a copy of the buffer so nothing PyTorch does can reach the caller's array
+        t = torch.from_numpy(np.lib.stride_tricks.as_strided(_buffer_copy(arr), arr.shape, arr.strides))
+    else:  # PyTorch has no negative strides: a contiguous copy
         t = torch.tensor(np.array(arr, copy=True))
     return t.requires_grad_(True) if grad else t
+
+
+def _buffer_copy(arr):
+    """A copy of the memory ``arr`` spans, positioned so that ``arr``'s strides
+    index it from its start (all strides non-negative)."""
+    span = sum((n - 1) * s for n, s in zip(arr.shape, arr.strides)) + arr.itemsize
+    flat = np.lib.stride_tricks.as_strided(arr, (span // arr.itemsize,), (arr.itemsize,)) \
+        if span % arr.itemsize == 0 else None
+    if flat is None:
+        return np.array(arr, copy=True)
+    return flat.copy()
 
 
 def _np(t):
@@ -235,7 +250,8 @@ def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5):
 
 
 def group_norm_stats(x, num_groups, weight=None, bias=None, eps=1e-5):
-    xt = _t(x)
+    # the ATen op wants a contiguous input (F.group_norm makes it so before calling it, as done here)
+    xt = _t(x).contiguous()
     N, C = xt.shape[:2]
     HW = int(np.prod(xt.shape[2:]))
     with torch.no_grad():

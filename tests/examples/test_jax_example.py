@@ -18,7 +18,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "jax" / "jax_norms.
 
 
 def test_jax_example_passes_the_corpus():
-    report = check(load_backend(str(EXAMPLE)), ops=["layer_norm", "rms_norm"], dtypes=["float32", "bfloat16"])
+    # bfloat16: the example's upcast-accumulate-round path, the one with something to get wrong (JAX compiles
+    # per shape, so each dtype costs ~40 s on the CI machine; float32 is the same code without the casts)
+    report = check(load_backend(str(EXAMPLE)), ops=["layer_norm", "rms_norm"], dtypes=["bfloat16"])
     c = report.counts()
     assert report.ok, [f"{o.case_id}::{o.function}: {o.message}" for o in report.unexpected][:10]
     # the example implements the forward, the backward and the statistics; forward mode and the

@@ -109,7 +109,6 @@ class Example:
     features: tuple
     seed: int
     index: int
-    params: dict = field(default_factory=dict)  # the drawing parameters the shrinker varies
 
     @property
     def op(self) -> str:
@@ -142,25 +141,51 @@ class _Cycles:
         return LAYOUTS[(n + salt + self.seed) % len(LAYOUTS)]
 
 
-def _rng(seed: int, index: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, 0x46555A5A])))
+class _Stream:
+    """The random choices of one example, from the raw 64-bit output of
+    ``PCG64(SeedSequence([seed, index, 0x46555A5A]))`` mapped with integer
+    arithmetic, as :mod:`refnorm.golden.recipes` does: NumPy keeps the
+    BitGenerator's output stable across versions, not its distributions, so
+    the same seed draws the same cases on any machine and NumPy."""
+
+    def __init__(self, seed: int, index: int):
+        self._bits = np.random.PCG64(np.random.SeedSequence([seed, index, 0x46555A5A]))
+
+    def _word(self) -> int:
+        return int(self._bits.random_raw())
+
+    def integers(self, low: int, high: int | None = None) -> int:
+        """An integer in ``[low, high)`` (``[0, low)`` with one argument)."""
+        if high is None:
+            low, high = 0, low
+        return low + self._word() % (high - low)
+
+    def random(self) -> float:
+        """A float in [0, 1): the top 53 bits of a word, exactly."""
+        return (self._word() >> 11) * 2.0 ** -53
+
+    def uniform(self, low: float, high: float) -> float:
+        return low + (high - low) * self.random()
+
+    def choice(self, options):
+        return options[self.integers(len(options))]
 
 
 def _normal(loc, scale):
     return {"kind": "normal", "loc": float(loc), "scale": float(scale)}
 
 
-def _values(pattern: str, rng, name: str) -> dict:
+def _values(pattern: str, rng) -> dict:
     """The recipe of a data tensor (x, residual) for a value pattern."""
     if pattern == "offset mean":  # |mean| / std ~ 1e3: the conditioning the tolerance model scales with
-        return _normal(float(rng.choice([-1, 1])) * 1000.0, 1.0)
+        return _normal(rng.choice([-1, 1]) * 1000.0, 1.0)
     if pattern == "constant sets":  # var = 0 in every set (x = c): only eps keeps rstd finite
-        return {"kind": "constant", "value": float(rng.choice([0.5, -3.0, 1.25]))}
+        return {"kind": "constant", "value": rng.choice([0.5, -3.0, 1.25])}
     if pattern == "wide exponents":
         return {"kind": "pm_pow2", "exp": [-12, 12]}
     if pattern == "tiny scale":
         return _normal(1.0, 1e-3)
-    return _normal(round(float(rng.uniform(-2, 2)), 3), round(float(rng.uniform(0.25, 2.0)), 3))
+    return _normal(round(rng.uniform(-2, 2), 3), round(rng.uniform(0.25, 2.0), 3))
 
 
 def _layout(kind: str, ndim: int, rng) -> dict:
@@ -175,12 +200,12 @@ def _layout(kind: str, ndim: int, rng) -> dict:
         return {"order": [0] + list(range(2, ndim)) + [1]}
     if kind == "step" and ndim >= 1:
         step = [1] * ndim
-        step[int(rng.integers(ndim))] = int(rng.integers(2, 4))
+        step[rng.integers(ndim)] = rng.integers(2, 4)
         return {"step": step}
     if kind == "negative strides" and ndim >= 1:
-        return {"flip": sorted({int(rng.integers(ndim)), ndim - 1})}
+        return {"flip": sorted({rng.integers(ndim), ndim - 1})}
     if kind == "offset":
-        return {"offset": int(rng.integers(1, 8))}
+        return {"offset": rng.integers(1, 8)}
     return {}
 
 
@@ -188,7 +213,7 @@ def _layout(kind: str, ndim: int, rng) -> dict:
 
 
 def _pow2_size(rng, above: bool, cap: int) -> int:
-    j = int(rng.integers(3, max(4, min(15, int(math.log2(max(cap, 16)))))))
+    j = rng.integers(3, max(4, min(15, int(math.log2(max(cap, 16))))))
     return (1 << j) + (1 if above else -1)
 
 
@@ -196,29 +221,29 @@ def _draw_rows(op, size, rng, cap):
     """(x shape, normalized_shape, features) for a row-normalizing op."""
     feats = [size]
     if size == "set>2^17" and cap > BIG:
-        K = BIG + int(rng.integers(1, min(64, cap - BIG) + 1))
-        lead = [1] if cap < 2 * K else [int(rng.integers(1, max(2, min(3, cap // K + 1))))]
+        K = BIG + rng.integers(1, min(64, cap - BIG) + 1)
+        lead = [1] if cap < 2 * K else [rng.integers(1, max(2, min(3, cap // K + 1)))]
         ns = [K]
     elif size == "sets>2^16" and cap > 2 * MANY:
-        K = int(rng.integers(2, max(3, min(4, cap // (MANY + 1)) + 1)))
-        S = MANY + int(rng.integers(1, 33))
+        K = rng.integers(2, max(3, min(4, cap // (MANY + 1)) + 1))
+        S = MANY + rng.integers(1, 33)
         lead, ns = [S], [K]
     elif size in ("set=2^k+1", "set=2^k-1"):
         K = _pow2_size(rng, size.endswith("+1"), cap // 2)
-        lead, ns = [int(rng.integers(1, max(2, min(9, cap // K))))], [K]
+        lead, ns = [rng.integers(1, max(2, min(9, cap // K)))], [K]
     elif size == "set of 1":
-        lead, ns = [int(rng.integers(1, 9)), int(rng.integers(1, 5))], [1]
+        lead, ns = [rng.integers(1, 9), rng.integers(1, 5)], [1]
     elif size == "empty sets":
-        lead, ns = [int(rng.integers(1, 6))], [int(rng.integers(1, 4)), 0]
+        lead, ns = [rng.integers(1, 6)], [rng.integers(1, 4), 0]
     elif size == "no sets":
-        lead, ns = [0, int(rng.integers(1, 4))], [int(rng.integers(1, 9))]
+        lead, ns = [0, rng.integers(1, 4)], [rng.integers(1, 9)]
     else:
         feats = ["small"]
         if rng.random() < 0.4:
-            ns = [int(rng.integers(1, 9)), int(rng.integers(2, 33))]
+            ns = [rng.integers(1, 9), rng.integers(2, 33)]
         else:
-            ns = [int(rng.integers(1, 300))]
-        lead = [int(rng.integers(1, 7)) for _ in range(int(rng.integers(1, 3)))]
+            ns = [rng.integers(1, 300)]
+        lead = [rng.integers(1, 7) for _ in range(rng.integers(1, 3))]
     return lead + ns, ns, feats
 
 
@@ -229,23 +254,23 @@ def _divisors(c: int) -> list[int]:
 def _draw_channels(op, size, rng, cap):
     """(x shape, attrs, features) for BN / IN / GN."""
     feats = [size]
-    n = int(rng.integers(2, 6))
-    c = int(rng.integers(2, 17))
-    spatial = [int(rng.integers(1, 7)) for _ in range(int(rng.integers(0 if op == "batch_norm" else 1, 3)))]
+    n = rng.integers(2, 6)
+    c = rng.integers(2, 17)
+    spatial = [rng.integers(1, 7) for _ in range(rng.integers(0 if op == "batch_norm" else 1, 3))]
     if size == "odd C":
-        c = int(rng.choice([3, 5, 7, 9, 11, 13, 15, 17, 33, 65]))
+        c = rng.choice([3, 5, 7, 9, 11, 13, 15, 17, 33, 65])
     elif size == "batch of one":
         n = 1
-        spatial = spatial or [int(rng.integers(2, 7))]
+        spatial = spatial or [rng.integers(2, 7)]
         if math.prod(spatial) < 2:
             spatial = [2] + spatial[1:]
     elif size == "channels_last":
-        spatial = [int(rng.integers(2, 6)) for _ in range(int(rng.integers(1, 3)))]
+        spatial = [rng.integers(2, 6) for _ in range(rng.integers(1, 3))]
     elif size == "groups of one" and op != "group_norm":
         feats = ["small"]
     attrs: dict = {}
     if op == "group_norm":
-        attrs["num_groups"] = c if size == "groups of one" else int(rng.choice(_divisors(c)))
+        attrs["num_groups"] = c if size == "groups of one" else rng.choice(_divisors(c))
     if op in ("instance_norm",) and math.prod(spatial) < 2:
         spatial = [2]
     return [n, c] + spatial, attrs, feats
@@ -262,19 +287,37 @@ _TEMPLATE_CACHE: dict[str, list] = {}
 
 
 def _draw_template(op, size, rng, cap):
-    """(shapes without the tangents, attrs, features) from one of the op's catalogue cases, with the
-    batch (and for GN+ the channels: groups of one) varied."""
+    """(shapes without the tangents, attrs, the template, features) from one of the op's catalogue
+    cases, varied to the size class: a batch of one, an odd channel count, groups of one channel,
+    channels-last strides.  Templates are tried from a random one on until the variation is one
+    refnorm defines (a research layer may need two samples or two elements per group); if none
+    is, the first template unvaried ("small")."""
     if op not in _TEMPLATE_CACHE:
         _TEMPLATE_CACHE[op] = _templates(op)
     pool = _TEMPLATE_CACHE[op]
     if size == "channels_last":  # a template with spatial axes
         pool = [t for t in pool if len(t.shapes[_registry.get(op).primary]) >= 3] or pool
-    tpl = pool[int(rng.integers(len(pool)))]
-    shapes = {k: list(v) for k, v in tpl.shapes.items() if not k.startswith("d") or k == "dy"}
-    attrs = dict(tpl.attrs)
-    feats = ["small"]
-    prim = _registry.get(op).primary
-    lead = shapes[prim]
+    start = rng.integers(len(pool))
+    for n in range(len(pool)):
+        tpl = pool[(start + n) % len(pool)]
+        shapes, attrs, feats = _vary_template(op, tpl, size, rng)
+        if feats != ["small"] and (feats == ["channels_last"] or _defined(op, shapes, attrs, tpl)):
+            return shapes, attrs, tpl, feats
+    tpl = pool[start]
+    return _template_shapes(op, tpl), dict(tpl.attrs), tpl, ["small"]
+
+
+def _template_shapes(op: str, tpl: CaseSpec) -> dict:
+    """A template's tensors: the forward's arguments (grouped ones included) and dy."""
+    spec_op = _registry.get(op)
+    prefixes = tuple(spec_op.grouped_inputs.values())
+    return {k: list(v) for k, v in tpl.shapes.items()
+            if k in spec_op.parameters or k == "dy" or (prefixes and k.startswith(prefixes))}
+
+
+def _vary_template(op: str, tpl: CaseSpec, size: str, rng) -> tuple[dict, dict, list]:
+    shapes, attrs = _template_shapes(op, tpl), dict(tpl.attrs)
+    lead = shapes[_registry.get(op).primary]
     batched = [k for k, v in shapes.items() if v == lead]
     bs = attrs.get("batch_size")
     if size == "batch of one" and op != "weight_standardization" and bs in (None, lead[0]) and \
@@ -283,12 +326,12 @@ def _draw_template(op, size, rng, cap):
             shapes[k] = [1] + shapes[k][1:]
         if bs is not None:
             attrs["batch_size"] = 1
-        feats = ["batch of one"]
-    elif size == "groups of one" and op == "gn_plus" and math.prod(lead[2:]) >= 2:  # GN+ needs 2 per group
+        return shapes, attrs, ["batch of one"]
+    if size == "groups of one" and op == "gn_plus" and math.prod(lead[2:]) >= 2:  # GN+ needs 2 per group
         attrs["num_groups"] = lead[1]
-        feats = ["groups of one"]
-    elif size == "odd C" and op in ("proxy_norm", "gn_plus") and len(lead) >= 2:
-        c = int(rng.choice([3, 5, 7, 9]))
+        return shapes, attrs, ["groups of one"]
+    if size == "odd C" and op in ("proxy_norm", "gn_plus") and len(lead) >= 2:
+        c = rng.choice([3, 5, 7, 9])
         old = lead[1]
         for k, v in list(shapes.items()):
             if v == lead:
@@ -297,20 +340,17 @@ def _draw_template(op, size, rng, cap):
                 shapes[k] = [c]
         if op == "gn_plus":  # at least 2 elements per group (GN+'s unbiased std)
             sp = math.prod(lead[2:])
-            attrs["num_groups"] = int(rng.choice([d for d in _divisors(c) if c // d * sp >= 2]))
-        feats = ["odd C"]
-    elif size == "channels_last" and len(lead) >= 3:
-        feats = ["channels_last"]
-    if feats != ["small"] and feats != ["channels_last"] and not _defined(op, shapes, attrs, tpl):
-        return {k: list(v) for k, v in tpl.shapes.items() if k in shapes}, dict(tpl.attrs), tpl, ["small"]
-    return shapes, attrs, tpl, feats
+            attrs["num_groups"] = rng.choice([d for d in _divisors(c) if c // d * sp >= 2])
+        return shapes, attrs, ["odd C"]
+    if size == "channels_last" and len(lead) >= 3:
+        return shapes, attrs, ["channels_last"]
+    return shapes, attrs, ["small"]
 
 
 def _defined(op: str, shapes: dict, attrs: dict, tpl: CaseSpec) -> bool:
     """Whether refnorm's forward accepts these shapes and attributes (a research
     layer may need two samples or two elements per group)."""
-    probe = replace(tpl, shapes={k: v for k, v in shapes.items() if k in _registry.get(op).parameters or
-                                 k.startswith(tuple(_registry.get(op).grouped_inputs.values()))}, attrs=attrs)
+    probe = replace(tpl, shapes={k: v for k, v in shapes.items() if k != "dy"}, attrs=attrs)
     try:
         with np.errstate(all="ignore"):
             args, kwargs = call_arguments(op, build_inputs(probe), attrs)
@@ -335,16 +375,15 @@ def _case_dtypes(dtypes) -> list[str]:
 def draw(cycles: _Cycles, op: str, seed: int, index: int, *, dtypes, max_elements: int, adversarial: bool,
          derivatives: tuple = (), checks: dict | None = None) -> Example:
     """Example ``index`` of op ``op`` (the schedule's next entry for it)."""
-    rng = _rng(seed, index)
+    rng = _Stream(seed, index)
     spec_op = _registry.get(op)
     fam = _family(op)
     sizes = ROW_SIZES if fam == "rows" else CHANNEL_SIZES
     size = cycles.pick(op, sizes, 0)
     dt = cycles.pick(op, _case_dtypes(dtypes), 1)
     mixed = dt == "mixed"
-    if mixed:
-        dt = [d for d in dtypes if d in ("float16", "bfloat16")][int(rng.integers(2)) % len(
-            [d for d in dtypes if d in ("float16", "bfloat16")])]
+    if mixed:  # a half-precision input with float32 parameters and buffers
+        dt = rng.choice([d for d in dtypes if d in ("float16", "bfloat16")])
     affine = cycles.pick(op, AFFINES, 2)
     eps_cls = cycles.pick(op, EPS, 3)
     pattern = cycles.pick(op, ADVERSARIAL_VALUES if adversarial else VALUES, 4)
@@ -442,7 +481,7 @@ def draw(cycles: _Cycles, op: str, seed: int, index: int, *, dtypes, max_element
         if tpl is not None and name in tpl.recipe and tpl.shapes.get(name) == shape and name != prim:
             recipe[name] = dict(tpl.recipe[name])
         elif name in (prim, "residual"):
-            recipe[name] = _values(pattern, rng, name)
+            recipe[name] = _values(pattern, rng)
         elif name == "weight" or name == "gain":
             recipe[name] = _normal(1.0, 0.5)
         elif name == "running_var":

@@ -159,3 +159,13 @@ def test_cli_passing_run_prints_coverage_and_speed(capsys, tmp_path):
     assert code == 0, text
     assert "coverage" in text and "rms_norm:" in text and "examples/s" in text
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("name, option", [("racy_reduction", {"repeat": 2}),
+                                          ("batch_variant", {"batch_invariance": True})])
+def test_repeat_and_batch_invariance_catch_their_mutants(name, option):
+    """The optional properties work in a fuzz run as in refnorm check (and only with the option)."""
+    caught = F.fuzz(load_mutant(name), ops=["layer_norm"], dtypes=["float32"], examples=40, max_failures=1,
+                    shrink_budget=0, **option)
+    assert caught.failures and F._kind(caught.failures[0].outcomes[0]) in ("repeat", "batch invariance")
+    assert not F.fuzz(load_mutant(name), ops=["layer_norm"], dtypes=["float32"], examples=12).failures

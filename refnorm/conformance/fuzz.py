@@ -764,7 +764,10 @@ def required_features(op: str, dtypes, max_elements: int = 1 << 18) -> list[str]
             out += list(EPS)
         if op in ("weight_standardization", "gn_plus"):  # no batch axis; GN+ needs two samples (BN0)
             out.remove("batch of one")
-    if op not in TEMPLATE_OPS:
+    if op in TEMPLATE_OPS:  # the normalized input and dy in every layout (the templates' other tensors vary)
+        for t in (spec_op.primary, "dy"):
+            out += [f"layout {kind}: {t}" for kind in LAYOUTS[1:]]
+    else:
         for p in ("weight", "bias"):
             if p in spec_op.parameters and _is_optional(spec_op, p):
                 out += [f"{p} given", f"{p} absent"]

@@ -42,22 +42,23 @@ def _csv(values):
     return out
 
 
+def known(what: str):
+    """An argparse ``type`` accepting names of ``what`` ("op", "dtype", "tier"):
+    one that is not known is a usage error (exit 2) listing the known ones."""
+    def check(value: str) -> str:
+        try:
+            names = as_list(value, what, choices(what))
+        except SelectionError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if not names:
+            raise argparse.ArgumentTypeError(f"{value!r} names no {what}")
+        return value
+    return check
+
+
 def _add_filters(p) -> None:
-    """Add ``--ops``, ``--dtypes`` and ``--tiers`` to ``p``.  Each value is
-    checked as it is parsed: one that is not a known op (the registry's), dtype
-    or tier is a usage error (exit 2) listing the known ones."""
-
-    def known(what):
-        def check(value: str) -> str:
-            try:
-                names = as_list(value, what, choices(what))
-            except SelectionError as e:
-                raise argparse.ArgumentTypeError(str(e)) from None
-            if not names:
-                raise argparse.ArgumentTypeError(f"{value!r} names no {what}")
-            return value
-        return check
-
+    """Add ``--ops``, ``--dtypes`` and ``--tiers`` to ``p``, each value checked
+    as it is parsed (:func:`known`)."""
     for what in ("op", "dtype", "tier"):
         p.add_argument(f"--{what}s", nargs="+", type=known(what), metavar=what.upper(),
                        help=f"{what}s to include: {' '.join(choices(what))} (default: all)")

@@ -6,6 +6,10 @@ the case, the array, the worst error, its index and that repro."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 
 import refnorm
@@ -112,4 +116,17 @@ def assert_close(actual, expected, tol_name: str, *, op: str, case: str, array: 
 
 
 __all__ = ["assert_close", "case", "gradient_scale", "noncentred", "op_cases", "random_affine", "random_dy",
-           "reference_kwargs", "refnorm", "repro", "standard_gradient_scale"]
+           "reference_kwargs", "refnorm", "repro", "standard_gradient_scale", "corpus_subset"]
+
+
+def corpus_subset(src, ids, dest):
+    """A corpus directory ``dest`` holding the cases ``ids`` of the corpus ``src``
+    (their files copied, the manifest restricted to them); returns ``dest``."""
+    src, dest = Path(src), Path(dest)
+    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    manifest["cases"] = [c for c in manifest["cases"] if c["id"] in ids]
+    for c in manifest["cases"]:
+        (dest / c["file"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / c["file"], dest / c["file"])
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return dest

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from .._progress import Progress
-from ..cli import _csv
-from ..golden.selection import SelectionError, as_list, choices
+from ..cli import _csv, known
+from ..golden.selection import as_list, choices
 from .backends import load_backend
 from .cli_check import default_xfails
 from .fuzz import coverage, fuzz
@@ -30,18 +30,6 @@ def _positive(what, minimum=1):
     return parse
 
 
-def _known(what):
-    def check(value: str) -> str:
-        try:
-            names = as_list(value, what, choices(what))
-        except SelectionError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-        if not names:
-            raise argparse.ArgumentTypeError(f"{value!r} names no {what}")
-        return value
-    return check
-
-
 def add_fuzz_parser(subparsers):
     p = subparsers.add_parser(
         "fuzz", help="draw property-based cases and check a backend on them",
@@ -56,9 +44,9 @@ def add_fuzz_parser(subparsers):
                     "otherwise, 2 on usage errors.")
     p.add_argument("--backend", required=True, metavar="NAME|MODULE|FILE.py",
                    help="the backend to check (as for refnorm check)")
-    p.add_argument("--ops", nargs="+", type=_known("op"), metavar="OP",
+    p.add_argument("--ops", nargs="+", type=known("op"), metavar="OP",
                    help="ops to draw (default: every op whose forward the backend defines)")
-    p.add_argument("--dtypes", nargs="+", type=_known("dtype"), metavar="DTYPE",
+    p.add_argument("--dtypes", nargs="+", type=known("dtype"), metavar="DTYPE",
                    help=f"dtypes to draw: {' '.join(choices('dtype'))} (default: all; mixed precision is drawn "
                         "when a half dtype is selected)")
     p.add_argument("--examples", type=_positive("--examples"), default=200, metavar="N",

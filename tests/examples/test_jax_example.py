@@ -26,10 +26,8 @@ checks, so a corpus change cannot shrink the coverage unnoticed.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -39,6 +37,8 @@ pytest.importorskip("jax")
 from refnorm.conformance.backends import load_backend  # noqa: E402
 from refnorm.conformance.harness import check  # noqa: E402
 from refnorm.golden.corpus import iter_entries  # noqa: E402
+
+from .._util import corpus_subset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "jax" / "jax_norms.py"
@@ -107,14 +107,7 @@ def corpus(tmp_path_factory):
     if os.environ.get("REFNORM_JAX_ALL_CASES") == "1":
         return GOLDEN
     keep = {e["id"] for e in _selection(iter_entries(GOLDEN, ops=list(OPS)))}
-    manifest = json.loads((GOLDEN / "manifest.json").read_text(encoding="utf-8"))
-    root = tmp_path_factory.mktemp("golden_jax")
-    manifest["cases"] = [c for c in manifest["cases"] if c["id"] in keep]
-    for c in manifest["cases"]:
-        (root / c["file"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(GOLDEN / c["file"], root / c["file"])
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return root
+    return corpus_subset(GOLDEN, keep, tmp_path_factory.mktemp("golden_jax"))
 
 
 def test_jax_example_passes_the_corpus(corpus):

@@ -34,10 +34,8 @@ The full run's table is in examples/triton/README.md.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -55,6 +53,8 @@ pytest.importorskip("triton")
 from refnorm.conformance.backends import load_backend  # noqa: E402
 from refnorm.conformance.harness import check, check_function, produce  # noqa: E402
 from refnorm.golden.corpus import iter_entries, load_case  # noqa: E402
+
+from .._util import corpus_subset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "triton" / "triton_layer_norm.py"
@@ -102,14 +102,7 @@ def _selection(entries) -> tuple[list, set]:
 
 def _copy(tmp_path_factory, name, ids) -> Path:
     """A corpus directory holding the committed corpus's cases ``ids``."""
-    manifest = json.loads((GOLDEN / "manifest.json").read_text(encoding="utf-8"))
-    root = tmp_path_factory.mktemp(name)
-    manifest["cases"] = [c for c in manifest["cases"] if c["id"] in ids]
-    for c in manifest["cases"]:
-        (root / c["file"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(GOLDEN / c["file"], root / c["file"])
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return root
+    return corpus_subset(GOLDEN, ids, tmp_path_factory.mktemp(name))
 
 
 @pytest.fixture(scope="module")

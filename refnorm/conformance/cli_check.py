@@ -51,10 +51,16 @@ def add_check_parser(subparsers):
     return p
 
 
-def run_check(args) -> int:
+def backend_and_xfails(args):
+    """The backend ``args.backend`` names, the xfail file that applies (``--xfail``, else the
+    shipped file of a built-in backend, none with ``--no-xfail``) and its rules."""
     backend = load_backend(args.backend)
     xfail_path = None if args.no_xfail else (args.xfail or default_xfails(args.backend))
-    xfails = read_xfails(xfail_path) if xfail_path else []
+    return backend, xfail_path, (read_xfails(xfail_path) if xfail_path else [])
+
+
+def run_check(args) -> int:
+    backend, xfail_path, xfails = backend_and_xfails(args)
     with Progress("check " + args.backend, enabled=not args.quiet) as bar:
         report = check(backend, backend_name=args.backend, ops=_csv(args.ops), dtypes=_csv(args.dtypes),
                        tiers=_csv(args.tiers), root=args.golden_dir, xfails=xfails, repeat=args.repeat,

@@ -10,10 +10,8 @@ from pathlib import Path
 from .._progress import Progress
 from ..cli import _csv, known
 from ..golden.selection import as_list, choices
-from .backends import load_backend
-from .cli_check import default_xfails
+from .cli_check import backend_and_xfails
 from .fuzz import coverage, fuzz
-from .harness import read_xfails
 
 DEFAULT_OUT = "refnorm-failures"
 
@@ -77,9 +75,7 @@ def add_fuzz_parser(subparsers):
 
 
 def run_fuzz(args) -> int:
-    backend = load_backend(args.backend)
-    xfail_path = None if args.no_xfail else (args.xfail or default_xfails(args.backend))
-    xfails = read_xfails(xfail_path) if xfail_path else []
+    backend, _, xfails = backend_and_xfails(args)
     ops = as_list(_csv(args.ops), "op", choices("op")) if args.ops else None
     dtypes = as_list(_csv(args.dtypes), "dtype", choices("dtype")) if args.dtypes else None
     with Progress("fuzz " + args.backend, enabled=not args.quiet) as bar:

@@ -251,7 +251,7 @@ def _divisors(c: int) -> list[int]:
     return [d for d in range(1, c + 1) if c % d == 0]
 
 
-def _draw_channels(op, size, rng, cap):
+def _draw_channels(op, size, rng):
     """(x shape, attrs, features) for BN / IN / GN."""
     feats = [size]
     n = rng.integers(2, 6)
@@ -286,7 +286,7 @@ def _templates(op: str) -> list[CaseSpec]:
 _TEMPLATE_CACHE: dict[str, list] = {}
 
 
-def _draw_template(op, size, rng, cap):
+def _draw_template(op, size, rng):
     """(shapes without the tangents, attrs, the template, features) from one of the op's catalogue
     cases, varied to the size class: a batch of one, an odd channel count, groups of one channel,
     channels-last strides.  Templates are tried from a random one on until the variation is one
@@ -402,11 +402,11 @@ def draw(cycles: _Cycles, op: str, seed: int, index: int, *, dtypes, max_element
             shapes["residual"] = list(xshape)
         pshape = list(ns)
     elif op in CHANNEL_OPS:
-        xshape, attrs, f = _draw_channels(op, size, rng, max_elements)
+        xshape, attrs, f = _draw_channels(op, size, rng)
         shapes = {"x": xshape}
         pshape = [xshape[1]]
     else:
-        shapes, attrs, tpl, f = _draw_template(op, size, rng, max_elements)
+        shapes, attrs, tpl, f = _draw_template(op, size, rng)
         pshape = None
     feats += f
 

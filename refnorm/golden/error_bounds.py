@@ -739,7 +739,8 @@ def _tanh_sech2(z):
     u, L = z.u, LIB_ULPS
     tv = _libm.tanh(z.v)
     sv = 1.0 - tv * tv
-    t = Bound(tv, sv * z.e + (L + 1) * u * np.abs(tv), u)
+    prop = np.where(sv == 0.0, 0.0, sv * z.e)  # z = +-inf (e_z = inf): t = +-1 exactly, flat there
+    t = Bound(tv, prop + (L + 1) * u * np.abs(tv), u)
     return t, 1.0 - t * t
 
 

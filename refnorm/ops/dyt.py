@@ -4,8 +4,8 @@ The definition is :mod:`refnorm.reference.dyt` (docs/ops/dyt.md): ``y = w * tanh
 with one scalar ``alpha`` and ``w``, ``b`` over the last dimension.  ``x`` of shape ``(*, C)`` is
 held as a C-contiguous ``(R, C)`` array (``R`` = the product of the leading dimensions).
 
-tanh and its derivative
------------------------
+DyT: tanh and its derivative
+----------------------------
 Per element, with ``z = alpha * x`` (one rounding), ``a = |z|``, ``em = expm1(-2a)`` and
 ``e = exp(-2a)`` (:func:`_tanh_sech2`)::
 
@@ -21,8 +21,8 @@ the C library's documented accuracy for double) the relative error of ``t`` is a
 ``2u + u + u + u = 5u`` and that of ``s`` at most ``2u + 2(u + u) + u + u = 8u`` (u = 2^-53), for
 every finite ``z``; ``z = +-inf`` gives ``t = +-1``, ``s = 0``; a NaN propagates.
 
-Backward
---------
+DyT: backward
+-------------
 With ``g = w * dy`` (``dy`` without a weight) and ``q = g * s`` (the cotangent of ``z``)::
 
     dx     = q * alpha
@@ -35,8 +35,8 @@ per thread (:func:`_backward_rows`), ``dw``/``db`` from one column per thread
 (:func:`_param_sums`), and the row partials are added by :func:`math.fsum`: the same bits for any
 thread count.
 
-Forward mode and second order
------------------------------
+DyT: forward mode and second order
+----------------------------------
 Tangents ``tx, talpha, tw, tb``: ``tz = talpha x + alpha tx`` and ``ty = w s tz + t tw + tb``.
 For the cotangents ``cx, calpha, cw, cb`` of ``(dx, dalpha, dw, db)``, with ``A = alpha cx +
 calpha x`` (the tangent of ``z`` along the cotangents), ``s' = ds/dz = -2 t s`` and

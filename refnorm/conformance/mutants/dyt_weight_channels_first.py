@@ -78,8 +78,9 @@ class DynamicTanh:
         t = np.tanh(a * xf)
         g = dyf if w is None else dyf * w
         q = g * (f(1) - t * t)
-        out = {"x": (q * a).astype(x.dtype),
-               "alpha": np.full(a_in.shape, np.sum(q * xf, dtype=f)).astype(a_in.dtype)}
+        with np.errstate(invalid="ignore"):  # 0 * inf at an infinite x: NaN, as PyTorch
+            da = np.sum(q * xf, dtype=f)
+        out = {"x": (q * a).astype(x.dtype), "alpha": np.full(a_in.shape, da).astype(a_in.dtype)}
         others = tuple(i for i in range(x.ndim) if i != ax)
         if weight is not None:
             out["weight"] = np.sum(dyf * t, axis=others, dtype=f).astype(np.asarray(weight).dtype)

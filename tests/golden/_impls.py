@@ -401,5 +401,7 @@ def run_torch_seed(spec, inputs) -> dict:
     return out
 
 
-__all__ = ["NO_STATISTICS", "Unsupported", "run_torch", "run_torch_seed", "run_torch_seed_derivatives", "run_numpy32", "seed_forward",
-           "TORCH_NO_STATS"]
+__all__ = [
+    "NO_STATISTICS", "Unsupported", "run_torch", "run_torch_seed", "run_torch_seed_derivatives", "run_numpy32",
+    "seed_forward", "TORCH_NO_STATS"
+]

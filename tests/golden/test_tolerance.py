@@ -30,7 +30,8 @@ from refnorm.golden.comparison import compare
 from refnorm.golden.dtypes import DTYPE_NAMES, DTYPES, spacing
 from refnorm.golden.tolerance import derivative_outputs
 
-from ._impls import NO_STATISTICS, TORCH_NO_STATS, Unsupported, run_numpy32, run_torch, run_torch_seed, run_torch_seed_derivatives
+from ._impls import (NO_STATISTICS, TORCH_NO_STATS, Unsupported, run_numpy32,
+                     run_torch, run_torch_seed, run_torch_seed_derivatives)
 
 torch = pytest.importorskip("torch")
 

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-__all__ = ["exp"]
+__all__ = ["exp", "tanh"]
 
 
 def _elementwise(fn, name: str):
@@ -30,3 +30,4 @@ def _elementwise(fn, name: str):
 
 
 exp = _elementwise(math.exp, "exp")
+tanh = _elementwise(math.tanh, "tanh")

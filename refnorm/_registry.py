@@ -20,6 +20,7 @@ from .ops import add_layer_norm as aln
 from .ops import add_rms_norm as arn
 from .ops import batch_layer_norm as bln
 from .ops import batch_norm as bn
+from .ops import dyt as dyt_ops
 from .ops import gn_plus as gnp
 from .ops import group_norm as gn
 from .ops import instance_norm as inn
@@ -30,6 +31,7 @@ from .ops import weight_standardization as ws
 from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
+from .reference import dyt as ref_dyt
 from .reference import gn_plus as ref_gnp
 from .reference import proxy_norm as ref_pn
 from .reference import weight_standardization as ref_ws
@@ -115,7 +117,7 @@ class OpSpec:
         the given parameters).  The corpus stores the cotangent of the
         gradient ``"d" + a`` as ``"dd" + a`` and the result for argument ``k``
         as ``"d2" + k`` (:func:`second_cotangent_name`, :func:`second_grad_name`).
-    seed : True for the seed layers (proxy norm, GN+, weight standardization,
+    seed : True for the research layers (proxy norm, GN+, weight standardization, DyT,
         BLN); False for the standard normalizers (BN, LN, IN, GN, RMSNorm: the
         ones PyTorch has, which take ``out=`` and have an exact oracle) and
         the variants.
@@ -358,6 +360,10 @@ def _build() -> dict[str, OpSpec]:
                running_stats=bln.batch_layer_norm_moving_stats, grouped_inputs={"moving_stats": "moving_"},
                seed=True,
                jvp=bln.batch_layer_norm_jvp, double_backward=bln.batch_layer_norm_double_backward),
+        # Dynamic Tanh: elementwise, no statistics (stats=(), no _stats function, as GN+)
+        OpSpec("dyt", dyt_ops.dyt, dyt_ops.dyt_backward, ref_dyt.dyt, None, ("x", "alpha", "weight", "bias"),
+               dyt_ops.layout, stats=(), tolerance="running_error", per_sample=True, seed=True,
+               jvp=dyt_ops.dyt_jvp, double_backward=dyt_ops.dyt_double_backward),
     ]
     return {s.name: s for s in specs}
 

@@ -82,7 +82,7 @@ ROW_OPS = ("layer_norm", "rms_norm", "add_rms_norm", "add_layer_norm")
 CHANNEL_OPS = ("batch_norm", "instance_norm", "group_norm")
 #: The research layers: drawn from the catalogue's own cases of the op (valid
 #: attributes), with the batch, the spatial size and the channel count varied.
-TEMPLATE_OPS = ("proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm")
+TEMPLATE_OPS = ("proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm", "dyt")
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"
 MANY = 1 << 16  # "more than 2^16 reduction sets"
@@ -277,10 +277,13 @@ def _draw_channels(op, size, rng):
 
 
 def _templates(op: str) -> list[CaseSpec]:
-    """The catalogue's value cases of a research layer: valid attributes to vary."""
+    """The catalogue's value cases of a research layer: valid attributes to vary (not one whose
+    primary input has elements set at fixed indices, e.g. DyT's huge_tiny: a varied shape may not
+    hold them)."""
+    spec_op = _registry.get(op)
     return [s for s in catalogue.catalogue() if s.op == op and s.expect.get("kind") == "value" and
-            s.tier != "exact" and not any(t in s.shapes for t in _registry.get(op).tangent_inputs +
-                                          _registry.get(op).second_cotangents)]
+            s.tier != "exact" and not any(t in s.shapes for t in spec_op.tangent_inputs + spec_op.second_cotangents)
+            and "set" not in s.recipe.get(spec_op.primary, {})]
 
 
 _TEMPLATE_CACHE: dict[str, list] = {}

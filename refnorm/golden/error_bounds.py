@@ -724,6 +724,59 @@ def batch_layer_norm(spec, inputs, u: float, u_out: float, tangents=None) -> dic
     return out
 
 
+def _tanh_sech2(z):
+    """``(tanh z, sech^2 z)`` of a Bound, or of a dual with tangents ``s tz`` and ``s' tz``
+    (``s' = -2 t s``).  ``t`` is a library function within L ulp (``(L + 1) u |t|`` with the
+    propagated ``s e_z``); ``s`` is bounded as a backend computes it from its rounded ``t``,
+    ``1 - t t`` (PyTorch's tanh_backward): the absolute error ``2 |t| e_t`` of that form, which is
+    large relative to ``s`` where ``|z|`` is large, bounds refnorm's cancellation-free
+    ``4 e^{-2|z|}/(1 + e^{-2|z|})^2`` too; ``s'`` likewise as ``-2 t s`` from those two."""
+    if isinstance(z, Dual):
+        t, s = _tanh_sech2(z.p)
+        if z.t is None:
+            return Dual(t, None), Dual(s, None)
+        return Dual(t, s * z.t), Dual(s, ((t * s) * -2.0) * z.t)
+    u, L = z.u, LIB_ULPS
+    tv = _libm.tanh(z.v)
+    sv = 1.0 - tv * tv
+    prop = np.where(sv == 0.0, 0.0, sv * z.e)  # z = +-inf (e_z = inf): t = +-1 exactly, flat there
+    t = Bound(tv, prop + (L + 1) * u * np.abs(tv), u)
+    return t, 1.0 - t * t
+
+
+def dyt(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """Dynamic Tanh (docs/ops/dyt.md#dyt-backward), as :mod:`refnorm.ops.dyt` computes it (on
+    duals for the arguments in ``tangents``): ``z = alpha x``, ``y = w tanh(z) + b``; backward
+    ``q = (w dy) s``, ``dx = q alpha``, ``dalpha = sum q x``, ``dw = sum dy t``, ``db = sum dy``."""
+    tangents = tangents or {}
+    x0 = _x(inputs)
+    nd = x0.ndim
+    C = x0.shape[-1]
+    x = _var(x0, tangents.get("x"), u)
+    alpha = _arg(inputs, "alpha", u, tangents)
+    al = alpha.reshape(()) if isinstance(alpha, Dual) else Bound(np.reshape(alpha, ()), 0.0, u)
+    z = al * x  # (1)
+    t, s = _tanh_sech2(z)  # (2)
+    w = None if inputs.get("weight") is None else _b(_arg(inputs, "weight", u, tangents), u).reshape(C)
+    b = None if inputs.get("bias") is None else _b(_arg(inputs, "bias", u, tangents), u).reshape(C)
+    y = t if w is None else t * w  # (3)
+    if b is not None:
+        y = y + b  # (4)
+    out = {"y": y}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy"), 0.0, u)
+        g = dy if w is None else dy * w
+        q = g * s
+        out["dx"] = q * al
+        out["dalpha"] = (q * x).sum(tuple(range(nd))).reshape(np.shape(inputs["alpha"]))
+        lead = tuple(range(nd - 1))
+        if w is not None:
+            out["dweight"] = (dy * t).sum(lead) if lead else dy * t
+        if b is not None:
+            out["dbias"] = dy.sum(lead) if lead else dy
+    return out
+
+
 def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bound]:
     """Forward mode (``t<output>``) and second order (``d2<key>``) of the
     standard normalizers and the fused residual adds, as
@@ -891,7 +944,7 @@ def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bou
 
 
 PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardization": weight_standardization,
-            "batch_layer_norm": batch_layer_norm}
+            "batch_layer_norm": batch_layer_norm, "dyt": dyt}
 
 
 

@@ -446,6 +446,8 @@ FORMULAS = {
     "batch_layer_norm": "two-pass batch and feature statistics (or the moving ones), xhat_B, xhat_F, "
                         "w_F = 1/B - o, w_B = 1 - (1/B + o), y = gamma (w_F xhat_F + w_B xhat_B)/sqrt(d) + beta; "
                         "backward as two normalization backwards (docs/ops/batch_layer_norm.md#bln-backward)",
+    "dyt": "z = alpha x, t = tanh(z) (library, L ulp), s = 1 - t^2 from the rounded t, y = t w + b; backward "
+           "q = w dy s, dx = q alpha, dalpha = sum q x, dw = sum dy t, db = sum dy",
 }
 
 

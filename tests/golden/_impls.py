@@ -324,7 +324,20 @@ def seed_forward(spec, T, detach=False):
         if "bias" in T:
             y = y + T["bias"].reshape(pshape)
         return y, {"batch_mean": mB, "batch_rstd": rB, "feature_mean": mF, "feature_rstd": rF}
+    if spec.op == "dyt":
+        # the authors' DynamicTanh.forward, channels_last=True (jiachenzhu/DyT dynamic_tanh.py):
+        # x = torch.tanh(self.alpha * x); x = x * self.weight + self.bias (each optional here)
+        y = torch.tanh(T["alpha"] * T["x"])
+        if "weight" in T:
+            y = y * T["weight"]
+        if "bias" in T:
+            y = y + T["bias"]
+        return y, {}
     raise Unsupported(spec.op)
+
+
+#: seed layers with no statistics to detach (``seed_forward(detach=True)`` is the same function)
+NO_STATISTICS = {"dyt": "DyT is elementwise: it computes no statistic"}
 
 
 def run_torch_seed_derivatives(spec, inputs, drop=None, detach=False) -> dict:
@@ -374,7 +387,7 @@ def run_torch_seed(spec, inputs) -> dict:
     dt = spec.dtype
     f = torch.float64 if dt == "float64" else torch.float32
     T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
-    grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain") if k in T]
+    grads = [k for k in refnorm.registry()[spec.op].differentiable if k in T]
     for k in grads:
         T[k].requires_grad_(True)
     y, out = seed_forward(spec, T)
@@ -388,5 +401,7 @@ def run_torch_seed(spec, inputs) -> dict:
     return out
 
 
-__all__ = ["Unsupported", "run_torch", "run_torch_seed", "run_torch_seed_derivatives", "run_numpy32", "seed_forward",
-           "TORCH_NO_STATS"]
+__all__ = [
+    "NO_STATISTICS", "Unsupported", "run_torch", "run_torch_seed", "run_torch_seed_derivatives", "run_numpy32",
+    "seed_forward", "TORCH_NO_STATS"
+]

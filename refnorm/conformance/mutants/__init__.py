@@ -1,7 +1,8 @@
 """Deliberately buggy backends: the conformance suite must catch every one.
 
 Each mutant is :mod:`refnorm.conformance.backends.numpy32` with exactly one
-piece replaced by a bug seen in a real implementation (its module docstring
+piece replaced (a mutant of a layer numpy32 lacks, DyT, adds the layer with
+the bug, and its ``CONTROL`` is the same code without it) by a bug seen in a real implementation (its module docstring
 names the bug class, its entry in the edge-case catalogue (docs/edge-cases.md)
 and the issue, and the
 functions it affects).  Each module exposes the full protocol (unaffected
@@ -56,6 +57,8 @@ MUTANTS = {
     "grid_limit_sets": "reduction set r >= 65535 uses the statistics of set r % 65535 (E12, apex#411)",
     "strides_ignored": "strides ignored: a non-contiguous array read as if C-contiguous (E20, pytorch#174345)",
     "inplace_float64": "float64 x normalized in place, the caller's x overwritten by x-hat (nano-vllm#170)",
+    "dyt_weight_channels_first": "DyT weight/bias over dim 1 of a channels-last (..., C) tensor (DynamicTanh's "
+                                 "channels_last=False branch)",
 }
 
 #: The mutants that pass every case of the committed corpus: each bug needs an

@@ -26,12 +26,14 @@ from .ops import instance_norm as inn
 from .ops import layer_norm as ln
 from .ops import proxy_norm as pn
 from .ops import rms_norm as rms
+from .ops import scale_norm as sn
 from .ops import weight_standardization as ws
 from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
 from .reference import gn_plus as ref_gnp
 from .reference import proxy_norm as ref_pn
+from .reference import scale_norm as ref_sn
 from .reference import weight_standardization as ref_ws
 
 
@@ -358,6 +360,9 @@ def _build() -> dict[str, OpSpec]:
                running_stats=bln.batch_layer_norm_moving_stats, grouped_inputs={"moving_stats": "moving_"},
                seed=True,
                jvp=bln.batch_layer_norm_jvp, double_backward=bln.batch_layer_norm_double_backward),
+        OpSpec("scale_norm", sn.scale_norm, sn.scale_norm_backward, ref_sn.scale_norm, sn.scale_norm_stats,
+               ("x", "g"), sn.layout, stats=("rnorm",), tolerance="running_error", center=False, per_sample=True,
+               seed=True, jvp=sn.scale_norm_jvp, double_backward=sn.scale_norm_double_backward),
     ]
     return {s.name: s for s in specs}
 

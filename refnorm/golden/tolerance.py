@@ -446,6 +446,8 @@ FORMULAS = {
     "batch_layer_norm": "two-pass batch and feature statistics (or the moving ones), xhat_B, xhat_F, "
                         "w_F = 1/B - o, w_B = 1 - (1/B + o), y = gamma (w_F xhat_F + w_B xhat_B)/sqrt(d) + beta; "
                         "backward as two normalization backwards (docs/ops/batch_layer_norm.md#bln-backward)",
+    "scale_norm": "n = sqrt(sum x^2), r = 1/max(n, eps), y = g x r; backward dx = g r (dy - ind xhat <dy, xhat>), "
+                  "dg = sum <dy, xhat>, ind = 0 where the clamp is active",
 }
 
 

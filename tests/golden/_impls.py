@@ -324,6 +324,22 @@ def seed_forward(spec, T, detach=False):
         if "bias" in T:
             y = y + T["bias"].reshape(pshape)
         return y, {"batch_mean": mB, "batch_rstd": rB, "feature_mean": mF, "feature_rstd": rF}
+    if spec.op == "scale_norm":
+        # the authors' ScaleNorm, norm = g / ||x||.clamp(min=eps); y = x * norm, written so that neither
+        # the squares nor autograd's 1/n^2 overflow or underflow in float32 (the corpus's e7_huge and
+        # tiny_eps0 cases demand it): each row is scaled by s = 2^-e, e the exponent of its max |x|
+        # (exact), ss = sum (x s)^2, and 1/max(n, eps) is s/sqrt(ss) where n = sqrt(ss)/s >= eps, 1/eps
+        # where the clamp is active (the mask a constant, as clamp's backward).  torch.sqrt, so that the
+        # eps-inside-sqrt mutation of the calibration test reaches it; zero rows take no sqrt at all
+        x = T["x"]
+        e = torch.frexp(x.detach().abs().amax(-1, keepdim=True))[1]
+        sc = torch.ldexp(torch.ones_like(x.detach()[..., :1]), -e)
+        ss = ((x * sc) ** 2).sum(-1, keepdim=True)
+        nz = ss > 0
+        root = torch.sqrt(torch.where(nz, ss, torch.ones_like(ss)))
+        active = (~nz) | (root.detach() / sc < a["eps"])
+        r = st(torch.where(active, torch.full_like(ss, 1.0 / a["eps"] if a["eps"] > 0 else math.inf), sc / root))
+        return x * (T["g"].reshape(()) * r), {"rnorm": r[..., 0]}
     raise Unsupported(spec.op)
 
 
@@ -374,7 +390,7 @@ def run_torch_seed(spec, inputs) -> dict:
     dt = spec.dtype
     f = torch.float64 if dt == "float64" else torch.float32
     T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
-    grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain") if k in T]
+    grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain", "g") if k in T]
     for k in grads:
         T[k].requires_grad_(True)
     y, out = seed_forward(spec, T)

@@ -4,7 +4,7 @@ The definition and every convention are in :mod:`refnorm.reference.scale_norm`
 (``y = g * x / max(||x||_2, eps)`` over the last dimension, one scalar ``g``).
 ``x`` of shape ``(*, d)`` is viewed as ``(rows, d)``; each row is one set.
 
-The norm without overflow or underflow (:func:`_row_stats`), per row:
+The norm without overflow or underflow (:func:`_row_stats`), per row::
 
     m  = max_j |x_j|  (exact),  m = f * 2^e with f in [0.5, 1)   (math.frexp)
     xs_j = x_j * 2^-e  (math.ldexp: exact, |xs_j| < 1; an element below 2^-1022 m may

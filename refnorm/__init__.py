@@ -41,6 +41,11 @@ and Dynamic Tanh (docs/ops/dyt.md), an elementwise layer with no statistics (no 
 
     dyt(x, alpha, weight=None, bias=None)      # weight * tanh(alpha * x) + bias, affine on the last dim
 
+and ScaleNorm (Nguyen & Salazar 2019; ``g`` one scalar, ``y = g x / max(||x||_2, eps)`` over the last
+dimension, saved statistic ``rnorm``; its backward returns ``{"x", "g"}``)::
+
+    scale_norm(x, g, eps=1e-5)
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -83,6 +88,8 @@ from .ops.layer_norm import (layer_norm, layer_norm_backward, layer_norm_double_
 from .ops.proxy_norm import (proxy_norm, proxy_norm_backward, proxy_norm_double_backward, proxy_norm_jvp,
                              proxy_norm_stats, proxy_quantiles)
 from .ops.rms_norm import rms_norm, rms_norm_backward, rms_norm_double_backward, rms_norm_jvp, rms_norm_stats
+from .ops.scale_norm import (scale_norm, scale_norm_backward, scale_norm_double_backward, scale_norm_jvp,
+                             scale_norm_stats)
 from .ops.weight_standardization import (weight_standardization, weight_standardization_backward,
                                          weight_standardization_double_backward, weight_standardization_jvp,
                                          weight_standardization_stats)
@@ -151,6 +158,11 @@ __all__ = [
     "rms_norm_double_backward",
     "rms_norm_jvp",
     "rms_norm_stats",
+    "scale_norm",
+    "scale_norm_backward",
+    "scale_norm_double_backward",
+    "scale_norm_jvp",
+    "scale_norm_stats",
     "weight_standardization",
     "weight_standardization_backward",
     "weight_standardization_double_backward",

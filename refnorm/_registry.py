@@ -27,6 +27,7 @@ from .ops import instance_norm as inn
 from .ops import layer_norm as ln
 from .ops import proxy_norm as pn
 from .ops import rms_norm as rms
+from .ops import scale_norm as sn
 from .ops import weight_standardization as ws
 from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
@@ -34,6 +35,7 @@ from .reference import batch_layer_norm as ref_bln
 from .reference import dyt as ref_dyt
 from .reference import gn_plus as ref_gnp
 from .reference import proxy_norm as ref_pn
+from .reference import scale_norm as ref_sn
 from .reference import weight_standardization as ref_ws
 
 
@@ -364,6 +366,9 @@ def _build() -> dict[str, OpSpec]:
         OpSpec("dyt", dyt_ops.dyt, dyt_ops.dyt_backward, ref_dyt.dyt, None, ("x", "alpha", "weight", "bias"),
                dyt_ops.layout, stats=(), tolerance="running_error", per_sample=True, seed=True,
                jvp=dyt_ops.dyt_jvp, double_backward=dyt_ops.dyt_double_backward),
+        OpSpec("scale_norm", sn.scale_norm, sn.scale_norm_backward, ref_sn.scale_norm, sn.scale_norm_stats,
+               ("x", "g"), sn.layout, stats=("rnorm",), tolerance="running_error", center=False, per_sample=True,
+               seed=True, jvp=sn.scale_norm_jvp, double_backward=sn.scale_norm_double_backward),
     ]
     return {s.name: s for s in specs}
 

@@ -943,8 +943,48 @@ def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bou
     return out
 
 
+def scale_norm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """ScaleNorm (docs/ops/scale_norm.md#scale-norm-backward), as :mod:`refnorm.ops.scale_norm` computes it
+    (on duals for the arguments in ``tangents``): ``n = sqrt(sum x^2)`` (refnorm scales by a power of two
+    first, which is exact and changes no bound), ``r = 1/max(n, eps)``, ``y = g (x r)``; backward
+    ``dx = g (r (dy - ind xhat <dy, xhat>))``, ``dg = sum <dy, xhat>``, with ``ind`` the clamp's derivative
+    (1 where ``n >= eps``, 0 where the clamp is active, either where rounding can move ``n`` across eps)."""
+    tangents = tangents or {}
+    X0 = _x(inputs, "x")
+    d = X0.shape[-1]
+    x = _var(X0, tangents.get("x"), u).reshape(-1, d)
+    g0 = np.asarray(inputs["g"], dtype=np.float64)
+    g = _arg(inputs, "g", u, tangents).reshape(())
+    eps = const(spec.attrs["eps"], u)
+    n = (x * x).sum(1, keepdims=True).sqrt()  # (1)-(2)
+    c = n.maximum(eps)  # (3) max(n, eps); a tie takes n's tangent (torch's clamp)
+    r = saved(1.0 / c, u_out)  # (4) rnorm
+    xhat = x * r  # (5)
+    y = xhat * g  # (6)
+    out = {"y": y.reshape(X0.shape), "rnorm": r.reshape(X0.shape[:-1])}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy").reshape(-1, d), 0.0, u)
+        cdot = (dy * xhat).sum(1, keepdims=True)
+        proj = xhat * cdot
+        np_, ep = primal(n), primal(eps)
+        active = np_.v < ep.v
+        ambiguous = np.abs(np_.v - ep.v) <= np_.e + ep.e
+
+        def clamp(p):
+            e = np.where(ambiguous, np.abs(p.v) + p.e, p.e)
+            return where(active, Bound(np.zeros_like(p.v), e, u), Bound(p.v, e, u))
+
+        proj = piecewise(clamp, proj)
+        out["dx"] = ((r * (dy - proj)) * g).reshape(X0.shape)
+        out["dg"] = cdot.sum((0, 1)).reshape(g0.shape)
+    return out
+
+
 PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardization": weight_standardization,
-            "batch_layer_norm": batch_layer_norm, "dyt": dyt}
+            "batch_layer_norm": batch_layer_norm,
+            "dyt": dyt,
+            "scale_norm": scale_norm,
+            }
 
 
 

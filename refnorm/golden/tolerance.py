@@ -448,6 +448,8 @@ FORMULAS = {
                         "backward as two normalization backwards (docs/ops/batch_layer_norm.md#bln-backward)",
     "dyt": "z = alpha x, t = tanh(z) (library, L ulp), s = 1 - t^2 from the rounded t, y = t w + b; backward "
            "q = w dy s, dx = q alpha, dalpha = sum q x, dw = sum dy t, db = sum dy",
+    "scale_norm": "n = sqrt(sum x^2), r = 1/max(n, eps), y = g x r; backward dx = g r (dy - ind xhat <dy, xhat>), "
+                  "dg = sum <dy, xhat>, ind = 0 where the clamp is active",
 }
 
 

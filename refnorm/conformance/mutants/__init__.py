@@ -59,6 +59,7 @@ MUTANTS = {
     "inplace_float64": "float64 x normalized in place, the caller's x overwritten by x-hat (nano-vllm#170)",
     "dyt_weight_channels_first": "DyT weight/bias over dim 1 of a channels-last (..., C) tensor (DynamicTanh's "
                                  "channels_last=False branch)",
+    "scale_norm_rms": "ScaleNorm divides by the RMS ||x||/sqrt(d), not the L2 norm (x-transformers, mmpose ScaleNorm)",
 }
 
 #: The mutants that pass every case of the committed corpus: each bug needs an

@@ -24,6 +24,7 @@ from .ops import gn_plus as gnp
 from .ops import group_norm as gn
 from .ops import instance_norm as inn
 from .ops import layer_norm as ln
+from .ops import normalize as nrm
 from .ops import proxy_norm as pn
 from .ops import rms_norm as rms
 from .ops import weight_standardization as ws
@@ -31,6 +32,7 @@ from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
 from .reference import gn_plus as ref_gnp
+from .reference import normalize as ref_nrm
 from .reference import proxy_norm as ref_pn
 from .reference import weight_standardization as ref_ws
 
@@ -358,6 +360,11 @@ def _build() -> dict[str, OpSpec]:
                running_stats=bln.batch_layer_norm_moving_stats, grouped_inputs={"moving_stats": "moving_"},
                seed=True,
                jvp=bln.batch_layer_norm_jvp, double_backward=bln.batch_layer_norm_double_backward),
+        # Lp normalization (torch.nn.functional.normalize): not a mean/variance normalizer, so its
+        # tolerances come from a running error analysis, and it is listed with the research layers
+        OpSpec("normalize", nrm.normalize, nrm.normalize_backward, ref_nrm.normalize, nrm.normalize_stats, ("x",),
+               nrm.layout, stats=("norm",), tolerance="running_error", per_sample=True, seed=True,
+               jvp=nrm.normalize_jvp, double_backward=nrm.normalize_double_backward),
     ]
     return {s.name: s for s in specs}
 

@@ -446,6 +446,8 @@ FORMULAS = {
     "batch_layer_norm": "two-pass batch and feature statistics (or the moving ones), xhat_B, xhat_F, "
                         "w_F = 1/B - o, w_B = 1 - (1/B + o), y = gamma (w_F xhat_F + w_B xhat_B)/sqrt(d) + beta; "
                         "backward as two normalization backwards (docs/ops/batch_layer_norm.md#bln-backward)",
+    "normalize": "N = ||x||_p along dim (sum |x|^p by pow, then ^(1/p); p = inf: max |x|), d = max(N, eps), "
+                 "y = x / d; backward dx = (dy - [N >= eps] c g) / d, c = sum dy y, g = dN/dx",
 }
 
 

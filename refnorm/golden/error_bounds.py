@@ -176,7 +176,8 @@ class Bound:
             prop = np.where(self.e > 0, abs(c) * np.power(self.v, c - 1.0) * self.e, 0.0)
             e = prop + LIB_ULPS * self.u * np.abs(v)
             if c_rounded:
-                e = e + np.where(self.v > 0, np.abs(c * np.log(np.where(self.v > 0, self.v, 1.0))), 0.0) * np.abs(v) * self.u
+                lg = np.where(self.v > 0, np.abs(c * np.log(np.where(self.v > 0, self.v, 1.0))), 0.0)
+                e = e + lg * np.abs(v) * self.u
         return Bound(v, e, self.u)
 
     def amax(self, axis, keepdims=False):

@@ -8,8 +8,8 @@ embedding code -- agrees on every slice whose norm exceeds ``eps`` and returns
 hold the denominator at ``eps``); its backward is NaN or inf there too.
 The corpus catches it with ``normalize/zero_row`` and ``normalize/clamp_active``.
 
-This module is a small float32 NumPy backend of ``normalize`` alone (numpy32
-has no ``normalize``): each slice scaled by a power of two near its ``max|x|``
+This module is a small NumPy backend of ``normalize`` alone (numpy32 has no
+``normalize``), float64 for float64 input and float32 otherwise: each slice scaled by a power of two near its ``max|x|``
 (exact), the powers summed in float32, the root taken, the clamp applied
 (:data:`BASE`, the unmutated control) -- or, in the mutant, not applied.
 Affects: normalize, normalize_backward, normalize_stats (slices with norm < eps).
@@ -23,17 +23,23 @@ import numpy as np
 
 from . import _demo
 
-_F = np.float32
+
+
+def _acc(dtype):
+    """The working precision: float64 for float64 input, float32 for the others (as numpy32)."""
+    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
 
 
 class NormalizeBackend:
-    """``F.normalize`` in float32, the backward by its formula ``dx = (dy - [N >= eps] c g) / d``."""
+    """``F.normalize`` in float32 (float64 for float64 input), the backward by its formula ``dx = (dy - [N >= eps] c g) / d``."""
 
     def _denominator(self, norm, eps):
-        return np.maximum(norm, _F(eps)), norm >= _F(eps)  # clamp_min and its derivative
+        e = norm.dtype.type(eps)
+        return np.maximum(norm, e), norm >= e  # clamp_min and its derivative
 
     def _prepare(self, x, p, dim):
         xa = np.asarray(x)
+        _F = _acc(xa.dtype)
         xf = xa.astype(_F)
         k = dim % xf.ndim
         a = np.abs(xf)
@@ -58,6 +64,7 @@ class NormalizeBackend:
 
     def normalize_backward(self, dy, x, p=2.0, dim=1, eps=1e-12):
         dt, xf, k, norm = self._prepare(x, p, dim)
+        _F = xf.dtype.type
         g0 = np.asarray(dy).astype(_F)
         with np.errstate(all="ignore"):
             d, ind = self._denominator(norm, eps)

@@ -82,7 +82,7 @@ ROW_OPS = ("layer_norm", "rms_norm", "add_rms_norm", "add_layer_norm")
 CHANNEL_OPS = ("batch_norm", "instance_norm", "group_norm")
 #: The research layers: drawn from the catalogue's own cases of the op (valid
 #: attributes), with the batch, the spatial size and the channel count varied.
-TEMPLATE_OPS = ("proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm")
+TEMPLATE_OPS = ("proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm", "normalize")
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"
 MANY = 1 << 16  # "more than 2^16 reduction sets"
@@ -277,10 +277,13 @@ def _draw_channels(op, size, rng, cap):
 
 
 def _templates(op: str) -> list[CaseSpec]:
-    """The catalogue's value cases of a research layer: valid attributes to vary."""
+    """The catalogue's value cases of a research layer: valid attributes to vary (not those whose
+    recipes fix values by position, ``values`` or ``set``, which a varied shape would not fit)."""
     return [s for s in catalogue.catalogue() if s.op == op and s.expect.get("kind") == "value" and
             s.tier != "exact" and not any(t in s.shapes for t in _registry.get(op).tangent_inputs +
-                                          _registry.get(op).second_cotangents)]
+                                          _registry.get(op).second_cotangents)
+            and not any(isinstance(r, dict) and (r.get("kind") == "values" or "set" in r)
+                        for r in s.recipe.values())]
 
 
 _TEMPLATE_CACHE: dict[str, list] = {}

@@ -46,6 +46,11 @@ dimension, saved statistic ``rnorm``; its backward returns ``{"x", "g"}``)::
 
     scale_norm(x, g, eps=1e-5)
 
+and Lp normalization, ``torch.nn.functional.normalize`` (``normalize_backward`` returns ``{"x"}``,
+``normalize_stats`` the clamped denominator ``norm``)::
+
+    normalize(x, p=2.0, dim=1, eps=1e-12)
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -85,6 +90,8 @@ from .ops.instance_norm import (instance_norm, instance_norm_backward, instance_
                                 instance_norm_jvp, instance_norm_running_stats, instance_norm_stats)
 from .ops.layer_norm import (layer_norm, layer_norm_backward, layer_norm_double_backward, layer_norm_jvp,
                              layer_norm_stats)
+from .ops.normalize import (normalize, normalize_backward, normalize_double_backward, normalize_jvp,
+                            normalize_stats)
 from .ops.proxy_norm import (proxy_norm, proxy_norm_backward, proxy_norm_double_backward, proxy_norm_jvp,
                              proxy_norm_stats, proxy_quantiles)
 from .ops.rms_norm import rms_norm, rms_norm_backward, rms_norm_double_backward, rms_norm_jvp, rms_norm_stats
@@ -146,6 +153,11 @@ __all__ = [
     "layer_norm_jvp",
     "layer_norm_stats",
     "nonlinearity_gain",
+    "normalize",
+    "normalize_backward",
+    "normalize_double_backward",
+    "normalize_jvp",
+    "normalize_stats",
     "proxy_norm",
     "proxy_norm_backward",
     "proxy_norm_double_backward",

@@ -25,6 +25,7 @@ from .ops import gn_plus as gnp
 from .ops import group_norm as gn
 from .ops import instance_norm as inn
 from .ops import layer_norm as ln
+from .ops import normalize as nrm
 from .ops import proxy_norm as pn
 from .ops import rms_norm as rms
 from .ops import scale_norm as sn
@@ -34,6 +35,7 @@ from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
 from .reference import dyt as ref_dyt
 from .reference import gn_plus as ref_gnp
+from .reference import normalize as ref_nrm
 from .reference import proxy_norm as ref_pn
 from .reference import scale_norm as ref_sn
 from .reference import weight_standardization as ref_ws
@@ -369,6 +371,11 @@ def _build() -> dict[str, OpSpec]:
         OpSpec("scale_norm", sn.scale_norm, sn.scale_norm_backward, ref_sn.scale_norm, sn.scale_norm_stats,
                ("x", "g"), sn.layout, stats=("rnorm",), tolerance="running_error", center=False, per_sample=True,
                seed=True, jvp=sn.scale_norm_jvp, double_backward=sn.scale_norm_double_backward),
+        # Lp normalization (torch.nn.functional.normalize): not a mean/variance normalizer, so its
+        # tolerances come from a running error analysis, and it is listed with the research layers
+        OpSpec("normalize", nrm.normalize, nrm.normalize_backward, ref_nrm.normalize, nrm.normalize_stats, ("x",),
+               nrm.layout, stats=("norm",), tolerance="running_error", per_sample=True, seed=True,
+               jvp=nrm.normalize_jvp, double_backward=nrm.normalize_double_backward),
     ]
     return {s.name: s for s in specs}
 

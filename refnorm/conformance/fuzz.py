@@ -86,6 +86,7 @@ TEMPLATE_OPS = (
     "proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm",
     "dyt",
     "scale_norm",
+    "normalize",
 )
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"
@@ -281,13 +282,14 @@ def _draw_channels(op, size, rng):
 
 
 def _templates(op: str) -> list[CaseSpec]:
-    """The catalogue's value cases of a research layer: valid attributes to vary (not one whose
-    primary input has elements set at fixed indices, e.g. DyT's huge_tiny: a varied shape may not
-    hold them)."""
+    """The catalogue's value cases of a research layer: valid attributes to vary (not those whose
+    recipes fix values by position, ``values`` or ``set``, which a varied shape would not fit, e.g.
+    DyT's huge_tiny)."""
     spec_op = _registry.get(op)
     return [s for s in catalogue.catalogue() if s.op == op and s.expect.get("kind") == "value" and
             s.tier != "exact" and not any(t in s.shapes for t in spec_op.tangent_inputs + spec_op.second_cotangents)
-            and "set" not in s.recipe.get(spec_op.primary, {})]
+            and not any(isinstance(r, dict) and (r.get("kind") == "values" or "set" in r)
+                        for r in s.recipe.values())]
 
 
 _TEMPLATE_CACHE: dict[str, list] = {}

@@ -12,7 +12,9 @@ forward's signature (:attr:`refnorm.OpSpec.forward`):
   (:attr:`refnorm.OpSpec.grouped_inputs`: BLN's ``moving_stats`` from
   ``moving_batch_mean`` ...), else keeps its default;
 * JSON has no tuples: an attr given as a list is passed as a tuple to a
-  keyword-only parameter and to ``normalized_shape``.
+  keyword-only parameter and to ``normalized_shape``;
+* JSON has no infinity: an attr given as the string ``"inf"`` or ``"-inf"``
+  is passed as that float (``normalize``'s ``p = inf``).
 
 The backward takes one cotangent per output first (``dy``, and ``dh`` for a
 fused op's second output), the inputs of those names or None.  Forward mode
@@ -35,9 +37,18 @@ from .._registry import get, second_cotangent_name, tangent_name
 __all__ = ["backward_cotangents", "call_arguments", "input_names", "jvp_tangents", "second_order_cotangents"]
 
 
+_INFINITIES = {"inf": float("inf"), "-inf": float("-inf")}
+
+
+def _attr(v):
+    """An attr as the argument: the strings ``"inf"``/``"-inf"`` as floats (JSON has no infinity)."""
+    return _INFINITIES[v] if isinstance(v, str) and v in _INFINITIES else v
+
+
 def call_arguments(op: str, inputs: dict, attrs: dict) -> tuple[list, dict]:
     """Positional and keyword-only arguments of ``<op>`` for a case."""
     spec = get(op)
+    attrs = {k: _attr(v) for k, v in attrs.items()}
     params = inspect.signature(spec.forward).parameters
     args, kwargs = [], {}
     for name, p in params.items():

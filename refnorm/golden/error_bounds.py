@@ -23,6 +23,9 @@ rounded constant c       ``u |c|`` (eps, the BLN offset: not representable in bi
 ``a / b``                ``(e_a + |a/b| e_b) / |b| + u |a/b|``
 ``sqrt(a)``              ``min(e_a / (2 sqrt a), sqrt(e_a)) + u sqrt(a)`` (exact at a = 0)
 ``max(a, c)``            ``max(e_a, e_c)`` (1-Lipschitz)
+``|a|``, ``max_i a_i``   ``e_a``, ``max_i e_i`` (exact operations, 1-Lipschitz)
+``a^c`` (library pow)    ``|c| a^(c-1) e_a + L u a^c`` (+ ``|c ln a| a^c u`` when the exponent
+                         ``c = 1/p`` is itself rounded)
 sum of K terms t_i       ``sum e_i + f(K) u sum|t_i|``, ``f(K) = 6 sqrt(K) + 1`` (the
                          probabilistic bound of Higham & Mary used by the standard model)
 mean                     the sum, then a division by the exact integer K
@@ -161,6 +164,24 @@ class Bound:
         with np.errstate(divide="ignore", invalid="ignore"):
             lin = np.where(v > 0, self.e / (2.0 * np.where(v > 0, v, 1.0)), np.inf)
         return Bound(v, np.minimum(lin, np.sqrt(self.e)) + self.u * v, self.u)
+
+    def abs(self):
+        return Bound(np.abs(self.v), self.e, self.u)
+
+    def pow(self, c: float, c_rounded: bool = False):
+        """``a^c`` by a library pow within ``LIB_ULPS`` ulp (``a >= 0``); ``c_rounded``:
+        the exponent (``1/p``) is itself rounded to the working precision."""
+        v = np.power(self.v, c)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prop = np.where(self.e > 0, abs(c) * np.power(self.v, c - 1.0) * self.e, 0.0)
+            e = prop + LIB_ULPS * self.u * np.abs(v)
+            if c_rounded:
+                lg = np.where(self.v > 0, np.abs(c * np.log(np.where(self.v > 0, self.v, 1.0))), 0.0)
+                e = e + lg * np.abs(v) * self.u
+        return Bound(v, e, self.u)
+
+    def amax(self, axis, keepdims=False):
+        return Bound(self.v.max(axis=axis, keepdims=keepdims), self.e.max(axis=axis, keepdims=keepdims), self.u)
 
     def maximum(self, o):
         if isinstance(o, Dual):
@@ -308,6 +329,24 @@ class Dual:
     def sqrt(self):
         r = self.p.sqrt()
         return Dual(r, None if self.t is None else self.t / (r * 2.0))
+
+    def abs(self):
+        return Dual(self.p.abs(), None if self.t is None else self.t * np.sign(self.p.v))
+
+    def pow(self, c: float, c_rounded: bool = False):
+        r = self.p.pow(c, c_rounded)
+        return Dual(r, None if self.t is None else self.t * self.p.pow(c - 1.0) * float(c))
+
+    def amax(self, axis, keepdims=False):
+        """The tangent of a maximum: the mean of the tangents of the maximal elements
+        (ties share it evenly, as PyTorch's amax and autograd's max)."""
+        m = self.p.amax(axis, keepdims)
+        if self.t is None:
+            return Dual(m, None)
+        mask = self.p.v == self.p.v.max(axis=axis, keepdims=True)
+        k = mask.sum(axis=axis, keepdims=True).astype(np.float64)
+        t = piecewise(lambda b: Bound(np.where(mask, b.v, 0.0), np.where(mask, b.e, 0.0), b.u), self.t)
+        return Dual(m, t.sum(axis, keepdims=True) / (k if keepdims else np.squeeze(k, axis)))
 
     def maximum(self, o):
         o = self.lift(o)
@@ -777,6 +816,65 @@ def dyt(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
     return out
 
 
+def normalize(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """Lp normalization (docs/ops/normalize.md#normalize-backward) on the view ``(pre, n, post)``, as
+    the plain formula a backend computes (refnorm's power-of-two scaling is exact); on duals for ``x``."""
+    a = spec.attrs
+    tangents = tangents or {}
+    x0 = _x(inputs)
+    k = int(a.get("dim", 1)) % x0.ndim
+    s = x0.shape
+    v3 = (math.prod(s[:k]), s[k], math.prod(s[k + 1:]))
+    x = _var(x0, tangents.get("x"), u).reshape(v3)
+    p = float(a.get("p", 2.0))
+    eps = const(a.get("eps", 1e-12), u)
+    ax = x.abs()  # (1)
+    if p == math.inf:
+        N = ax.amax(1, keepdims=True)  # (2)
+    else:
+        # each slice scaled by 2^-k, 2^k near max |x| (as refnorm does; a power of two: exact
+        # apart from the product's own rounding counted here), so that |x|^p neither overflows nor underflows
+        amax = np.abs(x0.reshape(v3)).max(axis=1, keepdims=True)
+        two_k = np.ldexp(1.0, np.frexp(np.where(amax > 0, amax, 1.0))[1])
+        ax = ax * (1.0 / two_k)
+        if p == 2.0:
+            S = (ax * ax).sum(1, keepdims=True).sqrt()
+        elif p == 1.0:
+            S = ax.sum(1, keepdims=True)
+        else:
+            inv = 1.0 / p
+            S = ax.pow(p).sum(1, keepdims=True).pow(inv, not const(inv, u).e == 0.0)
+        N = S * two_k
+    d = saved(N.maximum(eps), u_out)  # (3) clamp_min, possibly rounded to the case dtype
+    y = x / d  # (4)
+    out = {"y": y.reshape(s), "norm": d.reshape(s[:k] + s[k + 1:])}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy").reshape(v3), 0.0, u)
+        c = (dy * y).sum(1, keepdims=True)
+        sg = np.sign(x0.reshape(v3))
+        if p == 2.0:
+            g = y
+        elif p == 1.0:
+            g = Bound(sg, 0.0, u)
+        elif p == math.inf:
+            av = np.abs(x0.reshape(v3))
+            mask = av == av.max(axis=1, keepdims=True)
+            g = Bound(sg * mask / mask.sum(axis=1, keepdims=True), 0.0, u)
+        else:
+            g = y.abs().pow(p - 1.0) * sg
+        cg = c * g
+        Np, ep = primal(N), primal(eps)
+        active = Np.v < ep.v
+        ambiguous = np.abs(Np.v - ep.v) <= Np.e + ep.e
+
+        def clamp(t):
+            zero = Bound(np.zeros_like(t.v), np.where(ambiguous, np.abs(t.v) + t.e, 0.0), u)
+            return where(active, zero, Bound(t.v, np.where(ambiguous, np.abs(t.v) + t.e, t.e), u))
+
+        out["dx"] = ((dy - piecewise(clamp, cg)) / d).reshape(s)
+    return out
+
+
 def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bound]:
     """Forward mode (``t<output>``) and second order (``d2<key>``) of the
     standard normalizers and the fused residual adds, as
@@ -984,6 +1082,7 @@ PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardizatio
             "batch_layer_norm": batch_layer_norm,
             "dyt": dyt,
             "scale_norm": scale_norm,
+            "normalize": normalize,
             }
 
 

@@ -450,6 +450,8 @@ FORMULAS = {
            "q = w dy s, dx = q alpha, dalpha = sum q x, dw = sum dy t, db = sum dy",
     "scale_norm": "n = sqrt(sum x^2), r = 1/max(n, eps), y = g x r; backward dx = g r (dy - ind xhat <dy, xhat>), "
                   "dg = sum <dy, xhat>, ind = 0 where the clamp is active",
+    "normalize": "N = ||x||_p along dim (sum |x|^p by pow, then ^(1/p); p = inf: max |x|), d = max(N, eps), "
+                 "y = x / d; backward dx = (dy - [N >= eps] c g) / d, c = sum dy y, g = dN/dx",
 }
 
 

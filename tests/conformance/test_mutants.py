@@ -88,7 +88,8 @@ def test_mutant_differs_on_its_demo_input(name):
 
 
 def test_numpy32_passes_every_demo_input():
-    """The control: the unmutated base agrees with refnorm on every mutant's DEMO_INPUT."""
+    """The control: the unmutated base (numpy32, or the mutant's own ``CONTROL`` / ``BASE`` for a
+    layer numpy32 lacks) agrees with refnorm on every mutant's DEMO_INPUT."""
     for name in sorted(set(MUTANTS) - ONLY_BY_PROPERTY):
         m = load_mutant(name)
         d = m.DEMO_INPUT

@@ -218,16 +218,26 @@ def test_seed_layers_torch_float32_transcription_passes_every_case():
 
 def test_seed_layer_tolerances_catch_small_convention_errors():
     """The seed tolerances are not vacuous: the transcription with eps moved by
-    1e-5 inside every square root (PN, BLN, WS), with GN+'s std biased or with
-    DyT's tanh argument moved by 1e-5 fails most float32/float64 cases."""
+    1e-5 inside every square root (PN, BLN, WS) or inside the p-th root of
+    normalize's norm (``max|x| + 1e-5`` for p = inf), with GN+'s std biased or
+    with DyT's tanh argument moved by 1e-5 fails most float32/float64 cases."""
+    import math
+
     import torch
 
     real_sqrt, real_std, real_tanh = torch.sqrt, torch.Tensor.std, torch.tanh
+    real_norm = torch.linalg.vector_norm
+
+    def norm_eps(t, ord=2, dim=None, keepdim=False):
+        n = real_norm(t, ord, dim, keepdim)
+        return n + 1e-5 if ord == math.inf else (n ** ord + 1e-5) ** (1.0 / ord)
+
     caught, total = defaultdict(int), defaultdict(int)
     try:
         torch.sqrt = lambda t: real_sqrt(t + 1e-5)
         torch.Tensor.std = lambda self, *a, **k: real_std(self, *a, **{**k, "unbiased": False})
         torch.tanh = lambda t: real_tanh(t + 1e-5)  # DyT: the argument of tanh moved by 1e-5
+        torch.linalg.vector_norm = norm_eps
         for s in value_cases():
             if s.op not in SEED_OPS or s.dtype not in ("float32", "float64") or s.expect["kind"] != "value":
                 continue
@@ -238,6 +248,7 @@ def test_seed_layer_tolerances_catch_small_convention_errors():
                                 for k, e in b.expected.items())
     finally:
         torch.sqrt, torch.Tensor.std, torch.tanh = real_sqrt, real_std, real_tanh
+        torch.linalg.vector_norm = real_norm
     print("\nmutated seed transcriptions caught:", {op: f"{caught[op]}/{total[op]}" for op in total})
     for op in SEED_OPS:
         assert caught[op] >= 0.6 * total[op], (op, caught[op], total[op])

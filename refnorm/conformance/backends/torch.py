@@ -6,7 +6,8 @@ computes as its CPU kernels do (half types accumulate in float32, outputs are
 rounded to the input dtype).  Backward: autograd with the given ``dy``.
 Saved statistics: ``torch.native_layer_norm``, ``torch.native_group_norm``,
 ``torch.native_batch_norm`` (training mode; in eval mode PyTorch saves no
-statistics: NotImplementedError) and ``torch._fused_rms_norm`` (rstd).
+statistics: NotImplementedError) and ``torch._fused_rms_norm`` (rstd); ``F.normalize`` saves
+none, so ``normalize_stats`` returns its own denominator ``x.norm(p, dim).clamp_min(eps)``.
 InstanceNorm exposes no statistics (no ``instance_norm_stats``).  Zero-centred
 weights (``offset=``) as the Hugging Face Gemma RMSNorm module computes them:
 float32 (float64 for float64), scale ``offset + weight`` in that dtype, one
@@ -14,8 +15,8 @@ rounding to the input dtype.  Running
 statistics: ``F.batch_norm`` / ``F.instance_norm`` with ``training=True`` on
 copies of the buffers, torch convention only; ``momentum=None`` as
 ``nn.BatchNorm`` does it (factor ``1 / (num_batches_tracked + 1)``).
-Forward mode and second order (the five standard ops and the fused residual
-adds): ``<op>_jvp`` is ``torch.func.jvp`` of the forward's own functional path
+Forward mode and second order (the five standard ops, the fused residual
+adds and ``F.normalize``): ``<op>_jvp`` is ``torch.func.jvp`` of the forward's own functional path
 (the same ``F.*`` call, the same offset path and residual add) along the
 tangents, rounded to their arguments' dtypes; ``<op>_double_backward`` is
 autograd's double backward -- ``torch.autograd.grad(..., create_graph=True)``
@@ -259,6 +260,25 @@ def group_norm_stats(x, num_groups, weight=None, bias=None, eps=1e-5):
     return _np(y), {"mean": _np(mean).reshape(N, num_groups), "rstd": _np(rstd).reshape(N, num_groups)}
 
 
+# ----------------------------------------------------------------------------- Lp normalization
+def normalize(x, p=2.0, dim=1, eps=1e-12):
+    with torch.no_grad():
+        return _np(F.normalize(_t(x), p, dim, eps))
+
+
+def normalize_backward(dy, x, p=2.0, dim=1, eps=1e-12):
+    leaves = {"x": _t(x, True)}
+    return _grads(F.normalize(leaves["x"], p, dim, eps), dy, leaves)
+
+
+def normalize_stats(x, p=2.0, dim=1, eps=1e-12):
+    """PyTorch saves no statistic for F.normalize; ``norm`` is its own denominator,
+    ``x.norm(p, dim).clamp_min(eps)``, as torch/nn/functional.py forms it."""
+    xt = _t(x)
+    with torch.no_grad():
+        return _np(F.normalize(xt, p, dim, eps)), {"norm": _np(xt.norm(p, dim).clamp_min(eps))}
+
+
 # ----------------------------------------------------------------------------- BatchNorm
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     with torch.no_grad():
@@ -421,6 +441,10 @@ def _model_group_norm(x, num_groups, weight, bias, eps):
             {"x": x, "weight": weight, "bias": bias}, ("y",))
 
 
+def _model_normalize(x, p, dim, eps):
+    return lambda x: (F.normalize(x, p, dim, eps),), {"x": x}, ("y",)
+
+
 def _model_batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
     m = 0.1 if momentum is None else momentum
     # fresh copies of the buffers at every call: training mode updates them in place
@@ -528,3 +552,11 @@ def add_layer_norm_double_backward(cotangents, dy, dh, x, residual, normalized_s
                                    eps=1e-5, *, offset=0.0, residual_dtype=None):
     return _double_backward_model(_model_add_layer_norm(x, residual, normalized_shape, weight, bias, eps, offset,
                                                         residual_dtype), cotangents, [dy, dh])
+
+
+def normalize_jvp(tangents, x, p=2.0, dim=1, eps=1e-12):
+    return _jvp_model(_model_normalize(x, p, dim, eps), tangents)
+
+
+def normalize_double_backward(cotangents, dy, x, p=2.0, dim=1, eps=1e-12):
+    return _double_backward_model(_model_normalize(x, p, dim, eps), cotangents, [dy])

@@ -60,6 +60,7 @@ MUTANTS = {
     "dyt_weight_channels_first": "DyT weight/bias over dim 1 of a channels-last (..., C) tensor (DynamicTanh's "
                                  "channels_last=False branch)",
     "scale_norm_rms": "ScaleNorm divides by the RMS ||x||/sqrt(d), not the L2 norm (x-transformers, mmpose ScaleNorm)",
+    "normalize_no_eps_clamp": "normalize divides by ||x||_p without clamp_min(eps): NaN on a zero slice (E2)",
 }
 
 #: The mutants that pass every case of the committed corpus: each bug needs an

@@ -37,6 +37,10 @@ saves statistics, ``<op>_stats``::
                      flags=(True, True, False, False), feature_axis=-1, batch_stats="position",
                      weight_offset=1e-4, sqrt_d_scale=True)
 
+and Filter Response Normalization with its Thresholded Linear Unit (``tau=None``: no TLU)::
+
+    filter_response_norm(x, weight, bias, tau=None, eps=1e-6)
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -67,6 +71,9 @@ from .ops.batch_layer_norm import (batch_layer_norm, batch_layer_norm_backward, 
                                    batch_layer_norm_moving_stats, batch_layer_norm_stats)
 from .ops.batch_norm import (batch_norm, batch_norm_backward, batch_norm_double_backward, batch_norm_jvp,
                              batch_norm_running_stats, batch_norm_stats)
+from .ops.filter_response_norm import (filter_response_norm, filter_response_norm_backward,
+                                       filter_response_norm_double_backward, filter_response_norm_jvp,
+                                       filter_response_norm_stats)
 from .ops.gains import analytic_gain, nonlinearity_gain
 from .ops.gn_plus import gn_plus, gn_plus_backward, gn_plus_double_backward, gn_plus_jvp
 from .ops.group_norm import (group_norm, group_norm_backward, group_norm_double_backward, group_norm_jvp,
@@ -109,6 +116,11 @@ __all__ = [
     "batch_norm_jvp",
     "batch_norm_running_stats",
     "batch_norm_stats",
+    "filter_response_norm",
+    "filter_response_norm_backward",
+    "filter_response_norm_double_backward",
+    "filter_response_norm_jvp",
+    "filter_response_norm_stats",
     "gn_plus",
     "gn_plus_backward",
     "gn_plus_double_backward",

@@ -20,6 +20,7 @@ from .ops import add_layer_norm as aln
 from .ops import add_rms_norm as arn
 from .ops import batch_layer_norm as bln
 from .ops import batch_norm as bn
+from .ops import filter_response_norm as frn
 from .ops import gn_plus as gnp
 from .ops import group_norm as gn
 from .ops import instance_norm as inn
@@ -30,6 +31,7 @@ from .ops import weight_standardization as ws
 from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
+from .reference import filter_response_norm as ref_frn
 from .reference import gn_plus as ref_gnp
 from .reference import proxy_norm as ref_pn
 from .reference import weight_standardization as ref_ws
@@ -358,6 +360,10 @@ def _build() -> dict[str, OpSpec]:
                running_stats=bln.batch_layer_norm_moving_stats, grouped_inputs={"moving_stats": "moving_"},
                seed=True,
                jvp=bln.batch_layer_norm_jvp, double_backward=bln.batch_layer_norm_double_backward),
+        OpSpec("filter_response_norm", frn.filter_response_norm, frn.filter_response_norm_backward,
+               ref_frn.filter_response_norm, frn.filter_response_norm_stats, ("x", "weight", "bias", "tau"),
+               frn.layout, stats=("rstd",), tolerance="running_error", center=False, per_sample=True, seed=True,
+               jvp=frn.filter_response_norm_jvp, double_backward=frn.filter_response_norm_double_backward),
     ]
     return {s.name: s for s in specs}
 

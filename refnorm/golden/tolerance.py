@@ -446,6 +446,9 @@ FORMULAS = {
     "batch_layer_norm": "two-pass batch and feature statistics (or the moving ones), xhat_B, xhat_F, "
                         "w_F = 1/B - o, w_B = 1 - (1/B + o), y = gamma (w_F xhat_F + w_B xhat_B)/sqrt(d) + beta; "
                         "backward as two normalization backwards (docs/ops/batch_layer_norm.md#bln-backward)",
+    "filter_response_norm": "nu2 = mean x^2 per (n, c), r = 1/sqrt(nu2 + eps), z = w x r + b, y = max(z, tau); "
+                            "backward dz = mz dy (TLU mask, 1/2 at a tie), dx = r (w dz - xhat mean(w dz xhat)), "
+                            "dweight = sum dz xhat, dbias = sum dz, dtau = sum (1 - mz) dy",
 }
 
 

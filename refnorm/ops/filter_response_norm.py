@@ -156,7 +156,8 @@ def _masks(z3, tau3):
 
 def _masked(m, v):
     """``m * v`` with an exact 0 where ``m == 0`` (masked_fill: an infinite ``v`` gives 0, not NaN)."""
-    return np.where(m == 0.0, 0.0, m * v)
+    with np.errstate(invalid="ignore"):
+        return np.where(m == 0.0, 0.0, m * v)
 
 
 def filter_response_norm_stats(x, weight, bias, tau=None, eps=1e-6):

@@ -19,13 +19,10 @@ from refnorm.golden.layouts import strided_view
 
 from ._protocol import flatten, ref
 
-PROTOCOL_FUNCTIONS = (
-    "batch_norm", "batch_norm_backward", "batch_norm_stats", "batch_norm_running_stats",
-    "layer_norm", "layer_norm_backward", "layer_norm_stats",
-    "instance_norm", "instance_norm_backward", "instance_norm_stats", "instance_norm_running_stats",
-    "group_norm", "group_norm_backward", "group_norm_stats",
-    "rms_norm", "rms_norm_backward", "rms_norm_stats",
-)
+# every registered op's protocol functions (a mutant of any layer is checked the same way)
+PROTOCOL_FUNCTIONS = tuple(
+    fn.__name__ for spec in refnorm.registry().values()
+    for fn in (spec.forward, spec.backward, spec.forward_with_stats, spec.running_stats) if fn is not None)
 # "far more than float32 rounding": float32 outputs are within ~1e-7 of refnorm (norm-wise).
 FAR = 1e-4
 ONLY_BY_PROPERTY = {"racy_reduction", "batch_variant"}
@@ -78,6 +75,8 @@ def test_numpy32_passes_every_demo_input():
     """The control: the unmutated base agrees with refnorm on every mutant's DEMO_INPUT."""
     for name in sorted(set(MUTANTS) - ONLY_BY_PROPERTY):
         d = load_mutant(name).DEMO_INPUT
+        if not hasattr(numpy32, d["function"]):  # a layer numpy32 does not offer: refnorm itself is the control
+            continue
         with np.errstate(all="ignore"):
             got = flatten(getattr(numpy32, d["function"])(*d["args"], **d["kwargs"]))
             want = flatten(ref(d["function"])(*d["args"], **d["kwargs"]))

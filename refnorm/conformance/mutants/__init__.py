@@ -56,6 +56,7 @@ MUTANTS = {
     "grid_limit_sets": "reduction set r >= 65535 uses the statistics of set r % 65535 (E12, apex#411)",
     "strides_ignored": "strides ignored: a non-contiguous array read as if C-contiguous (E20, pytorch#174345)",
     "inplace_float64": "float64 x normalized in place, the caller's x overwritten by x-hat (nano-vllm#170)",
+    "frn_eps_outside_rsqrt": "FRN: x / (sqrt(nu2) + eps) instead of x * rsqrt(nu2 + eps) (E15)",
 }
 
 #: The mutants that pass every case of the committed corpus: each bug needs an

@@ -82,7 +82,7 @@ ROW_OPS = ("layer_norm", "rms_norm", "add_rms_norm", "add_layer_norm")
 CHANNEL_OPS = ("batch_norm", "instance_norm", "group_norm")
 #: The research layers: drawn from the catalogue's own cases of the op (valid
 #: attributes), with the batch, the spatial size and the channel count varied.
-TEMPLATE_OPS = ("proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm")
+TEMPLATE_OPS = ("proxy_norm", "gn_plus", "weight_standardization", "batch_layer_norm", "filter_response_norm")
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"
 MANY = 1 << 16  # "more than 2^16 reduction sets"

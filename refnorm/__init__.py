@@ -50,6 +50,9 @@ and Lp normalization, ``torch.nn.functional.normalize`` (``normalize_backward`` 
 ``normalize_stats`` the clamped denominator ``norm``)::
 
     normalize(x, p=2.0, dim=1, eps=1e-12)
+and Filter Response Normalization with its Thresholded Linear Unit (``tau=None``: no TLU)::
+
+    filter_response_norm(x, weight, bias, tau=None, eps=1e-6)
 
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
@@ -82,6 +85,9 @@ from .ops.batch_layer_norm import (batch_layer_norm, batch_layer_norm_backward, 
 from .ops.batch_norm import (batch_norm, batch_norm_backward, batch_norm_double_backward, batch_norm_jvp,
                              batch_norm_running_stats, batch_norm_stats)
 from .ops.dyt import dyt, dyt_backward, dyt_double_backward, dyt_jvp
+from .ops.filter_response_norm import (filter_response_norm, filter_response_norm_backward,
+                                       filter_response_norm_double_backward, filter_response_norm_jvp,
+                                       filter_response_norm_stats)
 from .ops.gains import analytic_gain, nonlinearity_gain
 from .ops.gn_plus import gn_plus, gn_plus_backward, gn_plus_double_backward, gn_plus_jvp
 from .ops.group_norm import (group_norm, group_norm_backward, group_norm_double_backward, group_norm_jvp,
@@ -132,6 +138,11 @@ __all__ = [
     "dyt_backward",
     "dyt_double_backward",
     "dyt_jvp",
+    "filter_response_norm",
+    "filter_response_norm_backward",
+    "filter_response_norm_double_backward",
+    "filter_response_norm_jvp",
+    "filter_response_norm_stats",
     "gn_plus",
     "gn_plus_backward",
     "gn_plus_double_backward",

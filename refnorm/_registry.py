@@ -21,6 +21,7 @@ from .ops import add_rms_norm as arn
 from .ops import batch_layer_norm as bln
 from .ops import batch_norm as bn
 from .ops import dyt as dyt_ops
+from .ops import filter_response_norm as frn
 from .ops import gn_plus as gnp
 from .ops import group_norm as gn
 from .ops import instance_norm as inn
@@ -34,6 +35,7 @@ from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
 from .reference import dyt as ref_dyt
+from .reference import filter_response_norm as ref_frn
 from .reference import gn_plus as ref_gnp
 from .reference import normalize as ref_nrm
 from .reference import proxy_norm as ref_pn
@@ -376,6 +378,10 @@ def _build() -> dict[str, OpSpec]:
         OpSpec("normalize", nrm.normalize, nrm.normalize_backward, ref_nrm.normalize, nrm.normalize_stats, ("x",),
                nrm.layout, stats=("norm",), tolerance="running_error", per_sample=True, seed=True,
                jvp=nrm.normalize_jvp, double_backward=nrm.normalize_double_backward),
+        OpSpec("filter_response_norm", frn.filter_response_norm, frn.filter_response_norm_backward,
+               ref_frn.filter_response_norm, frn.filter_response_norm_stats, ("x", "weight", "bias", "tau"),
+               frn.layout, stats=("rstd",), tolerance="running_error", center=False, per_sample=True, seed=True,
+               jvp=frn.filter_response_norm_jvp, double_backward=frn.filter_response_norm_double_backward),
     ]
     return {s.name: s for s in specs}
 

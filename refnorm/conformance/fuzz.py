@@ -87,6 +87,7 @@ TEMPLATE_OPS = (
     "dyt",
     "scale_norm",
     "normalize",
+    "filter_response_norm",
 )
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"

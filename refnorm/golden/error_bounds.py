@@ -875,6 +875,51 @@ def normalize(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
     return out
 
 
+def filter_response_norm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """FRN + TLU (docs/ops/filter_response_norm.md#frn-backward), as :mod:`refnorm.ops.filter_response_norm`
+    computes it (on duals for the arguments in ``tangents``).  The TLU's masks are taken
+    from the float64 ``z``; where rounding can put ``z`` on the other side of ``tau``
+    (``|z - tau| <= e_z + e_tau``) a masked value may be taken whole or not at all:
+    its error bound grows by its magnitude (as weight standardization's floor)."""
+    a = spec.attrs
+    tangents = tangents or {}
+    x0 = _x(inputs)
+    N, C = x0.shape[0], x0.shape[1]
+    x = _var(x0, tangents.get("x"), u).reshape(N, C, -1)
+    eps = const(a["eps"], u)
+    w, b = (_b(_arg(inputs, k, u, tangents), u).reshape(1, C, 1) for k in ("weight", "bias"))
+    has_tau = inputs.get("tau") is not None
+    nu2 = (x * x).mean(2, keepdims=True)  # (2)
+    r = saved(1.0 / (nu2 + eps).sqrt(), u_out)  # (3)
+    xhat = x * r  # (4)
+    z = xhat * w + b  # (5)
+    y = z
+    if has_tau:
+        tau = _b(_arg(inputs, "tau", u, tangents), u).reshape(1, C, 1)
+        y = z.maximum(tau)  # (6)
+        zp, tp = primal(z), primal(tau)
+        tv = np.broadcast_to(tp.v, zp.v.shape)
+        mz_v = np.where(zp.v < tv, 0.0, np.where(zp.v == tv, 0.5, 1.0))
+        ambiguous = np.abs(zp.v - tv) <= zp.e + np.broadcast_to(tp.e, zp.v.shape)
+
+        def mask(m):
+            def f(v):
+                return Bound(m * v.v, m * v.e + np.where(ambiguous, np.abs(v.v), 0.0), u)
+            return f
+    out = {"y": y.reshape(x0.shape), "rstd": r.reshape(N, C)}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy").reshape(x.shape), 0.0, u)
+        dz = piecewise(mask(mz_v), dy) if has_tau else dy
+        g = dz * w
+        c2 = (g * xhat).mean(2, keepdims=True)
+        out["dx"] = (r * (g - xhat * c2)).reshape(x0.shape)
+        out["dweight"] = (dz * xhat).sum((0, 2))
+        out["dbias"] = dz.sum((0, 2))
+        if has_tau:
+            out["dtau"] = piecewise(mask(1.0 - mz_v), dy).sum((0, 2))
+    return out
+
+
 def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bound]:
     """Forward mode (``t<output>``) and second order (``d2<key>``) of the
     standard normalizers and the fused residual adds, as
@@ -1083,6 +1128,7 @@ PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardizatio
             "dyt": dyt,
             "scale_norm": scale_norm,
             "normalize": normalize,
+            "filter_response_norm": filter_response_norm,
             }
 
 

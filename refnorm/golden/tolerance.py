@@ -452,6 +452,9 @@ FORMULAS = {
                   "dg = sum <dy, xhat>, ind = 0 where the clamp is active",
     "normalize": "N = ||x||_p along dim (sum |x|^p by pow, then ^(1/p); p = inf: max |x|), d = max(N, eps), "
                  "y = x / d; backward dx = (dy - [N >= eps] c g) / d, c = sum dy y, g = dN/dx",
+    "filter_response_norm": "nu2 = mean x^2 per (n, c), r = 1/sqrt(nu2 + eps), z = w x r + b, y = max(z, tau); "
+                            "backward dz = mz dy (TLU mask, 1/2 at a tie), dx = r (w dz - xhat mean(w dz xhat)), "
+                            "dweight = sum dz xhat, dbias = sum dz, dtau = sum (1 - mz) dy",
 }
 
 

@@ -362,6 +362,15 @@ def seed_forward(spec, T, detach=False):
         norm = torch.linalg.vector_norm(x / m, ord=p, dim=dim, keepdim=True) * m
         d = st(norm.clamp_min(eps))
         return x / d, {"norm": d.squeeze(dim)}
+    if spec.op == "filter_response_norm":  # timm FilterResponseNormTlu2d.forward, over every spatial dim
+        x = T["x"]
+        C = x.shape[1]
+        sh = (1, C) + (1,) * (x.ndim - 2)
+        nu2 = st(x.square().mean(dim=tuple(range(2, x.ndim)), keepdim=True))
+        r = 1 / torch.sqrt(nu2 + a["eps"])  # timm: torch.rsqrt (1/sqrt here: the eps-shift catch patches sqrt)
+        z = x * r * T["weight"].reshape(sh) + T["bias"].reshape(sh)
+        y = torch.maximum(z, T["tau"].reshape(sh)) if "tau" in T else z
+        return y, {"rstd": r.reshape(x.shape[0], C)}
     raise Unsupported(spec.op)
 
 
@@ -417,6 +426,7 @@ def run_torch_seed(spec, inputs) -> dict:
     f = torch.float64 if dt == "float64" else torch.float32
     T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
     grads = [k for k in refnorm.registry()[spec.op].differentiable if k in T]
+    grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain", "tau") if k in T]
     for k in grads:
         T[k].requires_grad_(True)
     y, out = seed_forward(spec, T)

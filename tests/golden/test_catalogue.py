@@ -21,8 +21,9 @@ from refnorm.golden.casespec import KINDS, TIERS
 from refnorm.golden.dtypes import DTYPE_NAMES, DTYPES, spacing
 
 #: the committed corpus (and so the wheel, which ships it) stays below this; raised from 25 MB when the
-#: zero-centred, mixed-precision and fused residual-add cases were added
-BUDGET_BYTES = 30 * 10 ** 6
+#: zero-centred, mixed-precision and fused residual-add cases were added, then from 30 MB for the eleven
+#: layers beyond the seed four (each kept to a few tenths of a MB by small shapes)
+BUDGET_BYTES = 32 * 10 ** 6
 ID_RE = re.compile(r"^(?P<op>[a-z_]+)/(?P<name>[A-Za-z0-9_.\-]+)__(?P<dtype>float64|float32|float16|bfloat16)$")
 
 

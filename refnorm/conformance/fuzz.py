@@ -141,10 +141,13 @@ class _Cycles:
         k = self.k.get(op, 0)
         return options[(k + self.seed * (salt + 1) + salt) % len(options)]
 
-    def layout_kind(self, op: str, tensor: str, salt: int) -> str:
+    def layout_kind(self, op: str, tensor: str, salt: int, ndim: int = 2) -> str:
+        """The next layout of the tensor's cycle, over the kinds its ``ndim`` admits (a 1-D tensor
+        has no transposed or Fortran order: those slots would be wasted on a contiguous copy)."""
+        kinds = LAYOUTS if ndim >= 2 else tuple(k for k in LAYOUTS if k not in ("transposed", "fortran"))
         n = self.seen.get((op, tensor), 0)
         self.seen[(op, tensor)] = n + 1
-        return LAYOUTS[(n + salt + self.seed) % len(LAYOUTS)]
+        return kinds[(n + salt + self.seed) % len(kinds)]
 
 
 class _Stream:
@@ -517,7 +520,7 @@ def draw(cycles: _Cycles, op: str, seed: int, index: int, *, dtypes, max_element
         if size == "channels_last" and name in (prim, "dy", "residual") and nd >= 3:
             kind = "channels_last"
         else:
-            kind = cycles.layout_kind(op, name, zlib.crc32(name.encode()))
+            kind = cycles.layout_kind(op, name, zlib.crc32(name.encode()), nd)
         lay = _layout(kind, nd, rng)
         if lay:
             layout[name] = lay

@@ -205,8 +205,9 @@ def local_response_norm_stats(x, size, alpha=1e-4, beta=0.75, k=1.0):
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     """Local response normalization across channels, as ``torch.nn.functional.local_response_norm``.
 
-    .. math:: y_c = x_c \\Big/ \\Big(k + \\frac{\\alpha}{size} \\sum_{j \\in W(c)} x_j^2\\Big)^{\\beta},
-              \\qquad W(c) = [c - \\lfloor size/2 \\rfloor,\\ c + \\lfloor (size-1)/2 \\rfloor]
+    .. math:: y_c = x_c \\Big/ \\Big(k + \\frac{\\alpha}{size} \\sum_{j \\in W(c)} x_j^2\\Big)^{\\beta}
+
+    with the window ``W(c) = [c - size // 2, c + (size - 1) // 2]`` cut to ``[0, C)``.
 
     Parameters
     ----------

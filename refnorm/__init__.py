@@ -55,6 +55,12 @@ and Filter Response Normalization with its Thresholded Linear Unit (``tau=None``
 
     filter_response_norm(x, weight, bias, tau=None, eps=1e-6)
 
+and Local Response Normalization, ``torch.nn.functional.local_response_norm`` (a window of ``size``
+channels; ``local_response_norm_backward`` returns ``{"x"}``, ``local_response_norm_stats`` the
+denominator ``div``)::
+
+    local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0)
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -107,6 +113,9 @@ from .ops.scale_norm import (scale_norm, scale_norm_backward, scale_norm_double_
 from .ops.weight_standardization import (weight_standardization, weight_standardization_backward,
                                          weight_standardization_double_backward, weight_standardization_jvp,
                                          weight_standardization_stats)
+from .ops.local_response_norm import (local_response_norm, local_response_norm_backward,
+                                      local_response_norm_double_backward, local_response_norm_jvp,
+                                      local_response_norm_stats)
 
 __all__ = [
     "OpSpec",
@@ -192,4 +201,9 @@ __all__ = [
     "weight_standardization_double_backward",
     "weight_standardization_jvp",
     "weight_standardization_stats",
+    "local_response_norm",
+    "local_response_norm_backward",
+    "local_response_norm_double_backward",
+    "local_response_norm_jvp",
+    "local_response_norm_stats",
 ]

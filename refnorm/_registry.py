@@ -41,6 +41,8 @@ from .reference import normalize as ref_nrm
 from .reference import proxy_norm as ref_pn
 from .reference import scale_norm as ref_sn
 from .reference import weight_standardization as ref_ws
+from .ops import local_response_norm as lrn
+from .reference import local_response_norm as ref_lrn
 
 
 #: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
@@ -382,6 +384,12 @@ def _build() -> dict[str, OpSpec]:
                ref_frn.filter_response_norm, frn.filter_response_norm_stats, ("x", "weight", "bias", "tau"),
                frn.layout, stats=("rstd",), tolerance="running_error", center=False, per_sample=True, seed=True,
                jvp=frn.filter_response_norm_jvp, double_backward=frn.filter_response_norm_double_backward),
+        # Local Response Normalization (torch.nn.functional.local_response_norm): a power of a window mean
+        # of squares across channels, no mean/variance, so a running error analysis gives its tolerances
+        OpSpec("local_response_norm", lrn.local_response_norm, lrn.local_response_norm_backward,
+               ref_lrn.local_response_norm, lrn.local_response_norm_stats, ("x",), lrn.layout, stats=("div",),
+               tolerance="running_error", center=False, per_sample=True, seed=True,
+               jvp=lrn.local_response_norm_jvp, double_backward=lrn.local_response_norm_double_backward),
     ]
     return {s.name: s for s in specs}
 

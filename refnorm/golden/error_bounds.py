@@ -920,6 +920,55 @@ def filter_response_norm(spec, inputs, u: float, u_out: float, tangents=None) ->
     return out
 
 
+def _lrn_windows(C: int, size: int, transposed: bool):
+    """``(idx, mask)`` of shape ``(C, size)``: the channels of the window of each channel ``c``,
+    ``W(c) = [c - size // 2, c + (size - 1) // 2]`` (``transposed``: the channels whose window
+    holds ``c``, ``[c - (size - 1) // 2, c + size // 2]``), clipped, and which of them lie in
+    ``[0, C)`` (the others are PyTorch's zero padding)."""
+    first = (size - 1) // 2 if transposed else size // 2
+    j = np.arange(C)[:, None] - first + np.arange(size)[None, :]
+    mask = (j >= 0) & (j < C)
+    return np.clip(j, 0, max(C - 1, 0)), mask
+
+
+def local_response_norm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """Local Response Normalization (docs/ops/local_response_norm.md#lrn-backward), as
+    :mod:`refnorm.ops.local_response_norm` computes it (on duals for ``x``): per column ``(n, s)``,
+    ``b_c = k + alpha (sum_{W(c)} x_j^2) / size`` (a sum of ``size`` terms, PyTorch's zero padding
+    exact), ``div = b^beta`` (library pow; the saved statistic), ``y = x / div``; backward
+    ``q = dy y / b``, ``dx = dy / div - g x sum_{W'(i)} q_c`` with ``g = 2 alpha beta / size``."""
+    a = spec.attrs
+    tangents = tangents or {}
+    x0 = _x(inputs)
+    s = x0.shape
+    N, C, S = s[0], s[1], math.prod(s[2:])
+    x = _var(x0, tangents.get("x"), u).reshape(N, C, S)
+    size = int(a["size"])
+    alpha = const(a.get("alpha", 1e-4), u)
+    beta = float(a.get("beta", 0.75))
+    k = const(a.get("k", 1.0), u)
+    idx, mask = _lrn_windows(C, size, False)
+    idx_t, mask_t = _lrn_windows(C, size, True)
+
+    def window(t, ix, m):
+        """``sum`` over the window of every channel: ``(N, C, S)`` -> ``(N, C, size, S)`` -> sum."""
+        g = piecewise(lambda b: Bound(np.where(m[None, :, :, None], b.v, 0.0),
+                                      np.where(m[None, :, :, None], b.e, 0.0), u), t[:, ix, :])
+        return g.sum(2)
+
+    total = window(x * x, idx, mask)  # (2)-(4) sum of squares over W(c)
+    base = (total / float(size)) * alpha + k  # (5)
+    div = saved(base.pow(beta, not const(beta, u).e == 0.0), u_out)  # (6)
+    y = x / div  # (7)
+    out = {"y": y.reshape(s), "div": div.reshape(s)}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy").reshape(N, C, S), 0.0, u)
+        g = (alpha * (2.0 * beta)) / float(size)
+        q = (dy * y) / base
+        out["dx"] = (dy / div - (x * window(q, idx_t, mask_t)) * g).reshape(s)
+    return out
+
+
 def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bound]:
     """Forward mode (``t<output>``) and second order (``d2<key>``) of the
     standard normalizers and the fused residual adds, as
@@ -1129,6 +1178,7 @@ PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardizatio
             "scale_norm": scale_norm,
             "normalize": normalize,
             "filter_response_norm": filter_response_norm,
+            "local_response_norm": local_response_norm,
             }
 
 

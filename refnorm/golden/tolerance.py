@@ -455,6 +455,9 @@ FORMULAS = {
     "filter_response_norm": "nu2 = mean x^2 per (n, c), r = 1/sqrt(nu2 + eps), z = w x r + b, y = max(z, tau); "
                             "backward dz = mz dy (TLU mask, 1/2 at a tie), dx = r (w dz - xhat mean(w dz xhat)), "
                             "dweight = sum dz xhat, dbias = sum dz, dtau = sum (1 - mz) dy",
+    "local_response_norm": "b = k + alpha (sum of x^2 over the window of size channels) / size, div = b^beta "
+                           "(library pow), y = x / div; backward dx = dy / div - (2 alpha beta / size) x "
+                           "sum over the windows holding the channel of dy y / b",
 }
 
 

@@ -371,6 +371,19 @@ def seed_forward(spec, T, detach=False):
         z = x * r * T["weight"].reshape(sh) + T["bias"].reshape(sh)
         y = torch.maximum(z, T["tau"].reshape(sh)) if "tau" in T else z
         return y, {"rstd": r.reshape(x.shape[0], C)}
+    if spec.op == "local_response_norm":
+        # torch.nn.functional.local_response_norm's code (torch/nn/functional.py, the dim > 3 branch, which
+        # a 3-D input takes as (N, C, L, 1)) with its denominator exposed as the statistic: squares, zero
+        # padding size // 2 in front and (size - 1) // 2 behind, avg_pool3d over size channels, then
+        # (alpha mean + k)^beta; torch.pow (F.local_response_norm calls Tensor.pow), so that the
+        # calibration test's mutation reaches it
+        x = T["x"]
+        size, sizes = int(a["size"]), x.shape
+        div = (x * x).reshape(sizes[0], 1, sizes[1], sizes[2], -1)
+        div = F.pad(div, (0, 0, 0, 0, size // 2, (size - 1) // 2))
+        div = F.avg_pool3d(div, (size, 1, 1), stride=1).squeeze(1).reshape(sizes)
+        div = st(torch.pow(div.mul(a.get("alpha", 1e-4)).add(a.get("k", 1.0)), a.get("beta", 0.75)))
+        return x / div, {"div": div}
     raise Unsupported(spec.op)
 
 

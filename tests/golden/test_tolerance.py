@@ -220,13 +220,15 @@ def test_seed_layer_tolerances_catch_small_convention_errors():
     """The seed tolerances are not vacuous: the transcription with eps moved by
     1e-5 inside every square root (PN, BLN, WS) or inside the p-th root of
     normalize's norm (``max|x| + 1e-5`` for p = inf), with GN+'s std biased or
-    with DyT's tanh argument moved by 1e-5 fails most float32/float64 cases."""
+    with DyT's tanh argument moved by 1e-5 (LRN: its base k + alpha mean, by torch.pow)
+    fails most float32/float64 cases."""
     import math
 
     import torch
 
     real_sqrt, real_std, real_tanh = torch.sqrt, torch.Tensor.std, torch.tanh
     real_norm = torch.linalg.vector_norm
+    real_pow = torch.pow
 
     def norm_eps(t, ord=2, dim=None, keepdim=False):
         n = real_norm(t, ord, dim, keepdim)
@@ -238,6 +240,7 @@ def test_seed_layer_tolerances_catch_small_convention_errors():
         torch.Tensor.std = lambda self, *a, **k: real_std(self, *a, **{**k, "unbiased": False})
         torch.tanh = lambda t: real_tanh(t + 1e-5)  # DyT: the argument of tanh moved by 1e-5
         torch.linalg.vector_norm = norm_eps
+        torch.pow = lambda t, e: real_pow(t + 1e-5, e)  # LRN: the base of the power moved by 1e-5
         for s in value_cases():
             if s.op not in SEED_OPS or s.dtype not in ("float32", "float64") or s.expect["kind"] != "value":
                 continue
@@ -249,6 +252,7 @@ def test_seed_layer_tolerances_catch_small_convention_errors():
     finally:
         torch.sqrt, torch.Tensor.std, torch.tanh = real_sqrt, real_std, real_tanh
         torch.linalg.vector_norm = real_norm
+        torch.pow = real_pow
     print("\nmutated seed transcriptions caught:", {op: f"{caught[op]}/{total[op]}" for op in total})
     for op in SEED_OPS:
         assert caught[op] >= 0.6 * total[op], (op, caught[op], total[op])

@@ -560,3 +560,50 @@ def normalize_jvp(tangents, x, p=2.0, dim=1, eps=1e-12):
 
 def normalize_double_backward(cotangents, dy, x, p=2.0, dim=1, eps=1e-12):
     return _double_backward_model(_model_normalize(x, p, dim, eps), cotangents, [dy])
+
+
+# ----------------------------------------------------------------------------- Local Response Normalization
+# F.local_response_norm in the case dtype; torch 2.13's CPU avg_pool3d has no float16/bfloat16 kernel, so
+# a 4-D or 5-D half input is reported as not implemented (a 3-D one pools with avg_pool2d and passes).
+# It saves no statistic: local_response_norm_stats returns its denominator as torch/nn/functional.py
+# forms it; jvp by torch.func.jvp, double backward by autograd, as the other ops above.
+def _lrn_div(x, size, alpha, beta, k):
+    """``div`` of F.local_response_norm, by its own steps (the 3-D branch pools with avg_pool2d)."""
+    div = x.mul(x)
+    if x.dim() == 3:
+        div = F.avg_pool2d(F.pad(div.unsqueeze(1), (0, 0, size // 2, (size - 1) // 2)), (size, 1),
+                           stride=1).squeeze(1)
+    else:
+        s = x.size()
+        div = F.pad(div.view(s[0], 1, s[1], s[2], -1), (0, 0, 0, 0, size // 2, (size - 1) // 2))
+        div = F.avg_pool3d(div, (size, 1, 1), stride=1).squeeze(1).view(s)
+    return div.mul(alpha).add(k).pow(beta)
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    with torch.no_grad():
+        return _np(F.local_response_norm(_t(x), size, alpha, beta, k))
+
+
+def local_response_norm_backward(dy, x, size, alpha=1e-4, beta=0.75, k=1.0):
+    leaves = {"x": _t(x, True)}
+    return _grads(F.local_response_norm(leaves["x"], size, alpha, beta, k), dy, leaves)
+
+
+def local_response_norm_stats(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """PyTorch saves no statistic for F.local_response_norm; ``div`` is its own denominator."""
+    xt = _t(x).contiguous()
+    with torch.no_grad():
+        return _np(F.local_response_norm(xt, size, alpha, beta, k)), {"div": _np(_lrn_div(xt, size, alpha, beta, k))}
+
+
+def _model_local_response_norm(x, size, alpha, beta, k):
+    return lambda x: (F.local_response_norm(x, size, alpha, beta, k),), {"x": x}, ("y",)
+
+
+def local_response_norm_jvp(tangents, x, size, alpha=1e-4, beta=0.75, k=1.0):
+    return _jvp_model(_model_local_response_norm(x, size, alpha, beta, k), tangents)
+
+
+def local_response_norm_double_backward(cotangents, dy, x, size, alpha=1e-4, beta=0.75, k=1.0):
+    return _double_backward_model(_model_local_response_norm(x, size, alpha, beta, k), cotangents, [dy])

@@ -54,6 +54,12 @@ and Filter Response Normalization with its Thresholded Linear Unit (``tau=None``
 
     filter_response_norm(x, weight, bias, tau=None, eps=1e-6)
 
+and Weight Normalization, ``torch._weight_norm`` (``w = v * (g / ||v||)``, the norm over every dimension
+but ``dim``; ``dim=None`` or ``-1``: the whole tensor; ``weight_norm_backward`` returns ``{"v", "g"}``,
+``weight_norm_stats`` the norm ``norm``)::
+
+    weight_norm(v, g, dim=0)
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -106,6 +112,8 @@ from .ops.scale_norm import (scale_norm, scale_norm_backward, scale_norm_double_
 from .ops.weight_standardization import (weight_standardization, weight_standardization_backward,
                                          weight_standardization_double_backward, weight_standardization_jvp,
                                          weight_standardization_stats)
+from .ops.weight_norm import (weight_norm, weight_norm_backward, weight_norm_double_backward, weight_norm_jvp,
+                              weight_norm_stats)
 
 __all__ = [
     "OpSpec",
@@ -191,4 +199,9 @@ __all__ = [
     "weight_standardization_double_backward",
     "weight_standardization_jvp",
     "weight_standardization_stats",
+    "weight_norm",
+    "weight_norm_backward",
+    "weight_norm_double_backward",
+    "weight_norm_jvp",
+    "weight_norm_stats",
 ]

@@ -455,6 +455,8 @@ FORMULAS = {
     "filter_response_norm": "nu2 = mean x^2 per (n, c), r = 1/sqrt(nu2 + eps), z = w x r + b, y = max(z, tau); "
                             "backward dz = mz dy (TLU mask, 1/2 at a tie), dx = r (w dz - xhat mean(w dz xhat)), "
                             "dweight = sum dz xhat, dbias = sum dz, dtau = sum (1 - mz) dy",
+    "weight_norm": "n = sqrt(sum v^2) over every dim but dim (the whole tensor for dim -1), w = v (g / n); "
+                   "backward s = sum dy v, dg = s / n, dv = (g / n) (dy - v s / n^2)",
 }
 
 

@@ -234,7 +234,7 @@ def seed_forward(spec, T, detach=False):
     from refnorm.reference.weight_standardization import resolve_options
 
     a = spec.attrs
-    f = T["x" if "x" in T else "weight"].dtype
+    f = T["x" if "x" in T else "weight" if "weight" in T else refnorm.registry()[spec.op].primary].dtype
 
     def st(t):
         return t.detach() if detach else t
@@ -371,6 +371,20 @@ def seed_forward(spec, T, detach=False):
         z = x * r * T["weight"].reshape(sh) + T["bias"].reshape(sh)
         y = torch.maximum(z, T["tau"].reshape(sh)) if "tau" in T else z
         return y, {"rstd": r.reshape(x.shape[0], C)}
+    if spec.op == "weight_norm":
+        # torch._weight_norm's formula, v * (g / norm_except_dim(v, 2, dim)) (dim -1: the whole tensor),
+        # with each slice scaled by a constant power of two 2^-e near 1/max|v| first (exact: n = 2^e
+        # sqrt(sum (v 2^-e)^2) identically, so autograd's derivative is unchanged), because the unscaled
+        # squares overflow float32 on the corpus's 2^70 case; torch.sqrt, so that the calibration's
+        # eps-inside-sqrt mutation reaches it
+        v, g, dim = T["v"], T["g"], int(a.get("dim", 0))
+        axes = tuple(range(v.ndim)) if dim == -1 else tuple(i for i in range(v.ndim) if i != dim % v.ndim)
+        amax = v.detach().abs().amax(axes, keepdim=True)
+        e = torch.frexp(torch.where(amax > 0, amax, torch.ones_like(amax)))[1]
+        sc = torch.ldexp(torch.ones_like(amax), -e)
+        n = torch.sqrt(((v * sc) ** 2).sum(axes, keepdim=True)) / sc
+        n = st(n)
+        return v * (g / n), {"norm": n.reshape(()) if dim == -1 else n}
     raise Unsupported(spec.op)
 
 

@@ -61,6 +61,12 @@ denominator ``div``)::
 
     local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0)
 
+and Weight Normalization, ``torch._weight_norm`` (``w = v * (g / ||v||)``, the norm over every dimension
+but ``dim``; ``dim=None`` or ``-1``: the whole tensor; ``weight_norm_backward`` returns ``{"v", "g"}``,
+``weight_norm_stats`` the norm ``norm``)::
+
+    weight_norm(v, g, dim=0)
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -116,6 +122,8 @@ from .ops.weight_standardization import (weight_standardization, weight_standard
 from .ops.local_response_norm import (local_response_norm, local_response_norm_backward,
                                       local_response_norm_double_backward, local_response_norm_jvp,
                                       local_response_norm_stats)
+from .ops.weight_norm import (weight_norm, weight_norm_backward, weight_norm_double_backward, weight_norm_jvp,
+                              weight_norm_stats)
 
 __all__ = [
     "OpSpec",
@@ -206,4 +214,9 @@ __all__ = [
     "local_response_norm_double_backward",
     "local_response_norm_jvp",
     "local_response_norm_stats",
+    "weight_norm",
+    "weight_norm_backward",
+    "weight_norm_double_backward",
+    "weight_norm_jvp",
+    "weight_norm_stats",
 ]

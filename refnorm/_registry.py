@@ -31,6 +31,7 @@ from .ops import proxy_norm as pn
 from .ops import rms_norm as rms
 from .ops import scale_norm as sn
 from .ops import weight_standardization as ws
+from .ops import weight_norm as wn
 from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
@@ -43,6 +44,7 @@ from .reference import scale_norm as ref_sn
 from .reference import weight_standardization as ref_ws
 from .ops import local_response_norm as lrn
 from .reference import local_response_norm as ref_lrn
+from .reference import weight_norm as ref_wn
 
 
 #: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
@@ -390,6 +392,10 @@ def _build() -> dict[str, OpSpec]:
                ref_lrn.local_response_norm, lrn.local_response_norm_stats, ("x",), lrn.layout, stats=("div",),
                tolerance="running_error", center=False, per_sample=True, seed=True,
                jvp=lrn.local_response_norm_jvp, double_backward=lrn.local_response_norm_double_backward),
+        # Weight Normalization (torch._weight_norm): the input is the weight direction v, as WS's weight
+        OpSpec("weight_norm", wn.weight_norm, wn.weight_norm_backward, ref_wn.weight_norm, wn.weight_norm_stats,
+               ("v", "g"), wn.layout, stats=("norm",), tolerance="running_error", center=False, seed=True,
+               jvp=wn.weight_norm_jvp, double_backward=wn.weight_norm_double_backward),
     ]
     return {s.name: s for s in specs}
 

@@ -59,7 +59,8 @@ def test_registry_is_explicit_and_complete():
         assert ref == fwd, f"reference.{name} must have the forward's signature"
         # the first differentiable argument is the normalized input: the forward's
         # first parameter (x; weight standardization standardizes its weight)
-        assert spec.differentiable[0] == fwd[0] == ("weight" if name == "weight_standardization" else "x")
+        primary = {"weight_standardization": "weight", "weight_norm": "v"}.get(name, "x")
+        assert spec.differentiable[0] == fwd[0] == primary
         assert set(spec.differentiable) <= set(fwd)
         if spec.forward_with_stats is not None:
             assert list(inspect.signature(spec.forward_with_stats).parameters) == fwd

@@ -89,6 +89,7 @@ TEMPLATE_OPS = (
     "normalize",
     "filter_response_norm",
     "local_response_norm",
+    "weight_norm",
 )
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"

@@ -969,6 +969,31 @@ def local_response_norm(spec, inputs, u: float, u_out: float, tangents=None) -> 
     return out
 
 
+def weight_norm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """Weight Normalization (docs/ops/weight_norm.md#weight-norm-backward) as PyTorch's
+    ``_weight_norm`` and its ``_weight_norm_differentiable_backward`` compute it (on duals for the
+    arguments in ``tangents``), on the view ``(pre, C, post)`` of the layout (``(1, 1, size)`` for the
+    whole tensor): ``n = sqrt(sum v^2)`` per slice (refnorm scales by a power of two first, exact),
+    ``w = v (g / n)``; backward ``s = sum dy v``, ``dg = s / n``, ``dv = (g / n) (dy - v (s / (n n)))``."""
+    tangents = tangents or {}
+    V0 = _x(inputs, "v")
+    view = layout(spec).view
+    C = view[1]
+    x = _var(V0, tangents.get("v"), u).reshape(*view)
+    g0 = np.asarray(inputs["g"], dtype=np.float64)
+    g = _b(_arg(inputs, "g", u, tangents), u).reshape(1, C, 1)
+    n = saved((x * x).sum((0, 2), keepdims=True).sqrt(), u_out)  # (1)-(2) the norm, saved
+    scale = g / n  # (3)
+    y = x * scale  # (4)
+    out = {"y": y.reshape(V0.shape), "norm": n.reshape(layout(spec).stats["norm"])}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy").reshape(view), 0.0, u)
+        sm = (dy * x).sum((0, 2), keepdims=True)
+        out["dg"] = (sm / n).reshape(g0.shape)
+        out["dv"] = (scale * (dy - x * (sm / (n * n)))).reshape(V0.shape)
+    return out
+
+
 def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bound]:
     """Forward mode (``t<output>``) and second order (``d2<key>``) of the
     standard normalizers and the fused residual adds, as
@@ -1179,6 +1204,7 @@ PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardizatio
             "normalize": normalize,
             "filter_response_norm": filter_response_norm,
             "local_response_norm": local_response_norm,
+            "weight_norm": weight_norm,
             }
 
 

@@ -458,6 +458,8 @@ FORMULAS = {
     "local_response_norm": "b = k + alpha (sum of x^2 over the window of size channels) / size, div = b^beta "
                            "(library pow), y = x / div; backward dx = dy / div - (2 alpha beta / size) x "
                            "sum over the windows holding the channel of dy y / b",
+    "weight_norm": "n = sqrt(sum v^2) over every dim but dim (the whole tensor for dim -1), w = v (g / n); "
+                   "backward s = sum dy v, dg = s / n, dv = (g / n) (dy - v s / n^2)",
 }
 
 

@@ -234,7 +234,7 @@ def seed_forward(spec, T, detach=False):
     from refnorm.reference.weight_standardization import resolve_options
 
     a = spec.attrs
-    f = T["x" if "x" in T else "weight"].dtype
+    f = T["x" if "x" in T else "weight" if "weight" in T else refnorm.registry()[spec.op].primary].dtype
 
     def st(t):
         return t.detach() if detach else t
@@ -384,6 +384,24 @@ def seed_forward(spec, T, detach=False):
         div = F.avg_pool3d(div, (size, 1, 1), stride=1).squeeze(1).reshape(sizes)
         div = st(torch.pow(div.mul(a.get("alpha", 1e-4)).add(a.get("k", 1.0)), a.get("beta", 0.75)))
         return x / div, {"div": div}
+    if spec.op == "weight_norm":
+        # torch._weight_norm's formula, v * (g / norm_except_dim(v, 2, dim)), as v * (g * (1 / n)) (dim -1: the
+        # whole tensor),
+        # with each slice scaled by a constant power of two 2^-e near 1/max|v| first (exact: n = 2^e
+        # sqrt(sum (v 2^-e)^2) identically, so autograd's derivative is unchanged), because the unscaled
+        # squares overflow float32 on the corpus's 2^70 case; torch.sqrt, so that the calibration's
+        # eps-inside-sqrt mutation reaches it
+        v, g, dim = T["v"], T["g"], int(a.get("dim", 0))
+        axes = tuple(range(v.ndim)) if dim == -1 else tuple(i for i in range(v.ndim) if i != dim % v.ndim)
+        # (torch reads an empty axes tuple as "every dim": a 1-d v with dim 0 has one-element slices)
+        amax = v.detach().abs().amax(axes, keepdim=True) if axes else v.detach().abs()
+        e = torch.frexp(torch.where(amax > 0, amax, torch.ones_like(amax)))[1]
+        sc = torch.ldexp(torch.ones_like(amax), -e)
+        sq = (v * sc) ** 2
+        root = torch.sqrt(sq.sum(axes, keepdim=True) if axes else sq)
+        r = st(sc / root)  # 1/n; never n itself in the graph: g/n^2 ~ 2^-140 would underflow float32
+        n = root / sc
+        return v * (g * r), {"norm": n.reshape(()) if dim == -1 else n}
     raise Unsupported(spec.op)
 
 

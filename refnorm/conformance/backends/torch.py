@@ -607,3 +607,42 @@ def local_response_norm_jvp(tangents, x, size, alpha=1e-4, beta=0.75, k=1.0):
 
 def local_response_norm_double_backward(cotangents, dy, x, size, alpha=1e-4, beta=0.75, k=1.0):
     return _double_backward_model(_model_local_response_norm(x, size, alpha, beta, k), cotangents, [dy])
+
+
+# ----------------------------------------------------------------------------- Weight Normalization
+# torch._weight_norm(v, g, dim), the function behind torch.nn.utils.parametrizations.weight_norm
+# (dim=None is passed as -1: the whole tensor); backward by autograd (the fused CPU kernel for dim 0
+# and the last dim, differentiable primitives otherwise); norm_except_dim gives the saved norm.
+def _wn_dim(dim):
+    return -1 if dim is None else int(dim)
+
+
+def weight_norm(v, g, dim=0):
+    with torch.no_grad():
+        return _np(torch._weight_norm(_t(v), _t(g), _wn_dim(dim)))
+
+
+def weight_norm_backward(dy, v, g, dim=0):
+    leaves = {"v": _t(v, True), "g": _t(g, True)}
+    return _grads(torch._weight_norm(leaves["v"], leaves["g"], _wn_dim(dim)), dy, leaves)
+
+
+def weight_norm_stats(v, g, dim=0):
+    """The norm as ``torch.norm_except_dim(v, 2, dim)`` returns it (``_weight_norm_interface`` saves
+    the same, in float32 for half inputs, for dim 0 and the last dim only)."""
+    vt = _t(v)
+    with torch.no_grad():
+        return (_np(torch._weight_norm(vt, _t(g), _wn_dim(dim))),
+                {"norm": _np(torch.norm_except_dim(vt, 2, _wn_dim(dim)))})
+
+
+def _model_weight_norm(v, g, dim):
+    return lambda v, g: (torch._weight_norm(v, g, _wn_dim(dim)),), {"v": v, "g": g}, ("y",)
+
+
+def weight_norm_jvp(tangents, v, g, dim=0):
+    return _jvp_model(_model_weight_norm(v, g, dim), tangents)
+
+
+def weight_norm_double_backward(cotangents, dy, v, g, dim=0):
+    return _double_backward_model(_model_weight_norm(v, g, dim), cotangents, [dy])

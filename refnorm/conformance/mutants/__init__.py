@@ -64,6 +64,7 @@ MUTANTS = {
     "frn_eps_outside_rsqrt": "FRN: x / (sqrt(nu2) + eps) instead of x * rsqrt(nu2 + eps) (E15)",
     "lrn_alpha_not_divided_by_size": "LRN applies alpha to the window sum of squares, not its mean sum / size "
                                      "(TensorFlow's and the AlexNet paper's form with PyTorch's alpha)",
+    "weight_norm_wrong_dims": "weight norm over dim itself (a per-input-channel norm), not over every other dim",
 }
 
 #: The mutants that pass every case of the committed corpus: each bug needs an

@@ -31,6 +31,7 @@ from .ops import proxy_norm as pn
 from .ops import rms_norm as rms
 from .ops import scale_norm as sn
 from .ops import weight_standardization as ws
+from .ops import evo_norm_b0 as evo_b0
 from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
@@ -41,6 +42,7 @@ from .reference import normalize as ref_nrm
 from .reference import proxy_norm as ref_pn
 from .reference import scale_norm as ref_sn
 from .reference import weight_standardization as ref_ws
+from .reference import evo_norm_b0 as ref_evo_b0
 
 
 #: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
@@ -382,6 +384,12 @@ def _build() -> dict[str, OpSpec]:
                ref_frn.filter_response_norm, frn.filter_response_norm_stats, ("x", "weight", "bias", "tau"),
                frn.layout, stats=("rstd",), tolerance="running_error", center=False, per_sample=True, seed=True,
                jvp=frn.filter_response_norm_jvp, double_backward=frn.filter_response_norm_double_backward),
+        # EvoNorm-B0: batch variance in training (running_var, a constant, in evaluation); the running update is
+        # evo_norm_b0_running_stats (timm's, not in the corpus: there is no running_mean); no double backward
+        OpSpec("evo_norm_b0", evo_b0.evo_norm_b0, evo_b0.evo_norm_b0_backward, ref_evo_b0.evo_norm_b0, None,
+               ("x", "weight", "bias", "v"), evo_b0.layout, stats=(), tolerance="running_error",
+               batch_stats_flag="training", running_stats=evo_b0.evo_norm_b0_running_stats, seed=True,
+               jvp=evo_b0.evo_norm_b0_jvp, double_backward=None),
     ]
     return {s.name: s for s in specs}
 

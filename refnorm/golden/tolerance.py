@@ -455,9 +455,8 @@ FORMULAS = {
     "filter_response_norm": "nu2 = mean x^2 per (n, c), r = 1/sqrt(nu2 + eps), z = w x r + b, y = max(z, tau); "
                             "backward dz = mz dy (TLU mask, 1/2 at a tie), dx = r (w dz - xhat mean(w dz xhat)), "
                             "dweight = sum dz xhat, dbias = sum dz, dtau = sum (1 - mz) dy",
-    "evo_norm_b0": "left = sqrt(var_c + eps) (two-pass batch variance, or running_var), istd = sqrt(s2_nc + eps), "
-                   "right = v x + istd, d = max(left, right), y = w x / d + b; backward dd = -w dy xn / d, masks "
-                   "1/2 at a tie, dx = w dy / d + v dr + (sum dr / istd)(x - mu)/S + (sum dl / left)(x - m)/(N S)",
+    "evo_norm_b0": "y = w x / max(sqrt(var_c + eps), v x + sqrt(s2_nc + eps)) + b, two-pass variances; "
+                   "backward of docs/ops/evo_norm_b0.md#evo-b0-backward",
 }
 
 

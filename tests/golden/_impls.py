@@ -371,6 +371,15 @@ def seed_forward(spec, T, detach=False):
         z = x * r * T["weight"].reshape(sh) + T["bias"].reshape(sh)
         y = torch.maximum(z, T["tau"].reshape(sh)) if "tau" in T else z
         return y, {"rstd": r.reshape(x.shape[0], C)}
+    if spec.op == "evo_norm_b0":  # timm EvoNorm2dB0.forward (the running_var update is not in the corpus)
+        x = T["x"]
+        sh = (1, x.shape[1], 1, 1)
+        eps = a["eps"]
+        var = st(x.var(dim=(0, 2, 3), unbiased=False)) if a.get("training", True) else T["running_var"]
+        left = torch.sqrt(var + eps).reshape(sh).expand_as(x)
+        right = x * T["v"].reshape(sh) + torch.sqrt(st(x.var(dim=(2, 3), unbiased=False, keepdim=True)) + eps)
+        y = x / torch.maximum(left, right) * T["weight"].reshape(sh) + T["bias"].reshape(sh)
+        return y, {}
     raise Unsupported(spec.op)
 
 
@@ -427,6 +436,7 @@ def run_torch_seed(spec, inputs) -> dict:
     T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
     grads = [k for k in refnorm.registry()[spec.op].differentiable if k in T]
     grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain", "tau") if k in T]
+    grads += [k for k in ("v",) if k in T]  # evo_norm_b0
     for k in grads:
         T[k].requires_grad_(True)
     y, out = seed_forward(spec, T)

@@ -56,7 +56,7 @@ and Filter Response Normalization with its Thresholded Linear Unit (``tau=None``
 
 and EvoNorm-B0 (Liu et al. 2020, timm's ``EvoNorm2dB0``; x ``(N, C, H, W)``; ``running_var`` required when
 ``training=False``; its update, timm's ``momentum * n/(n-1)``, is ``evo_norm_b0_running_stats(x, running_var,
-momentum=0.1)``; no ``_stats``, no double backward)::
+momentum=0.1)``; no ``_stats``)::
 
     evo_norm_b0(x, weight, bias, v, running_var=None, training=True, eps=1e-3)
 
@@ -112,7 +112,8 @@ from .ops.scale_norm import (scale_norm, scale_norm_backward, scale_norm_double_
 from .ops.weight_standardization import (weight_standardization, weight_standardization_backward,
                                          weight_standardization_double_backward, weight_standardization_jvp,
                                          weight_standardization_stats)
-from .ops.evo_norm_b0 import evo_norm_b0, evo_norm_b0_backward, evo_norm_b0_jvp, evo_norm_b0_running_stats
+from .ops.evo_norm_b0 import (evo_norm_b0, evo_norm_b0_backward, evo_norm_b0_double_backward, evo_norm_b0_jvp,
+                              evo_norm_b0_running_stats)
 
 __all__ = [
     "OpSpec",
@@ -200,6 +201,7 @@ __all__ = [
     "weight_standardization_stats",
     "evo_norm_b0",
     "evo_norm_b0_backward",
+    "evo_norm_b0_double_backward",
     "evo_norm_b0_jvp",
     "evo_norm_b0_running_stats",
 ]

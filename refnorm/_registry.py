@@ -385,11 +385,11 @@ def _build() -> dict[str, OpSpec]:
                frn.layout, stats=("rstd",), tolerance="running_error", center=False, per_sample=True, seed=True,
                jvp=frn.filter_response_norm_jvp, double_backward=frn.filter_response_norm_double_backward),
         # EvoNorm-B0: batch variance in training (running_var, a constant, in evaluation); the running update is
-        # evo_norm_b0_running_stats (timm's, not in the corpus: there is no running_mean); no double backward
+        # evo_norm_b0_running_stats (timm's, not in the corpus: there is no running_mean)
         OpSpec("evo_norm_b0", evo_b0.evo_norm_b0, evo_b0.evo_norm_b0_backward, ref_evo_b0.evo_norm_b0, None,
                ("x", "weight", "bias", "v"), evo_b0.layout, stats=(), tolerance="running_error",
                batch_stats_flag="training", running_stats=evo_b0.evo_norm_b0_running_stats, seed=True,
-               jvp=evo_b0.evo_norm_b0_jvp, double_backward=None),
+               jvp=evo_b0.evo_norm_b0_jvp, double_backward=evo_b0.evo_norm_b0_double_backward),
     ]
     return {s.name: s for s in specs}
 

@@ -266,4 +266,74 @@ def evo_norm_b0_jvp(tangents, x, weight, bias, v, running_var=None, training=Tru
     return f.y.reshape(shape), ty.reshape(shape)
 
 
-__all__ = ["evo_norm_b0", "evo_norm_b0_backward", "evo_norm_b0_jvp", "evo_norm_b0_running_stats"]
+# ============================================================================= second order
+#
+# Second order (docs/ops/evo_norm_b0.md#evo-b0-second-order): the masks ml, mr are piecewise constant, so
+# the VJP of the backward along the cotangents (cx, cweight, cbias, cv) of (dx, dweight, dbias, dv) is
+# the forward-mode derivative of the backward's chain along them (the Hessian of <dy, y> is symmetric),
+# step by step with dy fixed (t<name> the tangent of <name>):
+#     tg = dy cweight;  tdd = -(tg xn + g txn + dd td) / d;  tdr = mr tdd;  tdl = ml tdd
+#     tgi = sum_{h,w} tdr;  tgl = sum_{n,h,w} tdl
+#     d2x = (tg - g td / d) / d + tdr v + dr cv + ((tgi - gi tistd / istd) / istd) (x - mu) / S
+#           + (gi / istd) txi / S [+ ((tgl - gl tleft / left) / left) (x - m) / M + (gl / left) txc / M]
+#     d2weight = sum dy txn,  d2bias = 0 (the backward does not read bias),  d2v = sum (tdr x + dr cx)
+#     d2dy = the JVP of y along the cotangents (the backward is linear in dy)
+# with txn, td, tistd, tleft, txi = cx - mean_{h,w} cx and txc = cx - mean_{n,h,w} cx those of the JVP.
+
+
+def evo_norm_b0_double_backward(cotangents, dy, x, weight, bias, v, running_var=None, training=True, eps=1e-3):
+    """Second order of :func:`evo_norm_b0`: the VJP of :func:`evo_norm_b0_backward`.
+
+    ``cotangents``: a dict over ``"x"``, ``"weight"``, ``"bias"``, ``"v"`` (missing = zero).
+    Returns ``{"dy", "x", "weight", "bias", "v"}``: the gradients of ``L = sum_k
+    <cotangents[k], backward(dy, ...)[k]>``; ``"bias"`` is zeros (the backward does not
+    read it).  The masks of the maximum are constants (1/2 each at a tie).  float64,
+    shaped like the arguments.
+    """
+    shape, C, x3, w, b, vv, rv, training, eps = _prepare(x, weight, bias, v, running_var, training, eps)
+    dy3 = V.check_dy(dy, shape).reshape(x3.shape)
+    c = V.check_directions("cotangents", cotangents, {"x": x, "weight": weight, "bias": bias, "v": v})
+    f = _Fwd(x3, w, b, vv, rv, training, eps)
+    N, _, S = x3.shape
+    M = N * S
+    ml, mr = f.masks()
+    p = (1, C, 1)
+    z = np.zeros_like(x3)
+    with np.errstate(all="ignore"):
+        cx = z if c["x"] is None else c["x"].reshape(x3.shape)
+        cw = np.zeros(p) if c["weight"] is None else c["weight"].reshape(p)
+        cv = np.zeros(p) if c["v"] is None else c["v"].reshape(p)
+        xi = x3 - f.mu
+        # the JVP of the forward along (cx, cv) (cweight, cbias do not reach d)
+        txi = cx - _set_sums(cx.reshape(1, N * C, S)).reshape(N, C, 1) / S
+        tistd = _set_sums((xi * cx).reshape(1, N * C, S)).reshape(N, C, 1) / S / f.istd
+        td = _masked(mr, cx * f.vv + x3 * cv + tistd)
+        if training:
+            xc = x3 - f.m
+            txc = cx - _set_sums(cx).reshape(p) / M
+            tleft = _set_sums(xc * cx).reshape(p) / M / f.left
+            td = td + _masked(ml, np.broadcast_to(tleft, x3.shape))
+        txn = (cx - f.xn * td) / f.d
+        # the backward's chain and its tangent
+        g = dy3 * w.reshape(p)
+        tg = dy3 * cw
+        dd = -(g * f.xn) / f.d
+        tdd = -(tg * f.xn + g * txn + dd * td) / f.d
+        dr, tdr = _masked(mr, dd), _masked(mr, tdd)
+        gi = _set_sums(dr.reshape(1, N * C, S)).reshape(N, C, 1)
+        tgi = _set_sums(tdr.reshape(1, N * C, S)).reshape(N, C, 1)
+        d2x = ((tg - g * td / f.d) / f.d + tdr * f.vv + dr * cv + ((tgi - gi * tistd / f.istd) / f.istd) * (xi / S)
+               + (gi / f.istd) * (txi / S))
+        if training:
+            gl = _set_sums(_masked(ml, dd)).reshape(p)
+            tgl = _set_sums(_masked(ml, tdd)).reshape(p)
+            d2x = d2x + ((tgl - gl * tleft / f.left) / f.left) * (xc / M) + (gl / f.left) * (txc / M)
+        d2w = _set_sums(dy3 * txn)
+        d2v = _set_sums(tdr * x3 + dr * cx)
+    _, ty = evo_norm_b0_jvp({k: val for k, val in c.items() if val is not None}, x, weight, bias, v, running_var,
+                            training, eps)
+    return {"dy": ty, "x": d2x.reshape(shape), "weight": d2w, "bias": np.zeros(C), "v": d2v}
+
+
+__all__ = ["evo_norm_b0", "evo_norm_b0_backward", "evo_norm_b0_double_backward", "evo_norm_b0_jvp",
+           "evo_norm_b0_running_stats"]

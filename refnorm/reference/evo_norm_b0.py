@@ -8,7 +8,8 @@ scaled and shifted per channel:
 
    \\sigma^2_c = \\mathrm{Var}_{n,h,w}(x_{nchw}), \\qquad
    s^2_{nc} = \\mathrm{Var}_{h,w}(x_{nchw}), \\\\
-   d_{nchw} = \\max\\Big(\\sqrt{\\sigma^2_c + \\epsilon},\\ v_c\\, x_{nchw} + \\sqrt{s^2_{nc} + \\epsilon}\\Big), \\qquad
+   d_{nchw} = \\max\\Big(\\sqrt{\\sigma^2_c + \\epsilon},\\
+              v_c\\, x_{nchw} + \\sqrt{s^2_{nc} + \\epsilon}\\Big), \\qquad
    y_{nchw} = \\gamma_c \\frac{x_{nchw}}{d_{nchw}} + \\beta_c
 
 Shapes

@@ -67,6 +67,12 @@ but ``dim``; ``dim=None`` or ``-1``: the whole tensor; ``weight_norm_backward`` 
 
     weight_norm(v, g, dim=0)
 
+and EvoNorm-B0 (Liu et al. 2020, timm's ``EvoNorm2dB0``; x ``(N, C, H, W)``; ``running_var`` required when
+``training=False``; its update, timm's ``momentum * n/(n-1)``, is ``evo_norm_b0_running_stats(x, running_var,
+momentum=0.1)``; no ``_stats``)::
+
+    evo_norm_b0(x, weight, bias, v, running_var=None, training=True, eps=1e-3)
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -124,6 +130,8 @@ from .ops.local_response_norm import (local_response_norm, local_response_norm_b
                                       local_response_norm_stats)
 from .ops.weight_norm import (weight_norm, weight_norm_backward, weight_norm_double_backward, weight_norm_jvp,
                               weight_norm_stats)
+from .ops.evo_norm_b0 import (evo_norm_b0, evo_norm_b0_backward, evo_norm_b0_double_backward, evo_norm_b0_jvp,
+                              evo_norm_b0_running_stats)
 
 __all__ = [
     "OpSpec",
@@ -219,4 +227,9 @@ __all__ = [
     "weight_norm_double_backward",
     "weight_norm_jvp",
     "weight_norm_stats",
+    "evo_norm_b0",
+    "evo_norm_b0_backward",
+    "evo_norm_b0_double_backward",
+    "evo_norm_b0_jvp",
+    "evo_norm_b0_running_stats",
 ]

@@ -32,6 +32,7 @@ from .ops import rms_norm as rms
 from .ops import scale_norm as sn
 from .ops import weight_standardization as ws
 from .ops import weight_norm as wn
+from .ops import evo_norm_b0 as evo_b0
 from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
@@ -45,6 +46,7 @@ from .reference import weight_standardization as ref_ws
 from .ops import local_response_norm as lrn
 from .reference import local_response_norm as ref_lrn
 from .reference import weight_norm as ref_wn
+from .reference import evo_norm_b0 as ref_evo_b0
 
 
 #: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
@@ -396,6 +398,12 @@ def _build() -> dict[str, OpSpec]:
         OpSpec("weight_norm", wn.weight_norm, wn.weight_norm_backward, ref_wn.weight_norm, wn.weight_norm_stats,
                ("v", "g"), wn.layout, stats=("norm",), tolerance="running_error", center=False, seed=True,
                jvp=wn.weight_norm_jvp, double_backward=wn.weight_norm_double_backward),
+        # EvoNorm-B0: batch variance in training (running_var, a constant, in evaluation); the running update is
+        # evo_norm_b0_running_stats (timm's, not in the corpus: there is no running_mean)
+        OpSpec("evo_norm_b0", evo_b0.evo_norm_b0, evo_b0.evo_norm_b0_backward, ref_evo_b0.evo_norm_b0, None,
+               ("x", "weight", "bias", "v"), evo_b0.layout, stats=(), tolerance="running_error",
+               batch_stats_flag="training", running_stats=evo_b0.evo_norm_b0_running_stats, seed=True,
+               jvp=evo_b0.evo_norm_b0_jvp, double_backward=evo_b0.evo_norm_b0_double_backward),
     ]
     return {s.name: s for s in specs}
 

@@ -90,6 +90,7 @@ TEMPLATE_OPS = (
     "filter_response_norm",
     "local_response_norm",
     "weight_norm",
+    "evo_norm_b0",
 )
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"

@@ -994,6 +994,60 @@ def weight_norm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
     return out
 
 
+def evo_norm_b0(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """EvoNorm-B0 (docs/ops/evo_norm_b0.md#evo-b0-backward), as :mod:`refnorm.ops.evo_norm_b0` computes it
+    (on duals for the arguments in ``tangents``): two-pass variances, ``left = sqrt(var + eps)``
+    (``running_var`` in evaluation, exact), ``istd = sqrt(s2 + eps)``, ``d = max(left, v x + istd)``.
+    The maximum's masks are taken from the float64 values; where rounding can swap ``left`` and
+    ``right`` (``|left - right| <= e_left + e_right``) a masked value may be taken whole or not at
+    all: its bound grows by its magnitude (as FRN's TLU)."""
+    a = spec.attrs
+    tangents = tangents or {}
+    x0 = _x(inputs)
+    N, C = x0.shape[0], x0.shape[1]
+    x = _var(x0, tangents.get("x"), u).reshape(N, C, -1)
+    S = x0[0, 0].size
+    eps = const(a.get("eps", 1e-3), u)
+    w, b, v = (_b(_arg(inputs, k, u, tangents), u).reshape(1, C, 1) for k in ("weight", "bias", "v"))
+    training = bool(a.get("training", True))
+    if training:
+        xc = x - x.mean((0, 2), keepdims=True)  # (1)
+        var = (xc * xc).mean((0, 2), keepdims=True)
+    else:
+        var = Bound(_x(inputs, "running_var").reshape(1, C, 1), 0.0, u)
+    left = (var + eps).sqrt()  # (2)
+    xi = x - x.mean(2, keepdims=True)
+    istd = ((xi * xi).mean(2, keepdims=True) + eps).sqrt()  # (3)
+    right = x * v + istd  # (4)
+    d = right.maximum(left) if isinstance(right, Dual) else left.maximum(right)  # (5)
+    xn = x / d  # (6)
+    y = xn * w + b  # (7)
+    out = {"y": y.reshape(x0.shape)}
+    if "dy" in inputs:
+        lp, rp = primal(left), primal(right)
+        lv = np.broadcast_to(lp.v, rp.v.shape)
+        mr_v = np.where(lv > rp.v, 0.0, np.where(lv == rp.v, 0.5, 1.0))
+        ambiguous = np.abs(lv - rp.v) <= np.broadcast_to(lp.e, rp.v.shape) + rp.e
+
+        def mask(m):
+            def f(t):
+                return Bound(m * t.v, m * t.e + np.where(ambiguous, np.abs(t.v), 0.0), u)
+            return f
+        dy = Bound(_x(inputs, "dy").reshape(x.shape), 0.0, u)
+        g = dy * w
+        dd = -((g * xn) / d)
+        dr = piecewise(mask(mr_v), dd)
+        dx = g / d + dr * v + (dr.sum(2, keepdims=True) / istd) * (xi / float(S))
+        if training:
+            gl = piecewise(mask(1.0 - mr_v), dd).sum((0, 2), keepdims=True)
+            dx = dx + (gl / left) * (xc / float(N * S))
+        out["dx"] = dx.reshape(x0.shape)
+        out["dweight"] = (dy * xn).sum((0, 2))
+        out["dbias"] = dy.sum((0, 2))
+        out["dv"] = (dr * x).sum((0, 2))
+    return out
+
+
 def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bound]:
     """Forward mode (``t<output>``) and second order (``d2<key>``) of the
     standard normalizers and the fused residual adds, as
@@ -1205,6 +1259,7 @@ PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardizatio
             "filter_response_norm": filter_response_norm,
             "local_response_norm": local_response_norm,
             "weight_norm": weight_norm,
+            "evo_norm_b0": evo_norm_b0,
             }
 
 

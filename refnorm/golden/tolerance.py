@@ -460,6 +460,8 @@ FORMULAS = {
                            "sum over the windows holding the channel of dy y / b",
     "weight_norm": "n = sqrt(sum v^2) over every dim but dim (the whole tensor for dim -1), w = v (g / n); "
                    "backward s = sum dy v, dg = s / n, dv = (g / n) (dy - v s / n^2)",
+    "evo_norm_b0": "y = w x / max(sqrt(var_c + eps), v x + sqrt(s2_nc + eps)) + b, two-pass variances; "
+                   "backward of docs/ops/evo_norm_b0.md#evo-b0-backward",
 }
 
 

@@ -402,6 +402,15 @@ def seed_forward(spec, T, detach=False):
         r = st(sc / root)  # 1/n; never n itself in the graph: g/n^2 ~ 2^-140 would underflow float32
         n = root / sc
         return v * (g * r), {"norm": n.reshape(()) if dim == -1 else n}
+    if spec.op == "evo_norm_b0":  # timm EvoNorm2dB0.forward (the running_var update is not in the corpus)
+        x = T["x"]
+        sh = (1, x.shape[1], 1, 1)
+        eps = a["eps"]
+        var = st(x.var(dim=(0, 2, 3), unbiased=False)) if a.get("training", True) else T["running_var"]
+        left = torch.sqrt(var + eps).reshape(sh).expand_as(x)
+        right = x * T["v"].reshape(sh) + torch.sqrt(st(x.var(dim=(2, 3), unbiased=False, keepdim=True)) + eps)
+        y = x / torch.maximum(left, right) * T["weight"].reshape(sh) + T["bias"].reshape(sh)
+        return y, {}
     raise Unsupported(spec.op)
 
 

@@ -65,6 +65,7 @@ MUTANTS = {
     "lrn_alpha_not_divided_by_size": "LRN applies alpha to the window sum of squares, not its mean sum / size "
                                      "(TensorFlow's and the AlexNet paper's form with PyTorch's alpha)",
     "weight_norm_wrong_dims": "weight norm over dim itself (a per-input-channel norm), not over every other dim",
+    "evo_norm_b0_unbiased_batch_var": "EvoNorm-B0 training normalizes with the unbiased (n - 1) batch variance (E26)",
 }
 
 #: The mutants that pass every case of the committed corpus: each bug needs an

@@ -54,6 +54,11 @@ and Filter Response Normalization with its Thresholded Linear Unit (``tau=None``
 
     filter_response_norm(x, weight, bias, tau=None, eps=1e-6)
 
+and EvoNorm-S0 (Liu et al. 2020; timm's ``EvoNorm2dS0``: ``y = weight x sigmoid(v x) / group_std(x) + bias``,
+saved group ``mean`` and ``rstd``; its backward returns ``{"x", "weight", "bias", "v"}``)::
+
+    evo_norm_s0(x, num_groups, weight, bias, v, eps=1e-5)
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -106,6 +111,8 @@ from .ops.scale_norm import (scale_norm, scale_norm_backward, scale_norm_double_
 from .ops.weight_standardization import (weight_standardization, weight_standardization_backward,
                                          weight_standardization_double_backward, weight_standardization_jvp,
                                          weight_standardization_stats)
+from .ops.evo_norm_s0 import (evo_norm_s0, evo_norm_s0_backward, evo_norm_s0_double_backward, evo_norm_s0_jvp,
+                              evo_norm_s0_stats)
 
 __all__ = [
     "OpSpec",
@@ -191,4 +198,9 @@ __all__ = [
     "weight_standardization_double_backward",
     "weight_standardization_jvp",
     "weight_standardization_stats",
+    "evo_norm_s0",
+    "evo_norm_s0_backward",
+    "evo_norm_s0_double_backward",
+    "evo_norm_s0_jvp",
+    "evo_norm_s0_stats",
 ]

@@ -41,6 +41,8 @@ from .reference import normalize as ref_nrm
 from .reference import proxy_norm as ref_pn
 from .reference import scale_norm as ref_sn
 from .reference import weight_standardization as ref_ws
+from .ops import evo_norm_s0 as evo
+from .reference import evo_norm_s0 as ref_evo
 
 
 #: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
@@ -382,6 +384,10 @@ def _build() -> dict[str, OpSpec]:
                ref_frn.filter_response_norm, frn.filter_response_norm_stats, ("x", "weight", "bias", "tau"),
                frn.layout, stats=("rstd",), tolerance="running_error", center=False, per_sample=True, seed=True,
                jvp=frn.filter_response_norm_jvp, double_backward=frn.filter_response_norm_double_backward),
+        OpSpec("evo_norm_s0", evo.evo_norm_s0, evo.evo_norm_s0_backward, ref_evo.evo_norm_s0, evo.evo_norm_s0_stats,
+               ("x", "weight", "bias", "v"), evo.layout, stats=("mean", "rstd"), tolerance="running_error",
+               per_sample=True, seed=True, jvp=evo.evo_norm_s0_jvp,
+               double_backward=evo.evo_norm_s0_double_backward),
     ]
     return {s.name: s for s in specs}
 

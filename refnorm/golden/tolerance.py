@@ -455,6 +455,9 @@ FORMULAS = {
     "filter_response_norm": "nu2 = mean x^2 per (n, c), r = 1/sqrt(nu2 + eps), z = w x r + b, y = max(z, tau); "
                             "backward dz = mz dy (TLU mask, 1/2 at a tie), dx = r (w dz - xhat mean(w dz xhat)), "
                             "dweight = sum dz xhat, dbias = sum dz, dtau = sum (1 - mz) dy",
+    "evo_norm_s0": "two-pass group mean and biased var per (n, g), r = 1/sqrt(var + eps), sg = sigmoid(v x), "
+                   "z = x sg r, y = w z + b; backward dx = r (w dy sp - xhat mean(w dy z)), sp = sg + v x sg (1 - sg), "
+                   "dweight = sum dy z, dbias = sum dy, dv = sum w dy r x^2 sg (1 - sg)",
 }
 
 

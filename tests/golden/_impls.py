@@ -371,6 +371,16 @@ def seed_forward(spec, T, detach=False):
         z = x * r * T["weight"].reshape(sh) + T["bias"].reshape(sh)
         y = torch.maximum(z, T["tau"].reshape(sh)) if "tau" in T else z
         return y, {"rstd": r.reshape(x.shape[0], C)}
+    if spec.op == "evo_norm_s0":  # timm EvoNorm2dS0.forward with group_std, over every spatial dim
+        x, G = T["x"], a["num_groups"]
+        N, C = x.shape[0], x.shape[1]
+        sh = (1, C) + (1,) * (x.ndim - 2)
+        xg = x.reshape(N, G, -1)
+        m = xg.mean(2, keepdim=True)
+        std = torch.sqrt(xg.var(dim=2, unbiased=False, keepdim=True) + a["eps"])  # group_std; the catch patches sqrt
+        std = st(std).expand(xg.shape).reshape(x.shape)
+        y = x * (x * T["v"].reshape(sh)).sigmoid() / std * T["weight"].reshape(sh) + T["bias"].reshape(sh)
+        return y, {"mean": m.reshape(N, G), "rstd": 1 / std.reshape(N, G, -1)[:, :, 0]}
     raise Unsupported(spec.op)
 
 
@@ -427,6 +437,7 @@ def run_torch_seed(spec, inputs) -> dict:
     T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
     grads = [k for k in refnorm.registry()[spec.op].differentiable if k in T]
     grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain", "tau") if k in T]
+    grads += [k for k in ("v",) if k in T and k not in grads]  # evo_norm_s0's gate slope
     for k in grads:
         T[k].requires_grad_(True)
     y, out = seed_forward(spec, T)

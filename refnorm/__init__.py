@@ -73,6 +73,11 @@ momentum=0.1)``; no ``_stats``)::
 
     evo_norm_b0(x, weight, bias, v, running_var=None, training=True, eps=1e-3)
 
+and EvoNorm-S0 (Liu et al. 2020; timm's ``EvoNorm2dS0``: ``y = weight x sigmoid(v x) / group_std(x) + bias``,
+saved group ``mean`` and ``rstd``; its backward returns ``{"x", "weight", "bias", "v"}``)::
+
+    evo_norm_s0(x, num_groups, weight, bias, v, eps=1e-5)
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -132,6 +137,8 @@ from .ops.weight_norm import (weight_norm, weight_norm_backward, weight_norm_dou
                               weight_norm_stats)
 from .ops.evo_norm_b0 import (evo_norm_b0, evo_norm_b0_backward, evo_norm_b0_double_backward, evo_norm_b0_jvp,
                               evo_norm_b0_running_stats)
+from .ops.evo_norm_s0 import (evo_norm_s0, evo_norm_s0_backward, evo_norm_s0_double_backward, evo_norm_s0_jvp,
+                              evo_norm_s0_stats)
 
 __all__ = [
     "OpSpec",
@@ -232,4 +239,9 @@ __all__ = [
     "evo_norm_b0_double_backward",
     "evo_norm_b0_jvp",
     "evo_norm_b0_running_stats",
+    "evo_norm_s0",
+    "evo_norm_s0_backward",
+    "evo_norm_s0_double_backward",
+    "evo_norm_s0_jvp",
+    "evo_norm_s0_stats",
 ]

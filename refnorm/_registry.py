@@ -47,6 +47,8 @@ from .ops import local_response_norm as lrn
 from .reference import local_response_norm as ref_lrn
 from .reference import weight_norm as ref_wn
 from .reference import evo_norm_b0 as ref_evo_b0
+from .ops import evo_norm_s0 as evo
+from .reference import evo_norm_s0 as ref_evo
 
 
 #: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
@@ -404,6 +406,10 @@ def _build() -> dict[str, OpSpec]:
                ("x", "weight", "bias", "v"), evo_b0.layout, stats=(), tolerance="running_error",
                batch_stats_flag="training", running_stats=evo_b0.evo_norm_b0_running_stats, seed=True,
                jvp=evo_b0.evo_norm_b0_jvp, double_backward=evo_b0.evo_norm_b0_double_backward),
+        OpSpec("evo_norm_s0", evo.evo_norm_s0, evo.evo_norm_s0_backward, ref_evo.evo_norm_s0, evo.evo_norm_s0_stats,
+               ("x", "weight", "bias", "v"), evo.layout, stats=("mean", "rstd"), tolerance="running_error",
+               per_sample=True, seed=True, jvp=evo.evo_norm_s0_jvp,
+               double_backward=evo.evo_norm_s0_double_backward),
     ]
     return {s.name: s for s in specs}
 

@@ -91,6 +91,7 @@ TEMPLATE_OPS = (
     "local_response_norm",
     "weight_norm",
     "evo_norm_b0",
+    "evo_norm_s0",
 )
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"

@@ -1045,6 +1045,56 @@ def evo_norm_b0(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
         out["dweight"] = (dy * xn).sum((0, 2))
         out["dbias"] = dy.sum((0, 2))
         out["dv"] = (dr * x).sum((0, 2))
+def _sigmoid_gate(a):
+    """``(sg, q)`` = ``(sigmoid(a), sg (1 - sg))`` as Bounds (EvoNorm-S0's gate): ``sg`` a library
+    evaluation as PN's SiLU bounds it (``(L + 2) u sg + (L/2 + 1) u`` with the propagated
+    ``q e_a``), ``q`` as a backend forms it from its rounded ``sg`` (PyTorch's sigmoid_backward
+    ``(1 - sg) sg``: its absolute error also bounds refnorm's cancellation-free ``e/(1 + e)^2``);
+    on a dual, tangents ``q ta`` and ``q (1 - 2 sg) ta``."""
+    if isinstance(a, Dual):
+        sg, q = _sigmoid_gate(a.p)
+        if a.t is None:
+            return Dual(sg, None), Dual(q, None)
+        return Dual(sg, q * a.t), Dual(q, (q * (1.0 - sg * 2.0)) * a.t)
+    u, L = a.u, LIB_ULPS
+    s = _sigmoid(a.v)
+    sg = Bound(s, s * (1.0 - s) * a.e + (L + 2) * u * s + (L / 2 + 1) * u, u)
+    return sg, sg * (1.0 - sg)
+
+
+def evo_norm_s0(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """EvoNorm-S0 (docs/ops/evo_norm_s0.md#evo-norm-s0-backward) on the view ``(N, G, Q, S)``, as
+    :mod:`refnorm.ops.evo_norm_s0` computes it (on duals for the arguments in ``tangents``): two-pass
+    group mean and biased variance, ``r = 1/sqrt(var + eps)``, ``z = (x sg) r``, ``y = w z + b``;
+    backward ``g = w dy``, ``dx = r (g sp - xhat mean(g z))``, ``dweight = sum dy z``,
+    ``dbias = sum dy``, ``dv = sum g r x^2 q``."""
+    a = spec.attrs
+    tangents = tangents or {}
+    x0 = _x(inputs)
+    N, C, G = x0.shape[0], x0.shape[1], int(a["num_groups"])
+    Q = C // G
+    x = _var(x0, tangents.get("x"), u).reshape(N, G, Q, -1)
+    eps = const(a.get("eps", 1e-5), u)
+    w, b, v = (_b(_arg(inputs, k, u, tangents), u).reshape(1, G, Q, 1) for k in ("weight", "bias", "v"))
+    mean = x.mean((2, 3), keepdims=True)  # (2)
+    xc = x - mean  # (3)
+    var = (xc * xc).mean((2, 3), keepdims=True)  # (4)
+    r = saved(1.0 / (var + eps).sqrt(), u_out)  # (5)
+    av = x * v
+    sg, q = _sigmoid_gate(av)  # (6)
+    z = (x * sg) * r  # (7)
+    y = z * w + b  # (8)
+    out = {"y": y.reshape(x0.shape), "mean": saved(mean, u_out).reshape(N, G), "rstd": r.reshape(N, G)}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy").reshape(x.shape), 0.0, u)
+        g = dy * w
+        xhat = xc * r
+        c2 = (g * z).mean((2, 3), keepdims=True)
+        sp = sg + av * q
+        out["dx"] = (r * (g * sp - xhat * c2)).reshape(x0.shape)
+        out["dweight"] = (dy * z).sum((0, 3)).reshape(C)
+        out["dbias"] = dy.sum((0, 3)).reshape(C)
+        out["dv"] = (g * ((r * (x * x)) * q)).sum((0, 3)).reshape(C)
     return out
 
 
@@ -1260,6 +1310,7 @@ PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardizatio
             "local_response_norm": local_response_norm,
             "weight_norm": weight_norm,
             "evo_norm_b0": evo_norm_b0,
+            "evo_norm_s0": evo_norm_s0,
             }
 
 

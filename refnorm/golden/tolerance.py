@@ -462,6 +462,9 @@ FORMULAS = {
                    "backward s = sum dy v, dg = s / n, dv = (g / n) (dy - v s / n^2)",
     "evo_norm_b0": "y = w x / max(sqrt(var_c + eps), v x + sqrt(s2_nc + eps)) + b, two-pass variances; "
                    "backward of docs/ops/evo_norm_b0.md#evo-b0-backward",
+    "evo_norm_s0": "two-pass group mean and biased var per (n, g), r = 1/sqrt(var + eps), sg = sigmoid(v x), "
+                   "z = x sg r, y = w z + b; backward dx = r (w dy sp - xhat mean(w dy z)), sp = sg + v x sg (1 - sg), "
+                   "dweight = sum dy z, dbias = sum dy, dv = sum w dy r x^2 sg (1 - sg)",
 }
 
 

@@ -411,6 +411,16 @@ def seed_forward(spec, T, detach=False):
         right = x * T["v"].reshape(sh) + torch.sqrt(st(x.var(dim=(2, 3), unbiased=False, keepdim=True)) + eps)
         y = x / torch.maximum(left, right) * T["weight"].reshape(sh) + T["bias"].reshape(sh)
         return y, {}
+    if spec.op == "evo_norm_s0":  # timm EvoNorm2dS0.forward with group_std, over every spatial dim
+        x, G = T["x"], a["num_groups"]
+        N, C = x.shape[0], x.shape[1]
+        sh = (1, C) + (1,) * (x.ndim - 2)
+        xg = x.reshape(N, G, -1)
+        m = xg.mean(2, keepdim=True)
+        std = torch.sqrt(xg.var(dim=2, unbiased=False, keepdim=True) + a["eps"])  # group_std; the catch patches sqrt
+        std = st(std).expand(xg.shape).reshape(x.shape)
+        y = x * (x * T["v"].reshape(sh)).sigmoid() / std * T["weight"].reshape(sh) + T["bias"].reshape(sh)
+        return y, {"mean": m.reshape(N, G), "rstd": 1 / std.reshape(N, G, -1)[:, :, 0]}
     raise Unsupported(spec.op)
 
 

@@ -455,6 +455,11 @@ FORMULAS = {
     "filter_response_norm": "nu2 = mean x^2 per (n, c), r = 1/sqrt(nu2 + eps), z = w x r + b, y = max(z, tau); "
                             "backward dz = mz dy (TLU mask, 1/2 at a tie), dx = r (w dz - xhat mean(w dz xhat)), "
                             "dweight = sum dz xhat, dbias = sum dz, dtau = sum (1 - mz) dy",
+    "batch_renorm": "mu_B, var_B (biased) per channel, rstd = 1/sqrt(var_B + eps), sigma = sqrt(running_var + eps), "
+                    "r = clip((1/rstd)/sigma, 1/r_max, r_max), d = clip((mu_B - running_mean)/sigma, -d_max, d_max) "
+                    "(constants), y = w ((x - mu_B) rstd r + d) + b (eval: BN inference); backward "
+                    "dx = rstd (dy - mean dy - xhat0 mean(dy xhat0)) w r, dweight = sum dy xhat, dbias = sum dy; "
+                    "running update f mean + (1 - f) old (unbiased variance)",
 }
 
 

@@ -78,6 +78,14 @@ saved group ``mean`` and ``rstd``; its backward returns ``{"x", "weight", "bias"
 
     evo_norm_s0(x, num_groups, weight, bias, v, eps=1e-5)
 
+and Batch Renormalization (Ioffe 2017; BatchNorm with the correction ``r``, ``d`` toward the running
+statistics, both constants for the derivatives; its running update is BatchNorm's)::
+
+    batch_renorm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+                 r_max=3.0, d_max=5.0)
+    batch_renorm_running_stats(x, running_mean, running_var, momentum=0.1, *, num_batches_tracked=None,
+                               convention="torch")
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -245,3 +253,8 @@ __all__ = [
     "evo_norm_s0_jvp",
     "evo_norm_s0_stats",
 ]
+from .ops.batch_renorm import (batch_renorm, batch_renorm_backward, batch_renorm_double_backward,  # noqa: E402
+                               batch_renorm_jvp, batch_renorm_running_stats, batch_renorm_stats)
+
+__all__ += ["batch_renorm", "batch_renorm_backward", "batch_renorm_double_backward", "batch_renorm_jvp",
+            "batch_renorm_running_stats", "batch_renorm_stats"]

@@ -33,6 +33,7 @@ from .ops import scale_norm as sn
 from .ops import weight_standardization as ws
 from .ops import weight_norm as wn
 from .ops import evo_norm_b0 as evo_b0
+from .ops import batch_renorm as brn
 from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
@@ -49,6 +50,7 @@ from .reference import weight_norm as ref_wn
 from .reference import evo_norm_b0 as ref_evo_b0
 from .ops import evo_norm_s0 as evo
 from .reference import evo_norm_s0 as ref_evo
+from .reference import batch_renorm as ref_brn
 
 
 #: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
@@ -410,6 +412,11 @@ def _build() -> dict[str, OpSpec]:
                ("x", "weight", "bias", "v"), evo.layout, stats=("mean", "rstd"), tolerance="running_error",
                per_sample=True, seed=True, jvp=evo.evo_norm_s0_jvp,
                double_backward=evo.evo_norm_s0_double_backward),
+        # Batch Renormalization: BatchNorm with the constant correction r, d toward the running statistics
+        OpSpec("batch_renorm", brn.batch_renorm, brn.batch_renorm_backward, ref_brn.batch_renorm,
+               brn.batch_renorm_stats, ("x", "weight", "bias"), brn.layout, stats=("mean", "rstd"),
+               tolerance="running_error", batch_stats_flag="training", running_stats=brn.batch_renorm_running_stats,
+               seed=True, jvp=brn.batch_renorm_jvp, double_backward=brn.batch_renorm_double_backward),
     ]
     return {s.name: s for s in specs}
 

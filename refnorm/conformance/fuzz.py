@@ -92,6 +92,7 @@ TEMPLATE_OPS = (
     "weight_norm",
     "evo_norm_b0",
     "evo_norm_s0",
+    "batch_renorm",
 )
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"

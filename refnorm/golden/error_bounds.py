@@ -1001,6 +1001,23 @@ def evo_norm_b0(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
     The maximum's masks are taken from the float64 values; where rounding can swap ``left`` and
     ``right`` (``|left - right| <= e_left + e_right``) a masked value may be taken whole or not at
     all: its bound grows by its magnitude (as FRN's TLU)."""
+def _clip(a, lo: float, hi: float):
+    """``clip(a, lo, hi)`` of a Bound (1-Lipschitz: the error of ``a``; the limits are exact or rounded
+    constants whose own rounding is covered by ``u |result|``)."""
+    lo_b, hi_b = const(lo, a.u), const(hi, a.u)
+    return -((-(a.maximum(lo_b))).maximum(-hi_b))
+
+
+def batch_renorm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """Batch Renormalization (docs/ops/batch_renorm.md#brn-backward), as :mod:`refnorm.ops.batch_renorm`
+    computes it (on duals for the arguments in ``tangents``), staged as Algorithm 1: ``r``, ``d`` are
+    primal Bounds (their tangents dropped: the paper's stop_gradient), ``xhat = xhat0 r + d``,
+    ``y = w xhat + b``; backward ``dx = (rstd (dy - mean dy - xhat0 mean(dy xhat0))) (w r)``,
+    ``dweight = sum dy xhat``, ``dbias = sum dy``; eval is BatchNorm's inference.  With batch statistics
+    and running statistics, the PyTorch running update ``f mean + (1 - f) running_mean`` (unbiased
+    variance, ``f`` the case's momentum or ``1/(num_batches_tracked + 1)``)."""
+    from .catalogue import has_running_update, running_factors
+
     a = spec.attrs
     tangents = tangents or {}
     x0 = _x(inputs)
@@ -1095,6 +1112,55 @@ def evo_norm_s0(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
         out["dweight"] = (dy * z).sum((0, 3)).reshape(C)
         out["dbias"] = dy.sum((0, 3)).reshape(C)
         out["dv"] = (g * ((r * (x * x)) * q)).sum((0, 3)).reshape(C)
+    K = x.shape[0] * x.shape[2]
+    eps = const(a.get("eps", 1e-5), u)
+    ax = (0, 2)
+    rm = Bound(_x(inputs, "running_mean").reshape(1, C, 1), 0.0, u)
+    rv = Bound(_x(inputs, "running_var").reshape(1, C, 1), 0.0, u)
+    has_w, has_b = inputs.get("weight") is not None, inputs.get("bias") is not None
+    w = _b(_arg(inputs, "weight", u, tangents), u).reshape(1, C, 1) if has_w else None
+    b = _b(_arg(inputs, "bias", u, tangents), u).reshape(1, C, 1) if has_b else None
+    training = bool(a.get("training", False))
+    if training:
+        mean = x.mean(ax, keepdims=True)  # (2)
+        xc = x - mean  # (3)
+        ss = (xc * xc).sum(ax, keepdims=True)
+        var = ss / float(K)  # (4) biased
+        rstd = saved(1.0 / (var + eps).sqrt(), u_out)  # 1 / sigma_B
+        m = saved(mean, u_out)
+        sigma = (rv + eps).sqrt()  # (1)
+        r_max, d_max = float(a.get("r_max", 3.0)), float(a.get("d_max", 5.0))
+        r = _clip(primal((1.0 / rstd) / sigma), 1.0 / r_max, r_max)  # (6) stop_gradient
+        d = _clip(primal((m - rm) / sigma), -d_max, d_max)  # (7) stop_gradient
+        xhat0 = (x - m) * rstd
+        xhat = xhat0 * r + d  # (8)
+    else:
+        rstd = saved(1.0 / (rv + eps).sqrt(), u_out)
+        m = saved(rm, u_out)
+        r = Bound(np.ones((1, C, 1)), 0.0, u)
+        xhat0 = xhat = (x - m) * rstd
+    y = xhat if w is None else xhat * w  # (9)
+    y = y if b is None else y + b  # (10)
+    out = {"y": y.reshape(x0.shape), "mean": m.reshape(C), "rstd": rstd.reshape(C)}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy").reshape(x.shape), 0.0, u)
+        w_eff = r if w is None else w * r
+        if training:
+            c1 = dy.mean(ax, keepdims=True)
+            c2 = (dy * xhat0).mean(ax, keepdims=True)
+            dx = (rstd * ((dy - c1) - xhat0 * c2)) * w_eff
+        else:
+            dx = (dy * rstd) * w_eff
+        out["dx"] = dx.reshape(x0.shape)
+        if has_w:
+            out["dweight"] = (dy * xhat).sum(ax)
+        if has_b:
+            out["dbias"] = dy.sum(ax)
+    if has_running_update(spec):
+        f = const(running_factors(spec)["torch"], u)
+        out["new_running_mean_torch"] = (f * primal(mean) + (1.0 - f) * rm).reshape(C)
+        var_u = primal(ss) / float(K - 1)
+        out["new_running_var_torch"] = (f * var_u + (1.0 - f) * rv).reshape(C)
     return out
 
 
@@ -1311,6 +1377,7 @@ PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardizatio
             "weight_norm": weight_norm,
             "evo_norm_b0": evo_norm_b0,
             "evo_norm_s0": evo_norm_s0,
+            "batch_renorm": batch_renorm,
             }
 
 

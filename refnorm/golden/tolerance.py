@@ -465,6 +465,11 @@ FORMULAS = {
     "evo_norm_s0": "two-pass group mean and biased var per (n, g), r = 1/sqrt(var + eps), sg = sigmoid(v x), "
                    "z = x sg r, y = w z + b; backward dx = r (w dy sp - xhat mean(w dy z)), sp = sg + v x sg (1 - sg), "
                    "dweight = sum dy z, dbias = sum dy, dv = sum w dy r x^2 sg (1 - sg)",
+    "batch_renorm": "mu_B, var_B (biased) per channel, rstd = 1/sqrt(var_B + eps), sigma = sqrt(running_var + eps), "
+                    "r = clip((1/rstd)/sigma, 1/r_max, r_max), d = clip((mu_B - running_mean)/sigma, -d_max, d_max) "
+                    "(constants), y = w ((x - mu_B) rstd r + d) + b (eval: BN inference); backward "
+                    "dx = rstd (dy - mean dy - xhat0 mean(dy xhat0)) w r, dweight = sum dy xhat, dbias = sum dy; "
+                    "running update f mean + (1 - f) old (unbiased variance)",
 }
 
 

@@ -421,6 +421,31 @@ def seed_forward(spec, T, detach=False):
         std = st(std).expand(xg.shape).reshape(x.shape)
         y = x * (x * T["v"].reshape(sh)).sigmoid() / std * T["weight"].reshape(sh) + T["bias"].reshape(sh)
         return y, {"mean": m.reshape(N, G), "rstd": 1 / std.reshape(N, G, -1)[:, :, 0]}
+    if spec.op == "batch_renorm":  # Ioffe 2017, Algorithm 1; r, d detached (stop_gradient); eval: BN inference
+        x, rm, rv = T["x"], T["running_mean"], T["running_var"]
+        C = x.shape[1]
+        sh = (1, C) + (1,) * (x.ndim - 2)
+        dims = [0] + list(range(2, x.ndim))
+        eps = a["eps"]
+        sigma = torch.sqrt(rv + eps)
+        stats = {}
+        if a["training"]:
+            mu = st(x.mean(dim=dims))
+            var = st(((x - mu.reshape(sh)) ** 2).mean(dim=dims))
+            sigma_b = torch.sqrt(var + eps)
+            r = torch.clamp(sigma_b / sigma, 1.0 / a["r_max"], a["r_max"]).detach()
+            d = torch.clamp((mu - rm) / sigma, -a["d_max"], a["d_max"]).detach()
+            xhat = (x - mu.reshape(sh)) / sigma_b.reshape(sh) * r.reshape(sh) + d.reshape(sh)
+            m = x.numel() // C
+            f = a["momentum"] if a["momentum"] is not None else 1.0 / (a["num_batches_tracked"] + 1)
+            stats = {"mean": mu, "rstd": 1 / sigma_b, "new_running_mean_torch": (1 - f) * rm + f * mu.detach(),
+                     "new_running_var_torch": (1 - f) * rv + f * var.detach() * (m / (m - 1))}
+        else:
+            xhat = (x - rm.reshape(sh)) / sigma.reshape(sh)
+            stats = {"mean": rm, "rstd": 1 / sigma}
+        y = xhat * T["weight"].reshape(sh) if "weight" in T else xhat
+        y = y + T["bias"].reshape(sh) if "bias" in T else y
+        return y, stats
     raise Unsupported(spec.op)
 
 

@@ -67,6 +67,8 @@ MUTANTS = {
     "weight_norm_wrong_dims": "weight norm over dim itself (a per-input-channel norm), not over every other dim",
     "evo_norm_b0_unbiased_batch_var": "EvoNorm-B0 training normalizes with the unbiased (n - 1) batch variance (E26)",
     "evo_norm_s0_sigmoid_of_normalized": "EvoNorm-S0: the gate sigmoid(v x) taken of the normalized x / group_std",
+    "brn_rd_differentiated": "Batch Renormalization: r and d not detached, the gradient flows through them "
+                             "(a dropped stop_gradient)",
 }
 
 #: The mutants that pass every case of the committed corpus: each bug needs an

@@ -54,6 +54,12 @@ and Filter Response Normalization with its Thresholded Linear Unit (``tau=None``
 
     filter_response_norm(x, weight, bias, tau=None, eps=1e-6)
 
+and adaptive LayerNorm as in DiT (adaLN: LayerNorm without affine over the trailing ``normalized_shape``,
+then the per-sample gain ``1 + scale`` and ``shift``, both ``(N, *normalized_shape)``, broadcast over
+the dimensions between the batch and the normalized ones; its backward returns ``{"x", "scale", "shift"}``)::
+
+    ada_layer_norm(x, normalized_shape, scale, shift, eps=1e-6)
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -191,4 +197,15 @@ __all__ = [
     "weight_standardization_double_backward",
     "weight_standardization_jvp",
     "weight_standardization_stats",
+]
+
+from .ops.ada_layer_norm import (ada_layer_norm, ada_layer_norm_backward, ada_layer_norm_double_backward,  # noqa: E402
+                                 ada_layer_norm_jvp, ada_layer_norm_stats)
+
+__all__ += [
+    "ada_layer_norm",
+    "ada_layer_norm_backward",
+    "ada_layer_norm_double_backward",
+    "ada_layer_norm_jvp",
+    "ada_layer_norm_stats",
 ]

@@ -31,6 +31,7 @@ from .ops import proxy_norm as pn
 from .ops import rms_norm as rms
 from .ops import scale_norm as sn
 from .ops import weight_standardization as ws
+from .ops import ada_layer_norm as adaln
 from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
@@ -41,6 +42,7 @@ from .reference import normalize as ref_nrm
 from .reference import proxy_norm as ref_pn
 from .reference import scale_norm as ref_sn
 from .reference import weight_standardization as ref_ws
+from .reference import ada_layer_norm as ref_adaln
 
 
 #: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
@@ -382,6 +384,11 @@ def _build() -> dict[str, OpSpec]:
                ref_frn.filter_response_norm, frn.filter_response_norm_stats, ("x", "weight", "bias", "tau"),
                frn.layout, stats=("rstd",), tolerance="running_error", center=False, per_sample=True, seed=True,
                jvp=frn.filter_response_norm_jvp, double_backward=frn.filter_response_norm_double_backward),
+        # adaLN (DiT): LayerNorm without affine, then the per-sample gain 1 + scale and shift
+        OpSpec("ada_layer_norm", adaln.ada_layer_norm, adaln.ada_layer_norm_backward, ref_adaln.ada_layer_norm,
+               adaln.ada_layer_norm_stats, ("x", "scale", "shift"), adaln.layout, stats=("mean", "rstd"),
+               tolerance="running_error", per_sample=True, seed=True,
+               jvp=adaln.ada_layer_norm_jvp, double_backward=adaln.ada_layer_norm_double_backward),
     ]
     return {s.name: s for s in specs}
 

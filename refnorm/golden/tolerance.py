@@ -455,6 +455,9 @@ FORMULAS = {
     "filter_response_norm": "nu2 = mean x^2 per (n, c), r = 1/sqrt(nu2 + eps), z = w x r + b, y = max(z, tau); "
                             "backward dz = mz dy (TLU mask, 1/2 at a tie), dx = r (w dz - xhat mean(w dz xhat)), "
                             "dweight = sum dz xhat, dbias = sum dz, dtau = sum (1 - mz) dy",
+    "ada_layer_norm": "LayerNorm without affine per row (two-pass mean, biased var, r = 1/sqrt(var + eps)), "
+                      "y = xhat (1 + scale) + shift per sample; backward g = (1 + scale) dy, "
+                      "dx = r (g - mean g - xhat mean(g xhat)), dscale = sum_mid dy xhat, dshift = sum_mid dy",
 }
 
 

@@ -371,6 +371,19 @@ def seed_forward(spec, T, detach=False):
         z = x * r * T["weight"].reshape(sh) + T["bias"].reshape(sh)
         y = torch.maximum(z, T["tau"].reshape(sh)) if "tau" in T else z
         return y, {"rstd": r.reshape(x.shape[0], C)}
+    if spec.op == "ada_layer_norm":  # DiT: modulate(nn.LayerNorm(hidden, elementwise_affine=False)(x), shift, scale)
+        x = T["x"]
+        ns = a["normalized_shape"]
+        ns = (ns,) if isinstance(ns, int) else tuple(ns)
+        N, D = x.shape[0], math.prod(ns)
+        x3 = x.reshape(N, -1, D)
+        m = st(x3.mean(-1, keepdim=True))
+        v = st(((x3 - m) ** 2).mean(-1, keepdim=True))
+        r = 1 / torch.sqrt(v + a["eps"])  # torch's layer_norm: rsqrt (1/sqrt here: the eps-shift catch patches sqrt)
+        xn = (x3 - m) * r
+        y = xn * (1 + T["scale"].reshape(N, 1, D)) + T["shift"].reshape(N, 1, D)  # modulate, unsqueeze over mid
+        lead = x.shape[: x.ndim - len(ns)]
+        return y.reshape(x.shape), {"mean": m.reshape(lead), "rstd": r.reshape(lead)}
     raise Unsupported(spec.op)
 
 
@@ -427,6 +440,7 @@ def run_torch_seed(spec, inputs) -> dict:
     T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
     grads = [k for k in refnorm.registry()[spec.op].differentiable if k in T]
     grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain", "tau") if k in T]
+    grads += [k for k in ("scale", "shift") if k in T and spec.op == "ada_layer_norm"]
     for k in grads:
         T[k].requires_grad_(True)
     y, out = seed_forward(spec, T)

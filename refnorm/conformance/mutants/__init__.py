@@ -62,6 +62,7 @@ MUTANTS = {
     "scale_norm_rms": "ScaleNorm divides by the RMS ||x||/sqrt(d), not the L2 norm (x-transformers, mmpose ScaleNorm)",
     "normalize_no_eps_clamp": "normalize divides by ||x||_p without clamp_min(eps): NaN on a zero slice (E2)",
     "frn_eps_outside_rsqrt": "FRN: x / (sqrt(nu2) + eps) instead of x * rsqrt(nu2 + eps) (E15)",
+    "ada_ln_scale_without_one": "adaLN gain is scale, not 1 + scale (DiT's modulate ported without the 1 +)",
 }
 
 #: The mutants that pass every case of the committed corpus: each bug needs an

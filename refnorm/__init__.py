@@ -50,6 +50,7 @@ and Lp normalization, ``torch.nn.functional.normalize`` (``normalize_backward`` 
 ``normalize_stats`` the clamped denominator ``norm``)::
 
     normalize(x, p=2.0, dim=1, eps=1e-12)
+
 and Filter Response Normalization with its Thresholded Linear Unit (``tau=None``: no TLU)::
 
     filter_response_norm(x, weight, bias, tau=None, eps=1e-6)

@@ -85,6 +85,11 @@ statistics, both constants for the derivatives; its running update is BatchNorm'
                  r_max=3.0, d_max=5.0)
     batch_renorm_running_stats(x, running_mean, running_var, momentum=0.1, *, num_batches_tracked=None,
                                convention="torch")
+and adaptive LayerNorm as in DiT (adaLN: LayerNorm without affine over the trailing ``normalized_shape``,
+then the per-sample gain ``1 + scale`` and ``shift``, both ``(N, *normalized_shape)``, broadcast over
+the dimensions between the batch and the normalized ones; its backward returns ``{"x", "scale", "shift"}``)::
+
+    ada_layer_norm(x, normalized_shape, scale, shift, eps=1e-6)
 
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
@@ -258,3 +263,14 @@ from .ops.batch_renorm import (batch_renorm, batch_renorm_backward, batch_renorm
 
 __all__ += ["batch_renorm", "batch_renorm_backward", "batch_renorm_double_backward", "batch_renorm_jvp",
             "batch_renorm_running_stats", "batch_renorm_stats"]
+
+from .ops.ada_layer_norm import (ada_layer_norm, ada_layer_norm_backward, ada_layer_norm_double_backward,  # noqa: E402
+                                 ada_layer_norm_jvp, ada_layer_norm_stats)
+
+__all__ += [
+    "ada_layer_norm",
+    "ada_layer_norm_backward",
+    "ada_layer_norm_double_backward",
+    "ada_layer_norm_jvp",
+    "ada_layer_norm_stats",
+]

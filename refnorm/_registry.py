@@ -34,6 +34,7 @@ from .ops import weight_standardization as ws
 from .ops import weight_norm as wn
 from .ops import evo_norm_b0 as evo_b0
 from .ops import batch_renorm as brn
+from .ops import ada_layer_norm as adaln
 from .reference import add_layer_norm as ref_aln
 from .reference import add_rms_norm as ref_arn
 from .reference import batch_layer_norm as ref_bln
@@ -51,6 +52,7 @@ from .reference import evo_norm_b0 as ref_evo_b0
 from .ops import evo_norm_s0 as evo
 from .reference import evo_norm_s0 as ref_evo
 from .reference import batch_renorm as ref_brn
+from .reference import ada_layer_norm as ref_adaln
 
 
 #: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
@@ -417,6 +419,11 @@ def _build() -> dict[str, OpSpec]:
                brn.batch_renorm_stats, ("x", "weight", "bias"), brn.layout, stats=("mean", "rstd"),
                tolerance="running_error", batch_stats_flag="training", running_stats=brn.batch_renorm_running_stats,
                seed=True, jvp=brn.batch_renorm_jvp, double_backward=brn.batch_renorm_double_backward),
+        # adaLN (DiT): LayerNorm without affine, then the per-sample gain 1 + scale and shift
+        OpSpec("ada_layer_norm", adaln.ada_layer_norm, adaln.ada_layer_norm_backward, ref_adaln.ada_layer_norm,
+               adaln.ada_layer_norm_stats, ("x", "scale", "shift"), adaln.layout, stats=("mean", "rstd"),
+               tolerance="running_error", per_sample=True, seed=True,
+               jvp=adaln.ada_layer_norm_jvp, double_backward=adaln.ada_layer_norm_double_backward),
     ]
     return {s.name: s for s in specs}
 

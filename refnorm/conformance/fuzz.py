@@ -93,6 +93,7 @@ TEMPLATE_OPS = (
     "evo_norm_b0",
     "evo_norm_s0",
     "batch_renorm",
+    "ada_layer_norm",
 )
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"

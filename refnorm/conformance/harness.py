@@ -444,6 +444,10 @@ def _check_batch_invariance(backend, case) -> str:
     if not spec.per_sample or x.ndim < 2 or x.shape[0] < 2:
         return ""
     batched = [k for k, v in inputs.items() if k in spec.parameters and v.shape == x.shape]
+    per_sample_params = spec.layout_of({spec.primary: x.shape}, case.attrs)  # (N, ...) parameters (adaLN)
+    if per_sample_params.param_axes[:1] == (0,):
+        batched += [k for k, v in inputs.items() if k in spec.parameters and k not in batched
+                    and v.shape == per_sample_params.param_shape]
     fn = _get(backend, case.op)
 
     def run(pick):

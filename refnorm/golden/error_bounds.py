@@ -1164,6 +1164,43 @@ def evo_norm_s0(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
     return out
 
 
+def ada_layer_norm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """adaLN (docs/ops/ada_layer_norm.md#ada-layer-norm-backward), as :mod:`refnorm.ops.ada_layer_norm`
+    computes it (on duals for the arguments in ``tangents``): LayerNorm without affine on the
+    ``(N, M, D)`` view (two-pass statistics, the variance about the unrounded mean), then
+    ``y = xhat (1 + scale) + shift`` per sample; backward ``g = (1 + scale) dy``,
+    ``dx = r (g - mean g - xhat mean(g xhat))``, ``dscale = sum_m dy xhat``, ``dshift = sum_m dy``."""
+    a = spec.attrs
+    tangents = tangents or {}
+    x0 = _x(inputs)
+    ns = a["normalized_shape"]
+    ns = (int(ns),) if isinstance(ns, (int, np.integer)) else tuple(int(d) for d in ns)
+    N, D = x0.shape[0], math.prod(ns)
+    M = math.prod(x0.shape[1: x0.ndim - len(ns)])
+    x = _var(x0, tangents.get("x"), u).reshape(N, M, D)
+    eps = const(a.get("eps", 1e-6), u)
+    sc, sh = (_b(_arg(inputs, k, u, tangents), u).reshape(N, 1, D) for k in ("scale", "shift"))
+    m_acc = x.mean(2, keepdims=True)  # (1)
+    xc = x - m_acc  # (2)
+    var = (xc * xc).mean(2, keepdims=True)  # (3) biased
+    r = saved(1.0 / (var + eps).sqrt(), u_out)  # (4)
+    m = saved(m_acc, u_out)
+    xhat = (x - m) * r  # (5)
+    gain = sc + 1.0  # (6)
+    y = xhat * gain + sh  # (7)
+    lead = x0.shape[: x0.ndim - len(ns)]
+    out = {"y": y.reshape(x0.shape), "mean": m.reshape(lead), "rstd": r.reshape(lead)}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy").reshape(N, M, D), 0.0, u)
+        g = dy * gain  # (b1)
+        c1 = g.mean(2, keepdims=True)  # (b2)
+        c2 = (g * xhat).mean(2, keepdims=True)  # (b3)
+        out["dx"] = (r * ((g - c1) - xhat * c2)).reshape(x0.shape)  # (b4)
+        out["dscale"] = (dy * xhat).sum(1).reshape((N,) + ns)  # (b5)
+        out["dshift"] = dy.sum(1).reshape((N,) + ns)  # (b6)
+    return out
+
+
 def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bound]:
     """Forward mode (``t<output>``) and second order (``d2<key>``) of the
     standard normalizers and the fused residual adds, as
@@ -1378,6 +1415,7 @@ PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardizatio
             "evo_norm_b0": evo_norm_b0,
             "evo_norm_s0": evo_norm_s0,
             "batch_renorm": batch_renorm,
+            "ada_layer_norm": ada_layer_norm,
             }
 
 

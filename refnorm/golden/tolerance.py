@@ -470,6 +470,9 @@ FORMULAS = {
                     "(constants), y = w ((x - mu_B) rstd r + d) + b (eval: BN inference); backward "
                     "dx = rstd (dy - mean dy - xhat0 mean(dy xhat0)) w r, dweight = sum dy xhat, dbias = sum dy; "
                     "running update f mean + (1 - f) old (unbiased variance)",
+    "ada_layer_norm": "LayerNorm without affine per row (two-pass mean, biased var, r = 1/sqrt(var + eps)), "
+                      "y = xhat (1 + scale) + shift per sample; backward g = (1 + scale) dy, "
+                      "dx = r (g - mean g - xhat mean(g xhat)), dscale = sum_mid dy xhat, dshift = sum_mid dy",
 }
 
 

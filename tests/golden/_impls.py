@@ -446,6 +446,19 @@ def seed_forward(spec, T, detach=False):
         y = xhat * T["weight"].reshape(sh) if "weight" in T else xhat
         y = y + T["bias"].reshape(sh) if "bias" in T else y
         return y, stats
+    if spec.op == "ada_layer_norm":  # DiT: modulate(nn.LayerNorm(hidden, elementwise_affine=False)(x), shift, scale)
+        x = T["x"]
+        ns = a["normalized_shape"]
+        ns = (ns,) if isinstance(ns, int) else tuple(ns)
+        N, D = x.shape[0], math.prod(ns)
+        x3 = x.reshape(N, -1, D)
+        m = st(x3.mean(-1, keepdim=True))
+        v = st(((x3 - m) ** 2).mean(-1, keepdim=True))
+        r = 1 / torch.sqrt(v + a["eps"])  # torch's layer_norm: rsqrt (1/sqrt here: the eps-shift catch patches sqrt)
+        xn = (x3 - m) * r
+        y = xn * (1 + T["scale"].reshape(N, 1, D)) + T["shift"].reshape(N, 1, D)  # modulate, unsqueeze over mid
+        lead = x.shape[: x.ndim - len(ns)]
+        return y.reshape(x.shape), {"mean": m.reshape(lead), "rstd": r.reshape(lead)}
     raise Unsupported(spec.op)
 
 

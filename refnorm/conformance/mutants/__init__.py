@@ -69,6 +69,7 @@ MUTANTS = {
     "evo_norm_s0_sigmoid_of_normalized": "EvoNorm-S0: the gate sigmoid(v x) taken of the normalized x / group_std",
     "brn_rd_differentiated": "Batch Renormalization: r and d not detached, the gradient flows through them "
                              "(a dropped stop_gradient)",
+    "ada_ln_scale_without_one": "adaLN gain is scale, not 1 + scale (DiT's modulate ported without the 1 +)",
 }
 
 #: The mutants that pass every case of the committed corpus: each bug needs an

@@ -53,6 +53,11 @@ and Lp normalization, ``torch.nn.functional.normalize`` (``normalize_backward`` 
 and Filter Response Normalization with its Thresholded Linear Unit (``tau=None``: no TLU)::
 
     filter_response_norm(x, weight, bias, tau=None, eps=1e-6)
+and Adaptive Instance Normalization, AdaIN (the content ``x`` takes the per-(sample, channel) mean and
+unbiased std of ``style``; ``adaptive_instance_norm_stats`` saves ``mean``, ``rstd``, ``style_mean``,
+``style_std``)::
+
+    adaptive_instance_norm(x, style, eps=1e-5)
 
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
@@ -106,6 +111,9 @@ from .ops.scale_norm import (scale_norm, scale_norm_backward, scale_norm_double_
 from .ops.weight_standardization import (weight_standardization, weight_standardization_backward,
                                          weight_standardization_double_backward, weight_standardization_jvp,
                                          weight_standardization_stats)
+from .ops.adaptive_instance_norm import (adaptive_instance_norm, adaptive_instance_norm_backward,
+                                         adaptive_instance_norm_double_backward, adaptive_instance_norm_jvp,
+                                         adaptive_instance_norm_stats)
 
 __all__ = [
     "OpSpec",
@@ -191,4 +199,9 @@ __all__ = [
     "weight_standardization_double_backward",
     "weight_standardization_jvp",
     "weight_standardization_stats",
+    "adaptive_instance_norm",
+    "adaptive_instance_norm_backward",
+    "adaptive_instance_norm_double_backward",
+    "adaptive_instance_norm_jvp",
+    "adaptive_instance_norm_stats",
 ]

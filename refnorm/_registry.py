@@ -41,6 +41,8 @@ from .reference import normalize as ref_nrm
 from .reference import proxy_norm as ref_pn
 from .reference import scale_norm as ref_sn
 from .reference import weight_standardization as ref_ws
+from .ops import adaptive_instance_norm as adain
+from .reference import adaptive_instance_norm as ref_adain
 
 
 #: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
@@ -382,6 +384,12 @@ def _build() -> dict[str, OpSpec]:
                ref_frn.filter_response_norm, frn.filter_response_norm_stats, ("x", "weight", "bias", "tau"),
                frn.layout, stats=("rstd",), tolerance="running_error", center=False, per_sample=True, seed=True,
                jvp=frn.filter_response_norm_jvp, double_backward=frn.filter_response_norm_double_backward),
+        # AdaIN: the content x takes the style's per-(n, c) mean and unbiased std; gradients reach the style too
+        OpSpec("adaptive_instance_norm", adain.adaptive_instance_norm, adain.adaptive_instance_norm_backward,
+               ref_adain.adaptive_instance_norm, adain.adaptive_instance_norm_stats, ("x", "style"), adain.layout,
+               stats=("mean", "rstd", "style_mean", "style_std"), tolerance="running_error", per_sample=True,
+               seed=True, jvp=adain.adaptive_instance_norm_jvp,
+               double_backward=adain.adaptive_instance_norm_double_backward),
     ]
     return {s.name: s for s in specs}
 

@@ -88,6 +88,7 @@ TEMPLATE_OPS = (
     "scale_norm",
     "normalize",
     "filter_response_norm",
+    "adaptive_instance_norm",
 )
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"

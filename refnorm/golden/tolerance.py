@@ -455,6 +455,10 @@ FORMULAS = {
     "filter_response_norm": "nu2 = mean x^2 per (n, c), r = 1/sqrt(nu2 + eps), z = w x r + b, y = max(z, tau); "
                             "backward dz = mz dy (TLU mask, 1/2 at a tie), dx = r (w dz - xhat mean(w dz xhat)), "
                             "dweight = sum dz xhat, dbias = sum dz, dtau = sum (1 - mz) dy",
+    "adaptive_instance_norm": "per (n, c) mean and sigma = sqrt(unbiased var + eps) of x (M) and of style (Ms), "
+                              "y = s_std (x - mean) rstd + s_mean; backward A = sum dy, B = sum dy xhat, "
+                              "dx = rstd s_std (dy - A/M - xhat B/(M-1)), "
+                              "dstyle = A/Ms + (s - s_mean) B/((Ms-1) s_std)",
 }
 
 

@@ -371,6 +371,18 @@ def seed_forward(spec, T, detach=False):
         z = x * r * T["weight"].reshape(sh) + T["bias"].reshape(sh)
         y = torch.maximum(z, T["tau"].reshape(sh)) if "tau" in T else z
         return y, {"rstd": r.reshape(x.shape[0], C)}
+    if spec.op == "adaptive_instance_norm":
+        # the authors' calc_mean_std / adaptive_instance_normalization (naoto0804/pytorch-AdaIN function.py):
+        # feat_var = feat.view(N, C, -1).var(dim=2) + eps (unbiased), feat_std = feat_var.sqrt()
+        x, sty, eps = T["x"], T["style"], a.get("eps", 1e-5)
+        N, C = x.shape[0], x.shape[1]
+        f3, s3 = x.reshape(N, C, -1), sty.reshape(N, C, -1)
+        m, sd = st(f3.mean(dim=2, keepdim=True)), torch.sqrt(f3.var(dim=2, keepdim=True) + eps)
+        sm, ss = st(s3.mean(dim=2, keepdim=True)), st(torch.sqrt(s3.var(dim=2, keepdim=True) + eps))
+        r = st(1 / sd)
+        y = ((f3 - m) * r * ss + sm).reshape(x.shape)
+        return y, {"mean": m.reshape(N, C), "rstd": r.reshape(N, C), "style_mean": sm.reshape(N, C),
+                   "style_std": ss.reshape(N, C)}
     raise Unsupported(spec.op)
 
 
@@ -427,6 +439,7 @@ def run_torch_seed(spec, inputs) -> dict:
     T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
     grads = [k for k in refnorm.registry()[spec.op].differentiable if k in T]
     grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain", "tau") if k in T]
+    grads += ["style"] if spec.op == "adaptive_instance_norm" and "style" in T else []
     for k in grads:
         T[k].requires_grad_(True)
     y, out = seed_forward(spec, T)

@@ -62,6 +62,7 @@ MUTANTS = {
     "scale_norm_rms": "ScaleNorm divides by the RMS ||x||/sqrt(d), not the L2 norm (x-transformers, mmpose ScaleNorm)",
     "normalize_no_eps_clamp": "normalize divides by ||x||_p without clamp_min(eps): NaN on a zero slice (E2)",
     "frn_eps_outside_rsqrt": "FRN: x / (sqrt(nu2) + eps) instead of x * rsqrt(nu2 + eps) (E15)",
+    "adain_biased_var": "AdaIN with the biased variance (divisor M), not calc_mean_std's unbiased var(dim=2) (E26)",
 }
 
 #: The mutants that pass every case of the committed corpus: each bug needs an

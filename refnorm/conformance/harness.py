@@ -444,6 +444,9 @@ def _check_batch_invariance(backend, case) -> str:
     if not spec.per_sample or x.ndim < 2 or x.shape[0] < 2:
         return ""
     batched = [k for k, v in inputs.items() if k in spec.parameters and v.shape == x.shape]
+    # an input with the (N, C) of x but its own spatial shape (AdaIN's style) is batched with it too
+    batched += [k for k, v in inputs.items() if k in spec.differentiable and k not in batched and x.ndim >= 3
+                and v.ndim >= 3 and v.shape[:2] == x.shape[:2]]
     fn = _get(backend, case.op)
 
     def run(pick):

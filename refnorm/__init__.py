@@ -50,9 +50,11 @@ and Lp normalization, ``torch.nn.functional.normalize`` (``normalize_backward`` 
 ``normalize_stats`` the clamped denominator ``norm``)::
 
     normalize(x, p=2.0, dim=1, eps=1e-12)
+
 and Filter Response Normalization with its Thresholded Linear Unit (``tau=None``: no TLU)::
 
     filter_response_norm(x, weight, bias, tau=None, eps=1e-6)
+
 and Adaptive Instance Normalization, AdaIN (the content ``x`` takes the per-(sample, channel) mean and
 unbiased std of ``style``; ``adaptive_instance_norm_stats`` saves ``mean``, ``rstd``, ``style_mean``,
 ``style_std``)::

@@ -438,8 +438,6 @@ def run_torch_seed(spec, inputs) -> dict:
     f = torch.float64 if dt == "float64" else torch.float32
     T = {k: torch.tensor(np.asarray(v).astype(np.float64), dtype=f) for k, v in inputs.items()}
     grads = [k for k in refnorm.registry()[spec.op].differentiable if k in T]
-    grads = [k for k in ("x", "weight", "bias", "proxy_shift", "proxy_scale", "mix", "gain", "tau") if k in T]
-    grads += ["style"] if spec.op == "adaptive_instance_norm" and "style" in T else []
     for k in grads:
         T[k].requires_grad_(True)
     y, out = seed_forward(spec, T)

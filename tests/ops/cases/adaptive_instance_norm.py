@@ -18,8 +18,8 @@ def battery(rng):
     spatial, a style with another number of spatial dimensions than the content,
     the smallest sets (2 positions), mean-offset data, the default and another eps."""
     out = []
-    pairs = [((2, 3, 3, 2), (2, 3, 3, 2)), ((2, 3, 3, 4), (2, 3, 5, 2)), ((3, 2, 7), (3, 2, 4)),
-             ((2, 2, 2), (2, 2, 2)), ((1, 2, 3, 2, 2), (1, 2, 2, 3, 2)), ((2, 3, 5), (2, 3, 2, 3))]
+    pairs = [((2, 2, 3, 2), (2, 2, 3, 2)), ((2, 2, 3, 2), (2, 2, 2, 3)), ((3, 2, 7), (3, 2, 4)),
+             ((2, 2, 2), (2, 2, 2)), ((1, 2, 2, 2, 2), (1, 2, 2, 1, 3)), ((2, 2, 5), (2, 2, 2, 3))]
     for xs, ss in pairs:
         out.append((f"{xs}-{ss}", dict(x=noncentred(rng, xs, loc=0.4, scale=1.3),
                                        style=noncentred(rng, ss, loc=-0.7, scale=1.8), eps=1e-5)))

@@ -5,11 +5,12 @@ other way round).  The authors' ``calc_mean_std`` (naoto0804/pytorch-AdaIN,
 ``function.py``) takes ``feat.view(N, C, -1).var(dim=2)``, whose default
 ``correction=1`` divides by ``M - 1``; a port that reuses InstanceNorm's
 statistics (``F.instance_norm``, ``torch.var_mean(..., unbiased=False)``,
-``jnp.var``) divides by ``M``.  For the content alone the two agree up to eps
-(``(x - mean)/sigma`` is scale-free), but the style's std is off by
-``sqrt((Ms - 1)/Ms)``: 13 % for a 2x2 map, 1.6 % for 8x4; and dx's rstd path
-and dstyle's std path change with it.  Caught by every value case of the
-committed corpus (``adaptive_instance_norm/*``), e.g. ``e3_two_positions``.
+``jnp.var``) divides by ``M``.  The content's rstd grows by ``sqrt(M/(M - 1))``
+and the style's std shrinks by ``sqrt((Ms - 1)/Ms)`` (13 % for a 2x2 map): where
+``M == Ms`` the two cancel in ``y`` and in the gradients (up to eps) and only the
+saved statistics show the bug; where the sizes differ ``y`` is off too.  Caught
+by the committed corpus (``adaptive_instance_norm/*``: the statistics of every
+value case, and ``y``, ``dx``, ``dstyle`` of ``nchw_style_larger``, ``ncl_odd``...).
 Affects: adaptive_instance_norm, adaptive_instance_norm_backward, adaptive_instance_norm_stats.
 
 Only the AdaIN functions are offered (the other ops are not implemented by
@@ -91,4 +92,4 @@ BACKEND_INFO = {"name": "adain_biased_var",
                 "description": "AdaIN with the biased variance (divisor M), not calc_mean_std's unbiased var(dim=2)"}
 AFFECTS = ("adaptive_instance_norm", "adaptive_instance_norm_backward", "adaptive_instance_norm_stats")
 DEMO_INPUT = _demo.demo("adaptive_instance_norm", _demo.noncentred((2, 3, 2, 2), loc=0.3, scale=1.0),
-                        _demo.noncentred((2, 3, 2, 2), seed=3, loc=-0.5, scale=2.0))
+                        _demo.noncentred((2, 3, 3, 2), seed=3, loc=-0.5, scale=2.0))

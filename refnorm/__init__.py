@@ -91,6 +91,12 @@ the dimensions between the batch and the normalized ones; its backward returns `
 
     ada_layer_norm(x, normalized_shape, scale, shift, eps=1e-6)
 
+and Adaptive Instance Normalization, AdaIN (the content ``x`` takes the per-(sample, channel) mean and
+unbiased std of ``style``; ``adaptive_instance_norm_stats`` saves ``mean``, ``rstd``, ``style_mean``,
+``style_std``)::
+
+    adaptive_instance_norm(x, style, eps=1e-5)
+
 plus ``proxy_quantiles`` (PN's K Gaussian quantiles), ``nonlinearity_gain`` /
 ``analytic_gain`` (the NF-Net gains), and BLN's moving statistics:
 ``batch_layer_norm_batch_stats`` (one batch's statistics, summed over an
@@ -152,6 +158,9 @@ from .ops.evo_norm_b0 import (evo_norm_b0, evo_norm_b0_backward, evo_norm_b0_dou
                               evo_norm_b0_running_stats)
 from .ops.evo_norm_s0 import (evo_norm_s0, evo_norm_s0_backward, evo_norm_s0_double_backward, evo_norm_s0_jvp,
                               evo_norm_s0_stats)
+from .ops.adaptive_instance_norm import (adaptive_instance_norm, adaptive_instance_norm_backward,
+                                         adaptive_instance_norm_double_backward, adaptive_instance_norm_jvp,
+                                         adaptive_instance_norm_stats)
 
 __all__ = [
     "OpSpec",
@@ -273,4 +282,9 @@ __all__ += [
     "ada_layer_norm_double_backward",
     "ada_layer_norm_jvp",
     "ada_layer_norm_stats",
+    "adaptive_instance_norm",
+    "adaptive_instance_norm_backward",
+    "adaptive_instance_norm_double_backward",
+    "adaptive_instance_norm_jvp",
+    "adaptive_instance_norm_stats",
 ]

@@ -53,6 +53,8 @@ from .ops import evo_norm_s0 as evo
 from .reference import evo_norm_s0 as ref_evo
 from .reference import batch_renorm as ref_brn
 from .reference import ada_layer_norm as ref_adaln
+from .ops import adaptive_instance_norm as adain
+from .reference import adaptive_instance_norm as ref_adain
 
 
 #: How an op's golden tolerances are derived (docs/numerics.md): ``"moments"``,
@@ -424,6 +426,12 @@ def _build() -> dict[str, OpSpec]:
                adaln.ada_layer_norm_stats, ("x", "scale", "shift"), adaln.layout, stats=("mean", "rstd"),
                tolerance="running_error", per_sample=True, seed=True,
                jvp=adaln.ada_layer_norm_jvp, double_backward=adaln.ada_layer_norm_double_backward),
+        # AdaIN: the content x takes the style's per-(n, c) mean and unbiased std; gradients reach the style too
+        OpSpec("adaptive_instance_norm", adain.adaptive_instance_norm, adain.adaptive_instance_norm_backward,
+               ref_adain.adaptive_instance_norm, adain.adaptive_instance_norm_stats, ("x", "style"), adain.layout,
+               stats=("mean", "rstd", "style_mean", "style_std"), tolerance="running_error", per_sample=True,
+               seed=True, jvp=adain.adaptive_instance_norm_jvp,
+               double_backward=adain.adaptive_instance_norm_double_backward),
     ]
     return {s.name: s for s in specs}
 

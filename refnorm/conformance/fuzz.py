@@ -94,6 +94,7 @@ TEMPLATE_OPS = (
     "evo_norm_s0",
     "batch_renorm",
     "ada_layer_norm",
+    "adaptive_instance_norm",
 )
 
 BIG = 1 << 17   # "reduction sets of more than 2^17 elements"

@@ -448,6 +448,9 @@ def _check_batch_invariance(backend, case) -> str:
     if per_sample_params.param_axes[:1] == (0,):
         batched += [k for k, v in inputs.items() if k in spec.parameters and k not in batched
                     and v.shape == per_sample_params.param_shape]
+    # an input with the (N, C) of x but its own spatial shape (AdaIN's style) is batched with it too
+    batched += [k for k, v in inputs.items() if k in spec.differentiable and k not in batched and x.ndim >= 3
+                and v.ndim >= 3 and v.shape[:2] == x.shape[:2]]
     fn = _get(backend, case.op)
 
     def run(pick):

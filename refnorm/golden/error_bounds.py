@@ -1201,6 +1201,43 @@ def ada_layer_norm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
     return out
 
 
+def adaptive_instance_norm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """AdaIN (docs/ops/adaptive_instance_norm.md#adain-backward), as :mod:`refnorm.ops.adaptive_instance_norm`
+    computes it (on duals for the arguments in ``tangents``): per (n, c) the two-pass mean and unbiased
+    variance of the content (M positions) and of the style (Ms positions), ``sigma = sqrt(var + eps)``,
+    ``y = s_std ((x - mean) rstd) + s_mean``; backward with ``A = sum dy``, ``B = sum dy xhat``:
+    ``dx = (rstd s_std) ((dy - A/M) - xhat B/(M - 1))``, ``dstyle = A/Ms + (s - s_mean) B/((Ms - 1) s_std)``."""
+    tangents = tangents or {}
+    x0, s0 = _x(inputs), _x(inputs, "style")
+    N, C = x0.shape[0], x0.shape[1]
+    x = _var(x0, tangents.get("x"), u).reshape(N, C, -1)
+    s = _var(s0, tangents.get("style"), u).reshape(N, C, -1)
+    M, Ms = x.shape[2], s.shape[2]
+    eps = const(spec.attrs.get("eps", 1e-5), u)
+
+    def moments(f, n):
+        mean_acc = f.mean(2, keepdims=True)  # (2)
+        fc = f - mean_acc  # (3) about the unrounded mean
+        var = (fc * fc).sum(2, keepdims=True) / float(n - 1)  # (4) unbiased
+        return mean_acc, (var + eps).sqrt()  # (5)
+
+    mx, sx = moments(x, M)
+    ms, ss = moments(s, Ms)
+    mean, r = saved(mx, u_out), saved(1.0 / sx, u_out)
+    s_mean, s_std = saved(ms, u_out), saved(ss, u_out)
+    xhat = (x - mean) * r  # (6)
+    y = xhat * s_std + s_mean  # (7)
+    out = {"y": y.reshape(x0.shape), "mean": mean.reshape(N, C), "rstd": r.reshape(N, C),
+           "style_mean": s_mean.reshape(N, C), "style_std": s_std.reshape(N, C)}
+    if "dy" in inputs:
+        dy = Bound(_x(inputs, "dy").reshape(x.shape), 0.0, u)
+        A = dy.sum(2, keepdims=True)
+        B = (dy * xhat).sum(2, keepdims=True)
+        out["dx"] = ((r * s_std) * ((dy - A / float(M)) - xhat * (B / float(M - 1)))).reshape(x0.shape)
+        out["dstyle"] = (A / float(Ms) + (s - s_mean) * (B / (s_std * float(Ms - 1)))).reshape(s0.shape)
+    return out
+
+
 def derivatives(spec, inputs, expected, u: float, u_out: float) -> dict[str, Bound]:
     """Forward mode (``t<output>``) and second order (``d2<key>``) of the
     standard normalizers and the fused residual adds, as
@@ -1416,6 +1453,7 @@ PROGRAMS = {"proxy_norm": proxy_norm, "gn_plus": gn_plus, "weight_standardizatio
             "evo_norm_s0": evo_norm_s0,
             "batch_renorm": batch_renorm,
             "ada_layer_norm": ada_layer_norm,
+            "adaptive_instance_norm": adaptive_instance_norm,
             }
 
 

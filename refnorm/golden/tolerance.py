@@ -473,6 +473,10 @@ FORMULAS = {
     "ada_layer_norm": "LayerNorm without affine per row (two-pass mean, biased var, r = 1/sqrt(var + eps)), "
                       "y = xhat (1 + scale) + shift per sample; backward g = (1 + scale) dy, "
                       "dx = r (g - mean g - xhat mean(g xhat)), dscale = sum_mid dy xhat, dshift = sum_mid dy",
+    "adaptive_instance_norm": "per (n, c) mean and sigma = sqrt(unbiased var + eps) of x (M) and of style (Ms), "
+                              "y = s_std (x - mean) rstd + s_mean; backward A = sum dy, B = sum dy xhat, "
+                              "dx = rstd s_std (dy - A/M - xhat B/(M-1)), "
+                              "dstyle = A/Ms + (s - s_mean) B/((Ms-1) s_std)",
 }
 
 

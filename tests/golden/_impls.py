@@ -459,6 +459,18 @@ def seed_forward(spec, T, detach=False):
         y = xn * (1 + T["scale"].reshape(N, 1, D)) + T["shift"].reshape(N, 1, D)  # modulate, unsqueeze over mid
         lead = x.shape[: x.ndim - len(ns)]
         return y.reshape(x.shape), {"mean": m.reshape(lead), "rstd": r.reshape(lead)}
+    if spec.op == "adaptive_instance_norm":
+        # the authors' calc_mean_std / adaptive_instance_normalization (naoto0804/pytorch-AdaIN function.py):
+        # feat_var = feat.view(N, C, -1).var(dim=2) + eps (unbiased), feat_std = feat_var.sqrt()
+        x, sty, eps = T["x"], T["style"], a.get("eps", 1e-5)
+        N, C = x.shape[0], x.shape[1]
+        f3, s3 = x.reshape(N, C, -1), sty.reshape(N, C, -1)
+        m, sd = st(f3.mean(dim=2, keepdim=True)), torch.sqrt(f3.var(dim=2, keepdim=True) + eps)
+        sm, ss = st(s3.mean(dim=2, keepdim=True)), st(torch.sqrt(s3.var(dim=2, keepdim=True) + eps))
+        r = st(1 / sd)
+        y = ((f3 - m) * r * ss + sm).reshape(x.shape)
+        return y, {"mean": m.reshape(N, C), "rstd": r.reshape(N, C), "style_mean": sm.reshape(N, C),
+                   "style_std": ss.reshape(N, C)}
     raise Unsupported(spec.op)
 
 

@@ -70,6 +70,7 @@ MUTANTS = {
     "brn_rd_differentiated": "Batch Renormalization: r and d not detached, the gradient flows through them "
                              "(a dropped stop_gradient)",
     "ada_ln_scale_without_one": "adaLN gain is scale, not 1 + scale (DiT's modulate ported without the 1 +)",
+    "adain_biased_var": "AdaIN with the biased variance (divisor M), not calc_mean_std's unbiased var(dim=2) (E26)",
 }
 
 #: The mutants that pass every case of the committed corpus: each bug needs an

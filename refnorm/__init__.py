@@ -85,6 +85,7 @@ statistics, both constants for the derivatives; its running update is BatchNorm'
                  r_max=3.0, d_max=5.0)
     batch_renorm_running_stats(x, running_mean, running_var, momentum=0.1, *, num_batches_tracked=None,
                                convention="torch")
+
 and adaptive LayerNorm as in DiT (adaLN: LayerNorm without affine over the trailing ``normalized_shape``,
 then the per-sample gain ``1 + scale`` and ``shift``, both ``(N, *normalized_shape)``, broadcast over
 the dimensions between the batch and the normalized ones; its backward returns ``{"x", "scale", "shift"}``)::
@@ -118,6 +119,11 @@ the differentiable arguments given.
 
 from ._registry import OpSpec, registry
 from ._version import __version__
+from .ops.ada_layer_norm import (ada_layer_norm, ada_layer_norm_backward, ada_layer_norm_double_backward,
+                                 ada_layer_norm_jvp, ada_layer_norm_stats)
+from .ops.adaptive_instance_norm import (adaptive_instance_norm, adaptive_instance_norm_backward,
+                                         adaptive_instance_norm_double_backward, adaptive_instance_norm_jvp,
+                                         adaptive_instance_norm_stats)
 from .ops.add_layer_norm import (add_layer_norm, add_layer_norm_backward, add_layer_norm_double_backward,
                                  add_layer_norm_jvp, add_layer_norm_stats)
 from .ops.add_rms_norm import (add_rms_norm, add_rms_norm_backward, add_rms_norm_double_backward, add_rms_norm_jvp,
@@ -127,7 +133,13 @@ from .ops.batch_layer_norm import (batch_layer_norm, batch_layer_norm_backward, 
                                    batch_layer_norm_moving_stats, batch_layer_norm_stats)
 from .ops.batch_norm import (batch_norm, batch_norm_backward, batch_norm_double_backward, batch_norm_jvp,
                              batch_norm_running_stats, batch_norm_stats)
+from .ops.batch_renorm import (batch_renorm, batch_renorm_backward, batch_renorm_double_backward, batch_renorm_jvp,
+                               batch_renorm_running_stats, batch_renorm_stats)
 from .ops.dyt import dyt, dyt_backward, dyt_double_backward, dyt_jvp
+from .ops.evo_norm_b0 import (evo_norm_b0, evo_norm_b0_backward, evo_norm_b0_double_backward, evo_norm_b0_jvp,
+                              evo_norm_b0_running_stats)
+from .ops.evo_norm_s0 import (evo_norm_s0, evo_norm_s0_backward, evo_norm_s0_double_backward, evo_norm_s0_jvp,
+                              evo_norm_s0_stats)
 from .ops.filter_response_norm import (filter_response_norm, filter_response_norm_backward,
                                        filter_response_norm_double_backward, filter_response_norm_jvp,
                                        filter_response_norm_stats)
@@ -135,36 +147,38 @@ from .ops.gains import analytic_gain, nonlinearity_gain
 from .ops.gn_plus import gn_plus, gn_plus_backward, gn_plus_double_backward, gn_plus_jvp
 from .ops.group_norm import (group_norm, group_norm_backward, group_norm_double_backward, group_norm_jvp,
                              group_norm_stats)
-from .ops.instance_norm import (instance_norm, instance_norm_backward, instance_norm_double_backward,
-                                instance_norm_jvp, instance_norm_running_stats, instance_norm_stats)
+from .ops.instance_norm import (instance_norm, instance_norm_backward, instance_norm_double_backward, instance_norm_jvp,
+                                instance_norm_running_stats, instance_norm_stats)
 from .ops.layer_norm import (layer_norm, layer_norm_backward, layer_norm_double_backward, layer_norm_jvp,
                              layer_norm_stats)
-from .ops.normalize import (normalize, normalize_backward, normalize_double_backward, normalize_jvp,
-                            normalize_stats)
+from .ops.local_response_norm import (local_response_norm, local_response_norm_backward,
+                                      local_response_norm_double_backward, local_response_norm_jvp,
+                                      local_response_norm_stats)
+from .ops.normalize import normalize, normalize_backward, normalize_double_backward, normalize_jvp, normalize_stats
 from .ops.proxy_norm import (proxy_norm, proxy_norm_backward, proxy_norm_double_backward, proxy_norm_jvp,
                              proxy_norm_stats, proxy_quantiles)
 from .ops.rms_norm import rms_norm, rms_norm_backward, rms_norm_double_backward, rms_norm_jvp, rms_norm_stats
 from .ops.scale_norm import (scale_norm, scale_norm_backward, scale_norm_double_backward, scale_norm_jvp,
                              scale_norm_stats)
+from .ops.weight_norm import (weight_norm, weight_norm_backward, weight_norm_double_backward, weight_norm_jvp,
+                              weight_norm_stats)
 from .ops.weight_standardization import (weight_standardization, weight_standardization_backward,
                                          weight_standardization_double_backward, weight_standardization_jvp,
                                          weight_standardization_stats)
-from .ops.local_response_norm import (local_response_norm, local_response_norm_backward,
-                                      local_response_norm_double_backward, local_response_norm_jvp,
-                                      local_response_norm_stats)
-from .ops.weight_norm import (weight_norm, weight_norm_backward, weight_norm_double_backward, weight_norm_jvp,
-                              weight_norm_stats)
-from .ops.evo_norm_b0 import (evo_norm_b0, evo_norm_b0_backward, evo_norm_b0_double_backward, evo_norm_b0_jvp,
-                              evo_norm_b0_running_stats)
-from .ops.evo_norm_s0 import (evo_norm_s0, evo_norm_s0_backward, evo_norm_s0_double_backward, evo_norm_s0_jvp,
-                              evo_norm_s0_stats)
-from .ops.adaptive_instance_norm import (adaptive_instance_norm, adaptive_instance_norm_backward,
-                                         adaptive_instance_norm_double_backward, adaptive_instance_norm_jvp,
-                                         adaptive_instance_norm_stats)
 
 __all__ = [
     "OpSpec",
     "__version__",
+    "ada_layer_norm",
+    "ada_layer_norm_backward",
+    "ada_layer_norm_double_backward",
+    "ada_layer_norm_jvp",
+    "ada_layer_norm_stats",
+    "adaptive_instance_norm",
+    "adaptive_instance_norm_backward",
+    "adaptive_instance_norm_double_backward",
+    "adaptive_instance_norm_jvp",
+    "adaptive_instance_norm_stats",
     "add_layer_norm",
     "add_layer_norm_backward",
     "add_layer_norm_double_backward",
@@ -189,10 +203,26 @@ __all__ = [
     "batch_norm_jvp",
     "batch_norm_running_stats",
     "batch_norm_stats",
+    "batch_renorm",
+    "batch_renorm_backward",
+    "batch_renorm_double_backward",
+    "batch_renorm_jvp",
+    "batch_renorm_running_stats",
+    "batch_renorm_stats",
     "dyt",
     "dyt_backward",
     "dyt_double_backward",
     "dyt_jvp",
+    "evo_norm_b0",
+    "evo_norm_b0_backward",
+    "evo_norm_b0_double_backward",
+    "evo_norm_b0_jvp",
+    "evo_norm_b0_running_stats",
+    "evo_norm_s0",
+    "evo_norm_s0_backward",
+    "evo_norm_s0_double_backward",
+    "evo_norm_s0_jvp",
+    "evo_norm_s0_stats",
     "filter_response_norm",
     "filter_response_norm_backward",
     "filter_response_norm_double_backward",
@@ -218,6 +248,11 @@ __all__ = [
     "layer_norm_double_backward",
     "layer_norm_jvp",
     "layer_norm_stats",
+    "local_response_norm",
+    "local_response_norm_backward",
+    "local_response_norm_double_backward",
+    "local_response_norm_jvp",
+    "local_response_norm_stats",
     "nonlinearity_gain",
     "normalize",
     "normalize_backward",
@@ -241,50 +276,14 @@ __all__ = [
     "scale_norm_double_backward",
     "scale_norm_jvp",
     "scale_norm_stats",
-    "weight_standardization",
-    "weight_standardization_backward",
-    "weight_standardization_double_backward",
-    "weight_standardization_jvp",
-    "weight_standardization_stats",
-    "local_response_norm",
-    "local_response_norm_backward",
-    "local_response_norm_double_backward",
-    "local_response_norm_jvp",
-    "local_response_norm_stats",
     "weight_norm",
     "weight_norm_backward",
     "weight_norm_double_backward",
     "weight_norm_jvp",
     "weight_norm_stats",
-    "evo_norm_b0",
-    "evo_norm_b0_backward",
-    "evo_norm_b0_double_backward",
-    "evo_norm_b0_jvp",
-    "evo_norm_b0_running_stats",
-    "evo_norm_s0",
-    "evo_norm_s0_backward",
-    "evo_norm_s0_double_backward",
-    "evo_norm_s0_jvp",
-    "evo_norm_s0_stats",
-]
-from .ops.batch_renorm import (batch_renorm, batch_renorm_backward, batch_renorm_double_backward,  # noqa: E402
-                               batch_renorm_jvp, batch_renorm_running_stats, batch_renorm_stats)
-
-__all__ += ["batch_renorm", "batch_renorm_backward", "batch_renorm_double_backward", "batch_renorm_jvp",
-            "batch_renorm_running_stats", "batch_renorm_stats"]
-
-from .ops.ada_layer_norm import (ada_layer_norm, ada_layer_norm_backward, ada_layer_norm_double_backward,  # noqa: E402
-                                 ada_layer_norm_jvp, ada_layer_norm_stats)
-
-__all__ += [
-    "ada_layer_norm",
-    "ada_layer_norm_backward",
-    "ada_layer_norm_double_backward",
-    "ada_layer_norm_jvp",
-    "ada_layer_norm_stats",
-    "adaptive_instance_norm",
-    "adaptive_instance_norm_backward",
-    "adaptive_instance_norm_double_backward",
-    "adaptive_instance_norm_jvp",
-    "adaptive_instance_norm_stats",
+    "weight_standardization",
+    "weight_standardization_backward",
+    "weight_standardization_double_backward",
+    "weight_standardization_jvp",
+    "weight_standardization_stats",
 ]

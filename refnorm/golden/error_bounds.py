@@ -1001,23 +1001,6 @@ def evo_norm_b0(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
     The maximum's masks are taken from the float64 values; where rounding can swap ``left`` and
     ``right`` (``|left - right| <= e_left + e_right``) a masked value may be taken whole or not at
     all: its bound grows by its magnitude (as FRN's TLU)."""
-def _clip(a, lo: float, hi: float):
-    """``clip(a, lo, hi)`` of a Bound (1-Lipschitz: the error of ``a``; the limits are exact or rounded
-    constants whose own rounding is covered by ``u |result|``)."""
-    lo_b, hi_b = const(lo, a.u), const(hi, a.u)
-    return -((-(a.maximum(lo_b))).maximum(-hi_b))
-
-
-def batch_renorm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
-    """Batch Renormalization (docs/ops/batch_renorm.md#brn-backward), as :mod:`refnorm.ops.batch_renorm`
-    computes it (on duals for the arguments in ``tangents``), staged as Algorithm 1: ``r``, ``d`` are
-    primal Bounds (their tangents dropped: the paper's stop_gradient), ``xhat = xhat0 r + d``,
-    ``y = w xhat + b``; backward ``dx = (rstd (dy - mean dy - xhat0 mean(dy xhat0))) (w r)``,
-    ``dweight = sum dy xhat``, ``dbias = sum dy``; eval is BatchNorm's inference.  With batch statistics
-    and running statistics, the PyTorch running update ``f mean + (1 - f) running_mean`` (unbiased
-    variance, ``f`` the case's momentum or ``1/(num_batches_tracked + 1)``)."""
-    from .catalogue import has_running_update, running_factors
-
     a = spec.attrs
     tangents = tangents or {}
     x0 = _x(inputs)
@@ -1062,6 +1045,9 @@ def batch_renorm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
         out["dweight"] = (dy * xn).sum((0, 2))
         out["dbias"] = dy.sum((0, 2))
         out["dv"] = (dr * x).sum((0, 2))
+    return out
+
+
 def _sigmoid_gate(a):
     """``(sg, q)`` = ``(sigmoid(a), sg (1 - sg))`` as Bounds (EvoNorm-S0's gate): ``sg`` a library
     evaluation as PN's SiLU bounds it (``(L + 2) u sg + (L/2 + 1) u`` with the propagated
@@ -1112,6 +1098,31 @@ def evo_norm_s0(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
         out["dweight"] = (dy * z).sum((0, 3)).reshape(C)
         out["dbias"] = dy.sum((0, 3)).reshape(C)
         out["dv"] = (g * ((r * (x * x)) * q)).sum((0, 3)).reshape(C)
+    return out
+
+
+def _clip(a, lo: float, hi: float):
+    """``clip(a, lo, hi)`` of a Bound (1-Lipschitz: the error of ``a``; the limits are exact or rounded
+    constants whose own rounding is covered by ``u |result|``)."""
+    lo_b, hi_b = const(lo, a.u), const(hi, a.u)
+    return -((-(a.maximum(lo_b))).maximum(-hi_b))
+
+
+def batch_renorm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
+    """Batch Renormalization (docs/ops/batch_renorm.md#brn-backward), as :mod:`refnorm.ops.batch_renorm`
+    computes it (on duals for the arguments in ``tangents``), staged as Algorithm 1: ``r``, ``d`` are
+    primal Bounds (their tangents dropped: the paper's stop_gradient), ``xhat = xhat0 r + d``,
+    ``y = w xhat + b``; backward ``dx = (rstd (dy - mean dy - xhat0 mean(dy xhat0))) (w r)``,
+    ``dweight = sum dy xhat``, ``dbias = sum dy``; eval is BatchNorm's inference.  With batch statistics
+    and running statistics, the PyTorch running update ``f mean + (1 - f) running_mean`` (unbiased
+    variance, ``f`` the case's momentum or ``1/(num_batches_tracked + 1)``)."""
+    from .catalogue import has_running_update, running_factors
+
+    a = spec.attrs
+    tangents = tangents or {}
+    x0 = _x(inputs)
+    N, C = x0.shape[0], x0.shape[1]
+    x = _var(x0, tangents.get("x"), u).reshape(N, C, -1)
     K = x.shape[0] * x.shape[2]
     eps = const(a.get("eps", 1e-5), u)
     ax = (0, 2)

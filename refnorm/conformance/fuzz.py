@@ -149,11 +149,13 @@ class _Cycles:
         return options[(k + self.seed * (salt + 1) + salt) % len(options)]
 
     def layout_kind(self, op: str, tensor: str, salt: int, ndim: int = 2) -> str:
-        """The next layout of the tensor's cycle, over the kinds its ``ndim`` admits (a 1-D tensor
-        has no transposed or Fortran order: those slots would be wasted on a contiguous copy)."""
+        """The next layout of the tensor's cycle.  A 1-D appearance of the tensor walks its own cycle
+        over the kinds a 1-D array can take (no transposed or Fortran order), so that it never spends
+        a turn of the full cycle on a contiguous copy."""
         kinds = LAYOUTS if ndim >= 2 else tuple(k for k in LAYOUTS if k not in ("transposed", "fortran"))
-        n = self.seen.get((op, tensor), 0)
-        self.seen[(op, tensor)] = n + 1
+        key = (op, tensor, len(kinds))
+        n = self.seen.get(key, 0)
+        self.seen[key] = n + 1
         return kinds[(n + salt + self.seed) % len(kinds)]
 
 

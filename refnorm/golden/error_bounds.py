@@ -94,7 +94,7 @@ from .. import _libm
 from .._registry import get, grad_name, second_cotangent_name, second_grad_name, tangent_name
 from ..reference.proxy_norm import proxy_quantiles
 from ..reference.weight_standardization import resolve_options
-from .catalogue import const_stats, layout
+from .catalogue import const_stats, has_running_update, layout, running_factors
 from .dtypes import DTYPES
 from .rounding import growth
 
@@ -171,12 +171,12 @@ class Bound:
     def pow(self, c: float, c_rounded: bool = False):
         """``a^c`` by a library pow within ``LIB_ULPS`` ulp (``a >= 0``); ``c_rounded``:
         the exponent (``1/p``) is itself rounded to the working precision."""
-        v = np.power(self.v, c)
+        v = _libm.pow(self.v, c)
         with np.errstate(divide="ignore", invalid="ignore"):
-            prop = np.where(self.e > 0, abs(c) * np.power(self.v, c - 1.0) * self.e, 0.0)
+            prop = np.where(self.e > 0, abs(c) * _libm.pow(self.v, c - 1.0) * self.e, 0.0)
             e = prop + LIB_ULPS * self.u * np.abs(v)
             if c_rounded:
-                lg = np.where(self.v > 0, np.abs(c * np.log(np.where(self.v > 0, self.v, 1.0))), 0.0)
+                lg = np.where(self.v > 0, np.abs(c * _libm.log(np.where(self.v > 0, self.v, 1.0))), 0.0)
                 e = e + lg * np.abs(v) * self.u
         return Bound(v, e, self.u)
 
@@ -1116,8 +1116,6 @@ def batch_renorm(spec, inputs, u: float, u_out: float, tangents=None) -> dict:
     ``dweight = sum dy xhat``, ``dbias = sum dy``; eval is BatchNorm's inference.  With batch statistics
     and running statistics, the PyTorch running update ``f mean + (1 - f) running_mean`` (unbiased
     variance, ``f`` the case's momentum or ``1/(num_batches_tracked + 1)``)."""
-    from .catalogue import has_running_update, running_factors
-
     a = spec.attrs
     tangents = tangents or {}
     x0 = _x(inputs)

@@ -24,7 +24,7 @@ from refnorm.golden.dtypes import DTYPE_NAMES, DTYPES, spacing
 #: zero-centred, mixed-precision and fused residual-add cases were added, then from 30 MB for the eleven
 #: layers beyond the seed four (each kept to a few tenths of a MB by small shapes)
 BUDGET_BYTES = 32 * 10 ** 6
-ID_RE = re.compile(r"^(?P<op>[a-z_]+)/(?P<name>[A-Za-z0-9_.\-]+)__(?P<dtype>float64|float32|float16|bfloat16)$")
+ID_RE = re.compile(r"^(?P<op>[a-z][a-z0-9_]*)/(?P<name>[A-Za-z0-9_.\-]+)__(?P<dtype>float64|float32|float16|bfloat16)$")
 
 
 @lru_cache(maxsize=None)

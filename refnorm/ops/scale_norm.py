@@ -27,8 +27,8 @@ the clamp is active.  ``ind`` is the derivative of the clamp: 1 where
 where ``n < eps``; the comparison is made on ``ss`` against the exact square
 of ``eps * 2^-e`` (``two_prod``), so an exact tie is found exactly.
 
-Forward, backward, forward mode, second order (derivations:
-docs/ops/scale_norm.md), per row, with ``xhat_j = x_j * r`` (one rounding of
+Forward, backward, forward mode, second order (the kernels of :mod:`refnorm.ops._rownorm`,
+shared with Weight Normalization; derivations: docs/ops/scale_norm.md), per row, with ``xhat_j = x_j * r`` (one rounding of
 the exact product ``xs_j * rs``) and ``P(v) = v - ind * xhat * <xhat, v>``::
 
     y_j   = g * xhat_j
@@ -54,11 +54,12 @@ import numpy as np
 
 from .. import _validate as V
 from . import _layout as L
-from ._dd import dd_mul_round, renormalize, rsqrt_dd, two_prod, two_sum
+from . import _rownorm as RN
+from ._dd import renormalize, rsqrt_dd, two_prod, two_sum
 from ._jit import pjit, prange
 
 # the per-row state kept by _row_stats: r = (RH + RL) * 2^K, IND = d max(n, eps)/dn, RNORM the saved statistic
-RH, RL, K, IND, RNORM = 0, 1, 2, 3, 4
+RH, RL, K, IND, RNORM = RN.RH, RN.RL, RN.K, RN.IND, 4
 
 
 @pjit
@@ -123,113 +124,6 @@ def _row_stats(x, eps, st):
         st[i, RNORM] = math.ldexp(rh, k)
 
 
-@pjit
-def _forward(x, st, g, y):
-    """``y = g * xhat``, ``xhat_j = fl(x_j 2^k (rh + rl))`` (one rounding)."""
-    R, D = x.shape
-    for i in prange(R):
-        k = int(st[i, K])
-        rh = st[i, RH]
-        rl = st[i, RL]
-        for j in range(D):
-            y[i, j] = g * dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)  # (5)-(6)
-
-
-@pjit
-def _backward(dy, x, st, g, dx, dg_rows):
-    """``dx = g r P(dy)`` and the per-row ``<dy, xhat>`` (double-double, in
-    ``dg_rows[i, 0:2]``) for ``dg``; two passes over each row."""
-    R, D = x.shape
-    for i in prange(R):
-        k = int(st[i, K])
-        rh = st[i, RH]
-        rl = st[i, RL]
-        ind = st[i, IND]
-        ch = 0.0
-        cl = 0.0
-        for j in range(D):  # pass 1: c = <dy, xhat>, compensated
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            p, pe = two_prod(dy[i, j], xh)
-            ch, t = two_sum(ch, p)
-            cl += t + pe
-        c = ch + cl
-        for j in range(D):  # pass 2: dx = g r (dy - ind xhat c)
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            t = dy[i, j] - ind * (xh * c) if ind != 0.0 else dy[i, j]
-            dx[i, j] = math.ldexp(g * dd_mul_round(t, 0.0, rh, rl), k)
-        dg_rows[i, 0] = ch
-        dg_rows[i, 1] = cl
-
-
-@pjit
-def _jvp(x, tx, st, g, tg, ty):
-    """``ty = tg xhat + g r P(tx)`` (``b = <xhat, tx>`` compensated)."""
-    R, D = x.shape
-    for i in prange(R):
-        k = int(st[i, K])
-        rh = st[i, RH]
-        rl = st[i, RL]
-        ind = st[i, IND]
-        bh = 0.0
-        bl = 0.0
-        for j in range(D):
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            p, pe = two_prod(tx[i, j], xh)
-            bh, t = two_sum(bh, p)
-            bl += t + pe
-        b = bh + bl
-        for j in range(D):
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            t = tx[i, j] - ind * (xh * b) if ind != 0.0 else tx[i, j]
-            ty[i, j] = tg * xh + math.ldexp(g * dd_mul_round(t, 0.0, rh, rl), k)
-
-
-@pjit
-def _double_backward(dy, x, cx, st, g, cg, d2x, d2g_rows):
-    """``d2x`` and the per-row terms of ``d2g`` (module docstring), for the
-    cotangents ``cx``, ``cg`` of ``(dx, dg)``; ``a``, ``b``, ``<cx, dy>``
-    compensated."""
-    R, D = x.shape
-    for i in prange(R):
-        k = int(st[i, K])
-        rh = st[i, RH]
-        rl = st[i, RL]
-        ind = st[i, IND]
-        ah = 0.0
-        al = 0.0
-        bh = 0.0
-        bl = 0.0
-        dh = 0.0
-        dl = 0.0
-        for j in range(D):
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            p, pe = two_prod(xh, dy[i, j])
-            ah, t = two_sum(ah, p)
-            al += t + pe
-            p, pe = two_prod(xh, cx[i, j])
-            bh, t = two_sum(bh, p)
-            bl += t + pe
-            p, pe = two_prod(cx[i, j], dy[i, j])
-            dh, t = two_sum(dh, p)
-            dl += t + pe
-        a = ah + al
-        b = bh + bl
-        cd = dh + dl
-        w = cd - a * b  # <cx, dy> - a b
-        for j in range(D):
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            pdy = dy[i, j] - ind * (xh * a) if ind != 0.0 else dy[i, j]
-            t1 = math.ldexp(cg * dd_mul_round(pdy, 0.0, rh, rl), k)  # cg r P(dy)
-            if ind != 0.0:
-                pcx = cx[i, j] - xh * b
-                inner = w * xh + a * pcx + b * pdy
-                t2 = math.ldexp(g * (rh * (rh * inner)), 2 * k)  # g r^2 (...)
-                d2x[i, j] = t1 - t2
-            else:
-                d2x[i, j] = t1
-        d2g_rows[i] = math.ldexp(dd_mul_round(cd - ind * (a * b), 0.0, rh, rl), k)  # r <cx, P(dy)>
-
-
 def layout(x_shape) -> L.Layout:
     """``x`` viewed as ``(1, rows, d)``: each row of the last dimension is one
     set; ``rnorm`` has shape ``x.shape[:-1]``; ``g`` is one scalar (no
@@ -268,6 +162,11 @@ def _stats(x2, eps):
     return st
 
 
+def _per_row(v: float, x2):
+    """ScaleNorm's one gain (or its tangent / cotangent) as the per-row array the shared kernels take."""
+    return np.full(x2.shape[0], v)
+
+
 def _fsum_rows(a) -> float:
     """A deterministic, correctly rounded sum of per-row partials (any layout)."""
     return math.fsum(np.ravel(a).tolist())
@@ -279,7 +178,7 @@ def scale_norm_stats(x, g, eps=1e-5):
     shape, x2, gv, _, eps = _prepare(x, g, eps)
     st = _stats(x2, eps)
     y = np.empty_like(x2)
-    _forward(x2, st, gv, y)
+    RN.forward(x2, st, _per_row(gv, x2), y)
     return y.reshape(shape), {"rnorm": st[:, RNORM].reshape(shape[:-1]).copy()}
 
 
@@ -314,7 +213,7 @@ def scale_norm_backward(dy, x, g, eps=1e-5):
     st = _stats(x2, eps)
     dx = np.empty_like(x2)
     rows = np.empty((x2.shape[0], 2))
-    _backward(dy2, x2, st, gv, dx, rows)
+    RN.backward(dy2, x2, st, _per_row(gv, x2), dx, rows)
     return {"x": dx.reshape(shape), "g": np.full(gshape, _fsum_rows(rows))}
 
 
@@ -337,9 +236,9 @@ def scale_norm_jvp(tangents, x, g, eps=1e-5):
     tx, tg = _directions("tangents", tangents, x, g, x2)
     st = _stats(x2, eps)
     y = np.empty_like(x2)
-    _forward(x2, st, gv, y)
+    RN.forward(x2, st, _per_row(gv, x2), y)
     ty = np.empty_like(x2)
-    _jvp(x2, tx, st, gv, tg, ty)
+    RN.jvp(x2, tx, st, _per_row(gv, x2), _per_row(tg, x2), ty)
     return y.reshape(shape), ty.reshape(shape)
 
 
@@ -358,11 +257,11 @@ def scale_norm_double_backward(cotangents, dy, x, g, eps=1e-5):
     st = _stats(x2, eps)
     y = np.empty_like(x2)
     ddy = np.empty_like(x2)
-    _forward(x2, st, gv, y)
-    _jvp(x2, cx, st, gv, cg, ddy)  # d2dy = J c
+    RN.forward(x2, st, _per_row(gv, x2), y)
+    RN.jvp(x2, cx, st, _per_row(gv, x2), _per_row(cg, x2), ddy)  # d2dy = J c
     d2x = np.empty_like(x2)
     rows = np.empty(x2.shape[0])
-    _double_backward(dy2, x2, cx, st, gv, cg, d2x, rows)
+    RN.double_backward(dy2, x2, cx, st, _per_row(gv, x2), _per_row(cg, x2), d2x, rows)
     return {"dy": ddy.reshape(shape), "x": d2x.reshape(shape), "g": np.full(gshape, _fsum_rows(rows))}
 
 

@@ -42,11 +42,13 @@ import numpy as np
 
 from .. import _validate as V
 from . import _layout as L
-from ._dd import dd_mul_round, renormalize, rsqrt_dd, two_prod, two_sum
+from . import _rownorm as RN
+from ._dd import renormalize, rsqrt_dd, two_prod, two_sum
 from ._jit import pjit, prange
 
-# the per-row state kept by _row_stats: rs = RH + RL, r = rs * 2^K, NORM the saved statistic n
-RH, RL, K, NORM = 0, 1, 2, 3
+# the per-row state kept by _row_stats: rs = RH + RL, r = rs * 2^K, IND = 1 (no clamp: the kernels of
+# refnorm.ops._rownorm, shared with ScaleNorm, with its derivative 1), NORM the saved statistic n
+RH, RL, K, IND, NORM = RN.RH, RN.RL, RN.K, RN.IND, 4
 
 
 @pjit
@@ -90,105 +92,6 @@ def _row_stats(x, st):
         st[i, RL] = rl
         st[i, K] = k
         st[i, NORM] = n
-
-
-@pjit
-def _forward(x, st, g, y):
-    """``w = g * xhat``, ``xhat_j = fl(v_j 2^k (rh + rl))`` (one rounding), ``g`` per row."""
-    R, D = x.shape
-    for i in prange(R):
-        k = int(st[i, K])
-        rh = st[i, RH]
-        rl = st[i, RL]
-        for j in range(D):
-            y[i, j] = g[i] * dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)  # (3)-(4)
-
-
-@pjit
-def _backward(dy, x, st, g, dx, dg):
-    """``dv = g r P(dw)`` and ``dg = <dw, xhat>`` per row (compensated); two
-    passes over each row (``dy`` is ``dw``, ``x`` is ``v``)."""
-    R, D = x.shape
-    for i in prange(R):
-        k = int(st[i, K])
-        rh = st[i, RH]
-        rl = st[i, RL]
-        ch = 0.0
-        cl = 0.0
-        for j in range(D):  # pass 1: a = <dw, xhat>, compensated
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            p, pe = two_prod(dy[i, j], xh)
-            ch, t = two_sum(ch, p)
-            cl += t + pe
-        c = ch + cl
-        for j in range(D):  # pass 2: dv = g r (dw - xhat a)
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            t = dy[i, j] - xh * c
-            dx[i, j] = math.ldexp(g[i] * dd_mul_round(t, 0.0, rh, rl), k)
-        dg[i] = c
-
-
-@pjit
-def _jvp(x, tx, st, g, tg, ty):
-    """``tw = tg xhat + g r P(tv)`` (``b = <xhat, tv>`` compensated)."""
-    R, D = x.shape
-    for i in prange(R):
-        k = int(st[i, K])
-        rh = st[i, RH]
-        rl = st[i, RL]
-        bh = 0.0
-        bl = 0.0
-        for j in range(D):
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            p, pe = two_prod(tx[i, j], xh)
-            bh, t = two_sum(bh, p)
-            bl += t + pe
-        b = bh + bl
-        for j in range(D):
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            t = tx[i, j] - xh * b
-            ty[i, j] = tg[i] * xh + math.ldexp(g[i] * dd_mul_round(t, 0.0, rh, rl), k)
-
-
-@pjit
-def _double_backward(dy, x, cx, st, g, cg, d2x, d2g):
-    """``d2v`` and ``d2g`` (module docstring), for the cotangents ``cx``, ``cg``
-    of ``(dv, dg)``; ``a``, ``b``, ``<cv, dw>`` compensated."""
-    R, D = x.shape
-    for i in prange(R):
-        k = int(st[i, K])
-        rh = st[i, RH]
-        rl = st[i, RL]
-        ah = 0.0
-        al = 0.0
-        bh = 0.0
-        bl = 0.0
-        dh = 0.0
-        dl = 0.0
-        for j in range(D):
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            p, pe = two_prod(xh, dy[i, j])
-            ah, t = two_sum(ah, p)
-            al += t + pe
-            p, pe = two_prod(xh, cx[i, j])
-            bh, t = two_sum(bh, p)
-            bl += t + pe
-            p, pe = two_prod(cx[i, j], dy[i, j])
-            dh, t = two_sum(dh, p)
-            dl += t + pe
-        a = ah + al
-        b = bh + bl
-        cd = dh + dl
-        w = cd - a * b  # <cv, dw> - a b
-        for j in range(D):
-            xh = dd_mul_round(math.ldexp(x[i, j], k), 0.0, rh, rl)
-            pdy = dy[i, j] - xh * a
-            pcx = cx[i, j] - xh * b
-            t1 = math.ldexp(cg[i] * dd_mul_round(pdy, 0.0, rh, rl), k)  # cg r P(dw)
-            inner = w * xh + a * pcx + b * pdy
-            t2 = math.ldexp(g[i] * (rh * (rh * inner)), 2 * k)  # g r^2 (...)
-            d2x[i, j] = t1 - t2
-        d2g[i] = math.ldexp(dd_mul_round(w, 0.0, rh, rl), k)  # r (<cv, dw> - a b)
 
 
 def _check_dim(dim, ndim):
@@ -258,8 +161,9 @@ def _prepare(v, g, dim):
 
 
 def _stats(v2):
-    st = np.empty((v2.shape[0], 4))
+    st = np.empty((v2.shape[0], 5))
     _row_stats(v2, st)
+    st[:, IND] = 1.0
     return st
 
 
@@ -270,7 +174,7 @@ def weight_norm_stats(v, g, dim=0):
     shape, k, v2, g1, _ = _prepare(v, g, dim)
     st = _stats(v2)
     y = np.empty_like(v2)
-    _forward(v2, st, g1, y)
+    RN.forward(v2, st, g1, y)
     return _unrows(y, shape, k), {"norm": st[:, NORM].reshape(_norm_shape(shape, k)).copy()}
 
 
@@ -306,8 +210,9 @@ def weight_norm_backward(dy, v, g, dim=0):
     dy2 = _rows(V.check_dy(dy, shape, "dy", "the forward output w"), k)
     st = _stats(v2)
     dv = np.empty_like(v2)
-    dg = np.empty(v2.shape[0])
-    _backward(dy2, v2, st, g1, dv, dg)
+    rows = np.empty((v2.shape[0], 2))
+    RN.backward(dy2, v2, st, g1, dv, rows)
+    dg = rows[:, 0] + rows[:, 1]  # the per-row <dw, xhat>, rounded once
     return {"v": _unrows(dv, shape, k), "g": dg.reshape(gshape)}
 
 
@@ -330,9 +235,9 @@ def weight_norm_jvp(tangents, v, g, dim=0):
     tv, tg = _directions("tangents", tangents, v, g, v2, k, gshape)
     st = _stats(v2)
     y = np.empty_like(v2)
-    _forward(v2, st, g1, y)
+    RN.forward(v2, st, g1, y)
     ty = np.empty_like(v2)
-    _jvp(v2, tv, st, g1, tg, ty)
+    RN.jvp(v2, tv, st, g1, tg, ty)
     return _unrows(y, shape, k), _unrows(ty, shape, k)
 
 
@@ -349,10 +254,10 @@ def weight_norm_double_backward(cotangents, dy, v, g, dim=0):
     cx, cg = _directions("cotangents", cotangents, v, g, v2, k, gshape)
     st = _stats(v2)
     ddy = np.empty_like(v2)
-    _jvp(v2, cx, st, g1, cg, ddy)  # d2dy = J c
+    RN.jvp(v2, cx, st, g1, cg, ddy)  # d2dy = J c
     d2x = np.empty_like(v2)
     d2g = np.empty(v2.shape[0])
-    _double_backward(dy2, v2, cx, st, g1, cg, d2x, d2g)
+    RN.double_backward(dy2, v2, cx, st, g1, cg, d2x, d2g)
     return {"dy": _unrows(ddy, shape, k), "v": _unrows(d2x, shape, k), "g": d2g.reshape(gshape)}
 
 

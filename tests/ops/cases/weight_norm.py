@@ -6,6 +6,7 @@ import numpy as np
 
 import refnorm
 import refnorm.ops.weight_norm as wn_mod
+from refnorm.ops import _rownorm
 
 from ..._util import noncentred
 from . import X2, NoExactOracle
@@ -81,7 +82,7 @@ ERRORS = [
      "dy must have the shape"),
 ]
 
-KERNELS = [(wn_mod, ("_row_stats", "_forward", "_backward", "_jvp", "_double_backward"))]
+KERNELS = [(wn_mod, ("_row_stats",)), (_rownorm, ("forward", "backward", "jvp", "double_backward"))]
 
 
 def threads(rng):

@@ -3,7 +3,8 @@
 Both normalize each row of a ``(rows, d)`` view by its L2 norm, ``y = g xhat`` with ``xhat = x r``,
 and differ only in how each row's ``r`` is formed (and saved): ScaleNorm clamps the norm below by
 ``eps`` (``r = 1/max(n, eps)``; the clamp's derivative ``ind`` is 0 where it is active), Weight
-Normalization has no clamp (``r = 1/n``, ``ind = 1`` on every row).  Each op's ``_row_stats`` fills
+Normalization has no clamp (``r = 1/n``, ``ind = 1`` on every row).  Each op's ``_row_stats`` (built
+on :func:`row_absmax` and :func:`scaled_sumsq`, the overflow-free sum of squares) fills
 the state ``st[:, RH], st[:, RL], st[:, K], st[:, IND]`` with ``r = (rh + rl) * 2^k``; the kernels
 here take it from there, with the gain ``g`` (and its tangent ``tg`` or cotangent ``cg``) one value
 per row, and write ``dg`` and ``d2g`` per row (an op sums them over the rows that share a gain).
@@ -28,11 +29,41 @@ from __future__ import annotations
 
 import math
 
-from ._dd import dd_mul_round, two_prod, two_sum
-from ._jit import pjit, prange
+from ._dd import dd_mul_round, renormalize, two_prod, two_sum
+from ._jit import jit, pjit, prange
 
 #: the state columns every op's _row_stats fills: r = (RH + RL) * 2^K, IND = the clamp's derivative
 RH, RL, K, IND = 0, 1, 2, 3
+
+
+@jit
+def row_absmax(x, i):
+    """``(max_j |x[i, j]|, whether row i holds a NaN)``: the first step of each op's ``_row_stats``."""
+    m = 0.0
+    nan = False
+    for j in range(x.shape[1]):
+        a = abs(x[i, j])
+        if a != a:
+            nan = True
+        elif a > m:
+            m = a
+    return m, nan
+
+
+@jit
+def scaled_sumsq(x, i, e):
+    """``ss = sum_j (x[i, j] 2^-e)^2`` as a renormalized double-double ``(sh, sl)``: each term scaled
+    exactly (``ldexp``), squared exactly (``two_prod``) and summed compensated (``two_sum``); with
+    ``2^e`` above the row's largest magnitude, ``ss`` lies in ``[1/4, d]`` and cannot overflow or
+    underflow."""
+    sh = 0.0
+    sl = 0.0
+    for j in range(x.shape[1]):
+        a = math.ldexp(x[i, j], -e)  # exact scaling by 2^-e, |a| < 1
+        p, pe = two_prod(a, a)
+        sh, t = two_sum(sh, p)
+        sl += t + pe
+    return renormalize(sh, sl)
 
 
 @pjit

@@ -55,7 +55,7 @@ import numpy as np
 from .. import _validate as V
 from . import _layout as L
 from . import _rownorm as RN
-from ._dd import renormalize, rsqrt_dd, two_prod, two_sum
+from ._dd import rsqrt_dd, two_prod
 from ._jit import pjit, prange
 
 # the per-row state kept by _row_stats: r = (RH + RL) * 2^K, IND = d max(n, eps)/dn, RNORM the saved statistic
@@ -69,14 +69,7 @@ def _row_stats(x, eps, st):
     (``r`` rounded to a double); see the module docstring."""
     R, D = x.shape
     for i in prange(R):
-        m = 0.0
-        nan = False
-        for j in range(D):
-            a = abs(x[i, j])
-            if a != a:
-                nan = True
-            elif a > m:
-                m = a
+        m, nan = RN.row_absmax(x, i)
         k = 0
         ind = 1.0
         if nan:  # NaN norm: clamp(NaN) is NaN (PyTorch), every output of the row NaN
@@ -93,14 +86,7 @@ def _row_stats(x, eps, st):
                 rh, rl = math.inf, 0.0
         else:
             e = math.frexp(m)[1]
-            sh = 0.0
-            sl = 0.0
-            for j in range(D):
-                a = math.ldexp(x[i, j], -e)  # (1) exact scaling by 2^-e, |a| < 1
-                p, pe = two_prod(a, a)
-                sh, t = two_sum(sh, p)
-                sl += t + pe
-            sh, sl = renormalize(sh, sl)  # ss = sum (x 2^-e)^2 in [1/4, d]
+            sh, sl = RN.scaled_sumsq(x, i, e)  # (1) ss = sum (x 2^-e)^2 in [1/4, d]
             es = math.ldexp(eps, -e)  # eps on the same scale
             if es < 0.5 ** 500:  # es^2 < 2^-1000 < ss: the norm is above eps
                 above = True

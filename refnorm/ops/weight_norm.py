@@ -43,7 +43,7 @@ import numpy as np
 from .. import _validate as V
 from . import _layout as L
 from . import _rownorm as RN
-from ._dd import renormalize, rsqrt_dd, two_prod, two_sum
+from ._dd import rsqrt_dd, two_prod
 from ._jit import pjit, prange
 
 # the per-row state kept by _row_stats: rs = RH + RL, r = rs * 2^K, IND = 1 (no clamp: the kernels of
@@ -57,14 +57,7 @@ def _row_stats(x, st):
     ``r = 1/n``) and ``st[:, NORM]`` (``n``, rounded once); see the module docstring."""
     R, D = x.shape
     for i in prange(R):
-        m = 0.0
-        nan = False
-        for j in range(D):
-            a = abs(x[i, j])
-            if a != a:
-                nan = True
-            elif a > m:
-                m = a
+        m, nan = RN.row_absmax(x, i)
         k = 0
         if nan:  # NaN norm: every output of the row NaN
             rh, rl, n = math.nan, 0.0, math.nan
@@ -74,14 +67,7 @@ def _row_stats(x, st):
             rh, rl, n = math.nan, 0.0, 0.0
         else:
             e = math.frexp(m)[1]
-            sh = 0.0
-            sl = 0.0
-            for j in range(D):
-                a = math.ldexp(x[i, j], -e)  # (1) exact scaling by 2^-e, |a| < 1
-                p, pe = two_prod(a, a)
-                sh, t = two_sum(sh, p)
-                sl += t + pe
-            sh, sl = renormalize(sh, sl)  # ss = sum (v 2^-e)^2 in [1/4, D]
+            sh, sl = RN.scaled_sumsq(x, i, e)  # (1) ss = sum (v 2^-e)^2 in [1/4, D]
             rh, rl = rsqrt_dd(sh, sl)  # (2)-(3) rs = 1/sqrt(ss)
             k = -e
             s = math.sqrt(sh)  # (2) sqrt(ss), one Newton step on the double-double ss

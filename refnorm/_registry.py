@@ -115,6 +115,10 @@ class OpSpec:
         ``moving_stats`` from ``moving_batch_mean`` ...).
     per_sample : True when a sample's outputs depend on that sample alone (the
         harness's batch-invariance check applies).
+    batched_inputs : the inputs other than those shaped like the primary input
+        that carry the batch on their dim 0 (one slice per sample: adaLN's
+        ``scale``/``shift``, AdaIN's ``style``); the batch-invariance check
+        slices them with the primary input.
     eps_default : ``dtype -> eps``, the eps the forward uses for ``eps=None``
         (RMSNorm), or None when eps is always given.
     weight_offset : the keyword argument whose value is added to the weight
@@ -159,6 +163,7 @@ class OpSpec:
     running_conventions: tuple[str, ...] = ("torch",)
     grouped_inputs: Mapping[str, str] = field(default_factory=dict)
     per_sample: bool = False
+    batched_inputs: tuple[str, ...] = ()
     eps_default: Callable | None = None
     weight_offset: str | None = None
     normalized: str | None = None
@@ -424,13 +429,13 @@ def _build() -> dict[str, OpSpec]:
         # adaLN (DiT): LayerNorm without affine, then the per-sample gain 1 + scale and shift
         OpSpec("ada_layer_norm", adaln.ada_layer_norm, adaln.ada_layer_norm_backward, ref_adaln.ada_layer_norm,
                adaln.ada_layer_norm_stats, ("x", "scale", "shift"), adaln.layout, stats=("mean", "rstd"),
-               tolerance="running_error", per_sample=True, seed=True,
+               tolerance="running_error", per_sample=True, batched_inputs=("scale", "shift"), seed=True,
                jvp=adaln.ada_layer_norm_jvp, double_backward=adaln.ada_layer_norm_double_backward),
         # AdaIN: the content x takes the style's per-(n, c) mean and unbiased std; gradients reach the style too
         OpSpec("adaptive_instance_norm", adain.adaptive_instance_norm, adain.adaptive_instance_norm_backward,
                ref_adain.adaptive_instance_norm, adain.adaptive_instance_norm_stats, ("x", "style"), adain.layout,
                stats=("mean", "rstd", "style_mean", "style_std"), tolerance="running_error", per_sample=True,
-               seed=True, jvp=adain.adaptive_instance_norm_jvp,
+               batched_inputs=("style",), seed=True, jvp=adain.adaptive_instance_norm_jvp,
                double_backward=adain.adaptive_instance_norm_double_backward),
     ]
     return {s.name: s for s in specs}

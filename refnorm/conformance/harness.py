@@ -443,14 +443,8 @@ def _check_batch_invariance(backend, case) -> str:
     x = inputs[spec.primary]
     if not spec.per_sample or x.ndim < 2 or x.shape[0] < 2:
         return ""
-    batched = [k for k, v in inputs.items() if k in spec.parameters and v.shape == x.shape]
-    per_sample_params = spec.layout_of({spec.primary: x.shape}, case.attrs)  # (N, ...) parameters (adaLN)
-    if per_sample_params.param_axes[:1] == (0,):
-        batched += [k for k, v in inputs.items() if k in spec.parameters and k not in batched
-                    and v.shape == per_sample_params.param_shape]
-    # an input with the (N, C) of x but its own spatial shape (AdaIN's style) is batched with it too
-    batched += [k for k, v in inputs.items() if k in spec.differentiable and k not in batched and x.ndim >= 3
-                and v.ndim >= 3 and v.shape[:2] == x.shape[:2]]
+    batched = [k for k, v in inputs.items() if k in spec.parameters and (v.shape == x.shape
+                                                                         or k in spec.batched_inputs)]
     fn = _get(backend, case.op)
 
     def run(pick):

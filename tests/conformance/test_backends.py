@@ -92,7 +92,8 @@ def test_load_builtin_by_name():
     assert load_backend("refnorm") is refnorm
     nb = load_backend("numpy32")
     assert nb.BACKEND_INFO["name"] == "numpy32"
-    assert set(BUILTIN) == {"refnorm", "torch", "jax", "numpy32", "torch-fwfw"}
+    assert set(BUILTIN) == {"refnorm", "torch", "jax", "numpy32", "torch-fwfw", "keras", "keras-jax",
+                            "onnx", "onnx-function", "onnxruntime"}
 
 
 def test_load_by_module_path():

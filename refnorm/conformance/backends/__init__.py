@@ -11,7 +11,12 @@ implemented".  Each backend module also defines ``BACKEND_INFO = {"name": ...,
 Built-in backends (:data:`BUILTIN`): ``refnorm`` (the float64 reference),
 ``torch`` (``torch.nn.functional`` on CPU), ``torch-fwfw`` (PyTorch's nested
 forward mode as a double backward, and nothing else), ``jax`` (Flax linen /
-jax.numpy on CPU) and ``numpy32`` (a plain NumPy second implementation).
+jax.numpy on CPU), ``numpy32`` (a plain NumPy second implementation), and the
+runtimes people deploy: ``keras`` and ``keras-jax`` (Keras 3 layers on Keras's
+numpy and jax backends), ``onnx`` and ``onnx-function`` (single-node ONNX
+models run by onnx's reference evaluator, by the op's own kernel and by its
+function body) and ``onnxruntime`` (the same models on ONNX Runtime's CPU
+execution provider).
 
 A backend of one's own loads the way a Python script does: a ``.py`` file may
 import the modules beside it, and a bare module name is looked up in the
@@ -39,12 +44,23 @@ BUILTIN = {
     "torch-fwfw": "refnorm.conformance.backends.torch_fwfw",
     "jax": "refnorm.conformance.backends.jax",
     "numpy32": "refnorm.conformance.backends.numpy32",
+    "keras": "refnorm.conformance.backends.keras_numpy",
+    "keras-jax": "refnorm.conformance.backends.keras_jax",
+    "onnx": "refnorm.conformance.backends.onnx_reference",
+    "onnx-function": "refnorm.conformance.backends.onnx_function",
+    "onnxruntime": "refnorm.conformance.backends.onnxruntime",
 }
 
 #: How to install the PyPI packages an optional built-in backend imports.
 _EXTRAS = {"torch": "pip install torch (refnorm is tested with torch==2.13.0)",
            "torch-fwfw": "pip install torch (refnorm is tested with torch==2.13.0)",
-           "jax": "pip install jax flax"}
+           "jax": "pip install jax flax",
+           "keras": "pip install 'refnorm[keras]' (keras; refnorm is tested with keras==3.15.1)",
+           "keras-jax": "pip install 'refnorm[keras]' (keras and jax; refnorm is tested with keras==3.15.1)",
+           "onnx": "pip install 'refnorm[onnx]' (onnx; refnorm is tested with onnx==1.23.2)",
+           "onnx-function": "pip install 'refnorm[onnx]' (onnx; refnorm is tested with onnx==1.23.2)",
+           "onnxruntime": "pip install 'refnorm[onnx]' (onnx and onnxruntime; refnorm is tested with "
+                          "onnxruntime==1.32.0)"}
 
 _counter = itertools.count()
 
@@ -158,7 +174,8 @@ def _load_module(spec: str):
 def load_backend(spec: str):
     """The backend module named by ``spec``.
 
-    ``spec`` is a built-in name (``refnorm``, ``torch``, ``torch-fwfw``, ``jax``, ``numpy32``),
+    ``spec`` is a built-in name (``refnorm``, ``torch``, ``torch-fwfw``, ``jax``, ``numpy32``,
+    ``keras``, ``keras-jax``, ``onnx``, ``onnx-function``, ``onnxruntime``),
     ``mutant:<name>`` (a deliberately buggy backend from
     :mod:`refnorm.conformance.mutants`), a dotted module path (``mymodule``
     finds ``./mymodule.py``: the current folder is searched first), or the path

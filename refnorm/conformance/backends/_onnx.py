@@ -212,7 +212,8 @@ _ORT_LACKS = ("Could not find an implementation", "NOT_IMPLEMENTED", "X_shape.Nu
 def ort_not_implemented(exc: BaseException) -> bool:
     """Whether an onnxruntime exception says the CPU EP lacks the op, the type or the rank."""
     msg = str(exc)
-    contrib_type = type(exc).__name__ == "InvalidGraph" and "Type Error: Type 'tensor(" in msg and "operator (Skip" in msg
+    contrib_type = (type(exc).__name__ == "InvalidGraph" and "Type Error: Type 'tensor(" in msg
+                    and "operator (Skip" in msg)
     return type(exc).__name__ == "NotImplemented" or contrib_type or any(m in msg for m in _ORT_LACKS)
 
 
@@ -288,7 +289,8 @@ def _no_offset(offset, weight):
 def _same_type(op, x, **params):
     for name, p in params.items():
         if p is not None and np.asarray(p).dtype != x.dtype:
-            raise NotImplementedError(f"{op} requires {name} of X's element type ({x.dtype}); got {np.asarray(p).dtype}")
+            raise NotImplementedError(f"{op} requires {name} of X's element type ({x.dtype}); "
+                                      f"got {np.asarray(p).dtype}")
 
 
 def _param(p, shape, dtype, fill):

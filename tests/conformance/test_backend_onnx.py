@@ -2,7 +2,7 @@
 shipped xfail files, a test pinning each finding of docs/findings/onnx.md (each fails once the
 framework changes its behaviour, so the finding and its xfail rules can be revisited), and the
 install hint when the packages are missing.  The full runs are one command each:
-``python -m refnorm.cli check --backend onnx`` (``onnx-function``, ``onnxruntime``)."""
+``refnorm check --backend onnx`` (``onnx-function``, ``onnxruntime``)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from ..._validate import check_directions  # noqa: E402
 from . import _keras  # noqa: E402
-from ._keras import (  # noqa: E402,F401 - the protocol functions this backend exposes
+from ._keras import (  # noqa: E402
     batch_norm, batch_norm_running_stats, batch_norm_stats, group_norm, group_norm_stats, instance_norm,
     instance_norm_running_stats, instance_norm_stats, layer_norm, layer_norm_stats, rms_norm, rms_norm_stats)
 
@@ -198,3 +198,11 @@ def instance_norm_double_backward(cotangents, dy, x, running_mean=None, running_
                                   use_input_stats=True, momentum=0.1, eps=1e-5):
     return _double_backward(_in(x, running_mean, running_var, weight, bias, use_input_stats, eps), cotangents, dy, x,
                             weight, bias)
+
+__all__ = ["BACKEND_INFO", "batch_norm", "batch_norm_running_stats", "batch_norm_stats", "group_norm",
+           "group_norm_stats", "instance_norm", "instance_norm_running_stats", "instance_norm_stats", "layer_norm",
+           "layer_norm_stats", "rms_norm", "rms_norm_stats", "layer_norm_backward", "rms_norm_backward",
+           "group_norm_backward", "batch_norm_backward", "instance_norm_backward", "layer_norm_jvp", "rms_norm_jvp",
+           "group_norm_jvp", "batch_norm_jvp", "instance_norm_jvp", "layer_norm_double_backward",
+           "rms_norm_double_backward", "group_norm_double_backward", "batch_norm_double_backward",
+           "instance_norm_double_backward"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _keras
-from ._keras import (  # noqa: F401 - the protocol functions this backend exposes
+from ._keras import (
     batch_norm, batch_norm_running_stats, batch_norm_stats, group_norm, group_norm_stats, instance_norm,
     instance_norm_running_stats, instance_norm_stats, layer_norm, layer_norm_stats, rms_norm, rms_norm_stats)
 
@@ -63,3 +63,8 @@ def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None
 def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
                            momentum=0.1, eps=1e-5):
     raise NotImplementedError(_NO_AUTODIFF)
+
+__all__ = ["BACKEND_INFO", "batch_norm", "batch_norm_running_stats", "batch_norm_stats", "group_norm",
+           "group_norm_stats", "instance_norm", "instance_norm_running_stats", "instance_norm_stats", "layer_norm",
+           "layer_norm_stats", "rms_norm", "rms_norm_stats", "layer_norm_backward", "rms_norm_backward",
+           "group_norm_backward", "batch_norm_backward", "instance_norm_backward"]

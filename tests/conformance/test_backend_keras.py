@@ -182,6 +182,7 @@ def test_rms_scaling_is_not_rms_norm(probe, request):
 # ----------------------------------------------------------------------------- loading
 @pytest.mark.parametrize("name, missing", [("keras", ["keras"]), ("keras-jax", ["keras"]), ("keras-jax", ["jax"])])
 def test_missing_framework_names_the_extra(monkeypatch, name, missing):
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
     for pkg in missing:
         monkeypatch.setitem(sys.modules, pkg, None)  # "import <pkg>" raises ModuleNotFoundError
     monkeypatch.delitem(sys.modules, BUILTIN[name], raising=False)
@@ -191,6 +192,7 @@ def test_missing_framework_names_the_extra(monkeypatch, name, missing):
     where = Path(backends.__file__).parent / f"{BUILTIN[name].rsplit('.', 1)[1]}.py"
     assert msg.startswith(f"cannot load backend {name!r} from {where}: ") and "\n" not in msg
     assert "install it with: pip install 'refnorm[keras]'" in msg and "keras==3.15.1" in msg
+    assert "KERAS_BACKEND" not in os.environ  # a failed import leaves the environment as it was
 
 
 @needs_keras_jax

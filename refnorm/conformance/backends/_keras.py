@@ -62,8 +62,16 @@ def import_keras(backend: str):
                               f"{other} backend in its own process, e.g. python -m refnorm.cli check --backend "
                               f"{other}")
         return loaded
+    saved = os.environ.get("KERAS_BACKEND")
     os.environ["KERAS_BACKEND"] = backend
-    import keras
+    try:
+        import keras
+    except BaseException:  # keras missing or broken: leave the environment as it was
+        if saved is None:
+            os.environ.pop("KERAS_BACKEND", None)
+        else:
+            os.environ["KERAS_BACKEND"] = saved
+        raise
 
     if keras.config.backend() != backend:  # pragma: no cover - KERAS_BACKEND is read at the first import
         raise ImportError(f"keras imported with backend {keras.config.backend()!r}, not {backend!r}")

@@ -269,7 +269,7 @@ def run_case(args) -> int:
     print(f"{'replaced' if replaced else 'wrote'} {(out / spec.id).absolute()}.safetensors "
           f"and {(out / MANIFEST_NAME).absolute()}")
     print(f"replay: refnorm check --backend SPEC --golden-dir {shlex.quote(str(out))}")
-    print("  (SPEC: a built-in backend such as torch, jax or numpy32, a file my_kernels.py or a module path)")
+    print("  (SPEC: a built-in backend such as torch, jax or onnxruntime, a file my_kernels.py or a module path)")
     return 0
 
 

@@ -25,7 +25,8 @@ def add_check_parser(subparsers):
     p = subparsers.add_parser(
         "check", help="run a backend against the golden corpus",
         description="Check every applicable golden case against a backend: a built-in name (refnorm, torch, jax, "
-                    "numpy32, torch-fwfw: PyTorch's nested forward mode), mutant:<name>, a dotted module path "
+                    "numpy32, torch-fwfw: PyTorch's nested forward mode; keras, keras-jax, onnx, onnx-function, "
+                    "onnxruntime: the runtimes of docs/findings), mutant:<name>, a dotted module path "
                     "(looked up in the current folder first, so "
                     "'mymodule' finds ./mymodule.py) or a path to a .py file (which may import the modules beside "
                     "it) exposing refnorm's function names. Exits 1 on any unexpected failure or unexpected pass of "

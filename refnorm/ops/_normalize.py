@@ -239,9 +239,16 @@ def backward(dy3, x3, stats: Stats, weight, P: int, Q: int, *, rms: bool = False
 
 
 def normalize_backward(dy3, x3, eps: float, weight, P: int, Q: int, *, rms: bool = False, affine: bool = True,
-                       out=None):
+                       out=None, saved=None):
     """:func:`backward` with the batch statistics computed inside the kernel
-    (as :func:`batch_stats` would): ``(dx3, dweight, dbias)``."""
+    (as :func:`batch_stats` would): ``(dx3, dweight, dbias)``.
+
+    ``saved``: the statistics array a forward computed
+    (:func:`refnorm.ops._saved.restore`); the kernel then reads them instead
+    of computing them, with the same bits."""
+    if saved is not None:
+        return _backward(dy3, x3, Stats(saved, x3.shape[0] * x3.shape[2]), False, 0.0, weight, P, Q, rms, affine,
+                         out)
     st = _empty_stats(x3)
     return _backward(dy3, x3, st, True, eps, weight, P, Q, rms, affine, out)
 

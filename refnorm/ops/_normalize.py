@@ -176,17 +176,18 @@ def _fuse_affine(x3, P: int, T: int) -> bool:
     return P >= K.LANES // 2 and (A == 1 or B == P) and not (T == 1 and P == 1)
 
 
-def _affine_band_sets(x3, P: int, T: int, fresh: bool) -> int:
+def _affine_band_sets(x3, P: int, T: int, per_set: bool) -> int:
     """Sets per band when the affine sums are a separate pass
     (:func:`K.backward_affine`) over one parameter per position (LayerNorm,
-    RMSNorm: ``P == 1, T == 1``, ``A == 1``) and the statistics are computed
-    here: the input gradient and the affine sums then run band by band, so
+    RMSNorm: ``P == 1, T == 1``, ``A == 1``) and the statistics have one
+    column per set (``per_set``: computed here, or saved by the forward): the
+    input gradient and the affine sums then run band by band, so
     that the second pass reads ``x`` and ``dy`` from the threads' L2 caches
     instead of memory.  The bands are consecutive sets in ascending order and
     the Sum2 accumulators carry over, so every dweight/dbias has the bits of
     one pass over all rows.  0: no bands."""
     A, B, S = x3.shape
-    if not (fresh and P == 1 and T == 1 and A == 1) or S == 0:
+    if not (per_set and P == 1 and T == 1 and A == 1) or S == 0:
         return 0
     budget = AFFINE_BAND_BYTES or _L2_BYTES * numba.get_num_threads()
     sets = budget // (2 * 8 * S)  # x and dy of a band
@@ -214,14 +215,14 @@ def _backward(dy3, x3, stats: Stats, fresh: bool, eps: float, weight, P: int, Q:
     separate = affine and not fuse  # dweight/dbias by K.backward_affine, after the input gradient
     acc = np.zeros((4, P * Q if separate else 0))  # its Sum2 accumulators, carried across bands
     block = K.affine_block(Q, T, numba.get_num_threads())
-    band = _affine_band_sets(x3, P, T, fresh) if separate else 0
+    band = _affine_band_sets(x3, P, T, stats.period == x3.shape[1]) if separate else 0
     for r in [slice(b0, b0 + band) for b0 in range(0, x3.shape[1], band)] if band else [slice(None)]:
         st = np.ascontiguousarray(stats.data[:, r]) if band else stats.data  # a band's statistics: its columns
         K.backward_sets(dy3[:, r], x3[:, r], fresh, not rms, float(eps), st, w, P, Q, T, mode, dx3[:, r], dweight,
                         dbias, stream)
         if separate:
             K.backward_affine(dy3[:, r], x3[:, r], st, P, Q, T, acc, block)
-        if band:
+        if band and fresh:
             stats.data[:, r] = st
     if not affine:
         return dx3, None, None

@@ -79,18 +79,18 @@ class SavedStats(dict):
         return {"op": op, "mode": mode, "shape": shape, "eps": eps}
 
 
-def _sample(*arrays) -> np.ndarray:
-    """Up to :data:`SAMPLE` values of each array at an even stride (the last included)."""
+def _sample(*arrays) -> bytes:
+    """Up to :data:`SAMPLE` values of each array at an even stride (the last
+    included), as the bytes of their float64 values."""
     parts = []
     for a in arrays:
-        flat = np.asarray(a, dtype=np.float64).reshape(-1)
+        flat = a.reshape(-1)
         n = flat.size
-        if n == 0:
-            continue
-        step = max(1, -(-n // (SAMPLE - 1)))
-        parts.append(flat[::step])
-        parts.append(flat[-1:])
-    return np.concatenate(parts) if parts else np.empty(0)
+        if n:
+            step = max(1, -(-n // (SAMPLE - 1)))
+            parts.append(flat[::step].astype(np.float64).tobytes())
+            parts.append(flat[-1:].astype(np.float64).tobytes())
+    return b"".join(parts)
 
 
 def save(op: str, mode: str, x3: np.ndarray, eps: float, stats, names: tuple[str, ...],
@@ -107,8 +107,8 @@ def save(op: str, mode: str, x3: np.ndarray, eps: float, stats, names: tuple[str
     return SavedStats(items, data, key, sample)
 
 
-def _bits(a) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float64).reshape(-1).view(np.uint64)
+def _bytes(a) -> bytes:
+    return np.ascontiguousarray(a, dtype=np.float64).tobytes()
 
 
 def restore(stats, fn: str, op: str, mode: str, x3: np.ndarray, eps: float, names: tuple[str, ...],
@@ -148,14 +148,14 @@ def restore(stats, fn: str, op: str, mode: str, x3: np.ndarray, eps: float, name
     if not (s_eps == float(eps) or (np.isnan(s_eps) and np.isnan(eps))):
         raise ValueError(f"stats were saved with eps={s_eps!r}, this call has eps={float(eps)!r}")
     sample = _sample(*running) if mode == CONST else _sample(x3)
-    if not np.array_equal(_bits(sample), _bits(stats._sample)):
+    if sample != stats._sample:
         what = "running_mean/running_var" if mode == CONST else "the input"
         raise ValueError(f"stats do not belong to this call: the values of {what} differ from those the "
                          "statistics were saved for")
     data = stats._data
     rows = {"mean": K.MEAN, "rstd": K.RSTD}
     for k in names:
-        if not np.array_equal(_bits(stats[k]), _bits(data[rows[k]])):
+        if _bytes(stats[k]) != _bytes(data[rows[k]]):
             raise ValueError(f'stats["{k}"] was changed after {producer} returned it (the low parts kept with '
                              "it no longer match)")
     return np.array(data)

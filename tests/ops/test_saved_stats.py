@@ -54,7 +54,7 @@ def _snapshot(values):
 
 
 def _stats_snapshot(st):
-    return (list(st), [_bits(v) for v in st.values()], _bits(st._data), st._key, _bits(st._sample))
+    return (list(st), [_bits(v) for v in st.values()], _bits(st._data), st._key, st._sample)
 
 
 def test_the_corpus_has_the_cases():
@@ -259,3 +259,27 @@ def test_stats_dict_has_the_protocol_keys_only():
     assert list(LN) == ["mean", "rstd"] and list(RMS) == ["rstd"]
     assert isinstance(LN, dict) and dict(LN).keys() == {"mean", "rstd"}
     assert LN.fingerprint == {"op": "layer_norm", "mode": "batch statistics", "shape": (1, 7, 12), "eps": 1e-5}
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("band_rows", [1, 3, 8, 13])
+def test_banded_saved_stats_backward_has_the_bits_of_one_pass(monkeypatch, op, band_rows):
+    """With saved statistics the LayerNorm/RMSNorm backward also runs in bands
+    of rows (the affine sums carrying over): the bits do not depend on the band."""
+    from refnorm.ops import _normalize
+
+    rng = np.random.default_rng(17)
+    x = noncentred(rng, (2, 29, 24))
+    dy = rng.standard_normal(x.shape)
+    w, b = random_affine(rng, (24,))
+    args = (x, 24, w, b) if op == "layer_norm" else (x, 24, w)
+    _, st = getattr(refnorm, f"{op}_stats")(*args)
+    fn = getattr(refnorm, f"{op}_backward")
+    monkeypatch.setattr(_normalize, "AFFINE_BAND_BYTES", 2**62)
+    whole = fn(dy, *args)
+    monkeypatch.setattr(_normalize, "AFFINE_BAND_BYTES", band_rows * 2 * 8 * 24)
+    calls = []
+    real = _kernels.backward_affine
+    monkeypatch.setattr(_kernels, "backward_affine", lambda *a: calls.append(1) or real(*a))
+    _assert_same(fn(dy, *args, stats=st), whole, f"{op} band {band_rows}")
+    assert len(calls) == -(-58 // band_rows), "the saved-statistics backward runs in bands"

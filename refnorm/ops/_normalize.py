@@ -89,7 +89,8 @@ def _empty_stats(x3) -> Stats:
 def batch_stats(x3: np.ndarray, eps: float, *, center: bool = True) -> Stats:
     """Statistics of each reduction set ``x3[:, b, :]``."""
     st = _empty_stats(x3)
-    K.moments(x3, center, float(eps), st.data)
+    with _serial_if_small(x3.size):
+        K.moments(x3, center, float(eps), st.data)
     return st
 
 
@@ -136,6 +137,34 @@ def _stream(arr) -> bool:
     return arr.nbytes >= STREAM_BYTES
 
 
+#: Below this many elements a kernel runs on the calling thread alone (the
+#: thread count is set to 1 around it): starting the parallel region costs
+#: more than it saves there (measured, 2 threads, a 1 x 8 LayerNorm: 50 us a
+#: call on one thread against 8 ms on two when the other core is busy, its
+#: worker then waiting for a time slice).  The bits do not depend on the
+#: number of threads (:mod:`refnorm.ops._jit`), so this is a matter of speed only.
+SERIAL_ELEMENTS = 8192
+
+
+class _serial_if_small:
+    """``with _serial_if_small(n):`` runs the kernels inside on one thread when
+    ``n < SERIAL_ELEMENTS`` (restoring the thread count after)."""
+
+    __slots__ = ("threads",)
+
+    def __init__(self, n: int):
+        self.threads = numba.get_num_threads() if n < SERIAL_ELEMENTS else 1
+
+    def __enter__(self):
+        if self.threads > 1:
+            numba.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.threads > 1:
+            numba.set_num_threads(self.threads)
+        return False
+
+
 def _target(x3, out):
     """The array receiving an elementwise result: ``out`` viewed like ``x3``
     (already validated by :func:`check_out`), or a new one."""
@@ -147,7 +176,8 @@ def forward(x3, stats: Stats, weight, bias, P: int, Q: int, *, out=None) -> np.n
     T = _inner(x3, Q)
     w, b = affine_vectors(weight, bias, P * Q)
     y3 = _target(x3, out)
-    K.forward(x3, stats.data, w, b, P, Q, T, y3, _stream(y3))
+    with _serial_if_small(x3.size):
+        K.forward(x3, stats.data, w, b, P, Q, T, y3, _stream(y3))
     return y3
 
 
@@ -157,7 +187,8 @@ def normalize(x3, eps: float, weight, bias, P: int, Q: int, *, center: bool = Tr
     w, b = affine_vectors(weight, bias, P * Q)
     y3 = _target(x3, out)
     st = _empty_stats(x3)
-    K.normalize(x3, center, float(eps), w, b, P, Q, T, y3, st.data, _stream(y3))
+    with _serial_if_small(x3.size):
+        K.normalize(x3, center, float(eps), w, b, P, Q, T, y3, st.data, _stream(y3))
     return y3, st
 
 
@@ -204,6 +235,12 @@ AFFINE_BAND_BYTES = 0
 
 def _backward(dy3, x3, stats: Stats, fresh: bool, eps: float, weight, P: int, Q: int, rms: bool, affine: bool,
               out):
+    with _serial_if_small(x3.size):
+        return _backward_kernels(dy3, x3, stats, fresh, eps, weight, P, Q, rms, affine, out)
+
+
+def _backward_kernels(dy3, x3, stats: Stats, fresh: bool, eps: float, weight, P: int, Q: int, rms: bool,
+                      affine: bool, out):
     T = _inner(x3, Q)
     w, _ = affine_vectors(weight, None, P * Q)
     mode = _mode(stats.const, rms)

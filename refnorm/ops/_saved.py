@@ -88,8 +88,10 @@ def _sample(*arrays) -> bytes:
         n = flat.size
         if n:
             step = max(1, -(-n // (SAMPLE - 1)))
-            parts.append(flat[::step].astype(np.float64).tobytes())
-            parts.append(flat[-1:].astype(np.float64).tobytes())
+            if flat.dtype != np.float64:
+                flat = flat.astype(np.float64)
+            parts.append(flat[::step].tobytes())
+            parts.append(flat[-1:].tobytes())
     return b"".join(parts)
 
 
@@ -108,7 +110,7 @@ def save(op: str, mode: str, x3: np.ndarray, eps: float, stats, names: tuple[str
 
 
 def _bytes(a) -> bytes:
-    return np.ascontiguousarray(a, dtype=np.float64).tobytes()
+    return a.tobytes()  # float64 (checked), any layout: tobytes reads it in C order
 
 
 def restore(stats, fn: str, op: str, mode: str, x3: np.ndarray, eps: float, names: tuple[str, ...],
@@ -117,9 +119,9 @@ def restore(stats, fn: str, op: str, mode: str, x3: np.ndarray, eps: float, name
     the statistics array for the backward kernel (a fresh copy; ``stats`` is
     not modified).  ``TypeError`` for the wrong kind of object, ``ValueError``
     for one that does not belong to this call; raised before any kernel runs."""
-    want = ", ".join(f'"{k}": array of shape {tuple(shapes[k])}' for k in names)
     producer = fn[: -len("_backward")] + "_stats"
     if not isinstance(stats, SavedStats):
+        want = ", ".join(f'"{k}": array of shape {tuple(shapes[k])}' for k in names)
         if isinstance(stats, Mapping):
             raise TypeError(f"stats must be the statistics dict returned by {producer} (a refnorm SavedStats "
                             f"{{{want}}}, which also keeps the low parts of the double-double mean and rstd); "
@@ -127,7 +129,7 @@ def restore(stats, fn: str, op: str, mode: str, x3: np.ndarray, eps: float, name
                             "them (the backward could not give the bits of the backward without stats)")
         raise TypeError(f"stats must be None or the statistics dict returned by {producer} ({{{want}}}), "
                         f"got {type(stats).__name__}")
-    if set(stats) != set(names):
+    if len(stats) != len(names) or any(k not in stats for k in names):
         raise ValueError(f"stats must have the keys {list(names)} of {producer}, got {sorted(map(str, stats))}")
     for k in names:
         v = stats[k]

@@ -17,10 +17,17 @@ forward and backward is timed as
 * ``torch``: ``torch.nn.functional.<op>`` on float64 CPU tensors sharing the
   NumPy buffers, with ``torch.set_num_threads`` equal to Numba's thread count.
   The backward is ``torch.autograd.grad`` of a retained graph (what a training
-  step pays: torch reuses the statistics saved by its forward, while
-  ``refnorm.<op>_backward(dy, x, ...)`` recomputes them from ``x``);
+  step pays: torch reuses the statistics saved by its forward);
 * ``numpy``: a plain NumPy implementation (two-pass, float64, no
-  compensation; the backward recomputes the statistics like refnorm's).
+  compensation; the backward recomputes the statistics).
+
+Directions: ``fwd``; ``bwd``, ``refnorm.<op>_backward(dy, x, ...)``, which
+recomputes the statistics from ``x``; ``bwd(stats)``, the same backward given
+the statistics dict ``<op>_stats`` returned (``stats=``; computed once, as by
+a training step's forward), which skips that pass -- torch's backward in both
+rows is the same, and numpy's is left out of the second.  The LayerNorm
+shape 1x8 is the per-call overhead row (validation, allocation, dispatch;
+the arithmetic is negligible there).
 
 Each timing is the median of ``--repeats`` runs, the implementations
 alternated within every repeat (so a change in machine load hits all of them
@@ -66,8 +73,11 @@ CNN = [(32, 64, 56, 56), (8, 256, 28, 28)]
 GROUPS = 32
 EPS = 1e-5
 OPS = ["layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm"]
-SHAPES = {"layer_norm": TRANSFORMER, "rms_norm": TRANSFORMER, "batch_norm": CNN, "group_norm": CNN,
+#: the per-call overhead row: a LayerNorm small enough that the arithmetic is negligible
+OVERHEAD = (1, 8)
+SHAPES = {"layer_norm": TRANSFORMER + [OVERHEAD], "rms_norm": TRANSFORMER, "batch_norm": CNN, "group_norm": CNN,
           "instance_norm": CNN}
+DIRS = ("fwd", "bwd", "bwd(stats)")
 
 
 # ----------------------------------------------------------------------------- the calls
@@ -93,13 +103,15 @@ def _refnorm_args(op, x, w, b):
 
 
 def refnorm_calls(op, x, dy, w, b, out):
-    """(forward, backward, forward with out=, backward with out=) as closures."""
+    """{direction: (call, call with out=)} as closures; ``bwd(stats)`` is the
+    backward given the statistics dict of ``<op>_stats`` (computed once, as a
+    training step's forward would)."""
     fwd, bwd = getattr(refnorm, op), getattr(refnorm, f"{op}_backward")
     args = _refnorm_args(op, x, w, b)
-    return (lambda: fwd(x, *args),
-            lambda: bwd(dy, x, *args),
-            lambda: fwd(x, *args, out=out),
-            lambda: bwd(dy, x, *args, out=out))
+    _, st = getattr(refnorm, f"{op}_stats")(x, *args)
+    return {"fwd": (lambda: fwd(x, *args), lambda: fwd(x, *args, out=out)),
+            "bwd": (lambda: bwd(dy, x, *args), lambda: bwd(dy, x, *args, out=out)),
+            "bwd(stats)": (lambda: bwd(dy, x, *args, stats=st), lambda: bwd(dy, x, *args, stats=st, out=out))}
 
 
 def torch_calls(op, x, dy, w, b):
@@ -294,7 +306,7 @@ def main(argv=None):
     ap.add_argument("--ops", default=",".join(OPS), help="comma-separated subset of " + ",".join(OPS))
     ap.add_argument("--shapes", default=None,
                     help="comma-separated shapes such as 4096x4096,32x64x56x56 (default: the standard set)")
-    ap.add_argument("--dirs", default="fwd,bwd", help="fwd, bwd or both")
+    ap.add_argument("--dirs", default=",".join(DIRS), help="comma-separated subset of " + ",".join(DIRS))
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per implementation (default 7)")
     ap.add_argument("--quick", action="store_true", help="3 repeats, first standard shape of each group")
     ap.add_argument("--no-numpy", action="store_true", help="skip the plain NumPy implementation")
@@ -307,6 +319,9 @@ def main(argv=None):
         if o not in OPS:
             ap.error(f"unknown op {o!r}; choose from {OPS}")
     dirs = [d.strip() for d in args.dirs.split(",")]
+    for d in dirs:
+        if d not in DIRS:
+            ap.error(f"unknown direction {d!r}; choose from {DIRS}")
     wanted = [_parse_shape(s) for s in args.shapes.split(",")] if args.shapes else None
 
     threads = numba.get_num_threads()
@@ -335,17 +350,17 @@ def main(argv=None):
             x, dy, w, b = _inputs(op, shape, rng)
             out = np.empty_like(x)
             copy = StreamCopy()
-            rf, rb, rfo, rbo = refnorm_calls(op, x, dy, w, b, out)
+            calls = refnorm_calls(op, x, dy, w, b, out)
             tf = tb = nf = nb = None
             if not args.no_torch:
                 tf, tb = torch_calls(op, x, dy, w, b)
             if not args.no_numpy:
                 nf, nb = numpy_calls(op, x, dy, w, b)
             for d in dirs:
-                fns = {"refnorm": rf if d == "fwd" else rb, "out": rfo if d == "fwd" else rbo}
+                fns = {"refnorm": calls[d][0], "out": calls[d][1]}
                 if tf is not None:
                     fns["torch"] = tf if d == "fwd" else tb
-                if nf is not None:
+                if nf is not None and d != "bwd(stats)":  # numpy's backward recomputes the statistics
                     fns["numpy"] = nf if d == "fwd" else nb
                 fns["copy"] = copy
                 t = _time_interleaved(fns, repeats)
@@ -353,12 +368,12 @@ def main(argv=None):
                 results.append((op, _shape_str(shape), d, x.nbytes * (2 if d == "fwd" else 3), t, bws[-1]))
                 print(f"  {op} {_shape_str(shape)} {d}: refnorm {t['refnorm'] * 1e3:.2f} ms", file=sys.stderr,
                       flush=True)
-            del x, dy, out, rf, rb, rfo, rbo, tf, tb, nf, nb, copy
+            del x, dy, out, calls, tf, tb, nf, nb, copy
             gc.collect()
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for op, shape, d, nbytes, t, bw in results:
-        ms = {k: f"{v * 1e3:.2f}" for k, v in t.items()}
+        ms = {k: f"{v * 1e3:.2f}" if v >= 1e-3 else f"{v * 1e3:.4f}" for k, v in t.items()}
         frac = {k: f"{nbytes / v / bw:.0%}" for k, v in t.items()}
         row = [op, shape, d, ms["refnorm"], ms["out"], ms.get("torch", "-"), ms.get("numpy", "-"),
                f"{t['torch'] / t['refnorm']:.2f}" if "torch" in t else "-",

@@ -22,7 +22,9 @@ gradients of the given differentiable arguments (``"x"``, ``"weight"``,
 ``"bias"``), plus ``batch_norm_running_stats`` and
 ``instance_norm_running_stats``, and ``<op>_stats(<the forward's
 arguments>) -> (y, {"mean": ..., "rstd": ...})`` exposing the saved statistics
-(shaped like the reduction sets; RMSNorm saves only ``rstd``).  Inputs of dtype float16, bfloat16
+(shaped like the reduction sets; RMSNorm saves only ``rstd``); handed back as
+``<op>_backward(..., stats=...)`` (keyword only) they spare the backward its
+statistics pass, with the same bits.  Inputs of dtype float16, bfloat16
 (ml_dtypes), float32 or float64 are upcast exactly; every result is float64;
 no input is ever modified.
 

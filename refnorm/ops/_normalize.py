@@ -89,7 +89,8 @@ def _empty_stats(x3) -> Stats:
 def batch_stats(x3: np.ndarray, eps: float, *, center: bool = True) -> Stats:
     """Statistics of each reduction set ``x3[:, b, :]``."""
     st = _empty_stats(x3)
-    K.moments(x3, center, float(eps), st.data)
+    with _serial_if_small(x3.size):
+        K.moments(x3, center, float(eps), st.data)
     return st
 
 
@@ -136,6 +137,34 @@ def _stream(arr) -> bool:
     return arr.nbytes >= STREAM_BYTES
 
 
+#: Below this many elements a kernel runs on the calling thread alone (the
+#: thread count is set to 1 around it): starting the parallel region costs
+#: more than it saves there (measured, 2 threads, a 1 x 8 LayerNorm: 50 us a
+#: call on one thread against 8 ms on two when the other core is busy, its
+#: worker then waiting for a time slice).  The bits do not depend on the
+#: number of threads (:mod:`refnorm.ops._jit`), so this is a matter of speed only.
+SERIAL_ELEMENTS = 8192
+
+
+class _serial_if_small:
+    """``with _serial_if_small(n):`` runs the kernels inside on one thread when
+    ``n < SERIAL_ELEMENTS`` (restoring the thread count after)."""
+
+    __slots__ = ("threads",)
+
+    def __init__(self, n: int):
+        self.threads = numba.get_num_threads() if n < SERIAL_ELEMENTS else 1
+
+    def __enter__(self):
+        if self.threads > 1:
+            numba.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.threads > 1:
+            numba.set_num_threads(self.threads)
+        return False
+
+
 def _target(x3, out):
     """The array receiving an elementwise result: ``out`` viewed like ``x3``
     (already validated by :func:`check_out`), or a new one."""
@@ -147,7 +176,8 @@ def forward(x3, stats: Stats, weight, bias, P: int, Q: int, *, out=None) -> np.n
     T = _inner(x3, Q)
     w, b = affine_vectors(weight, bias, P * Q)
     y3 = _target(x3, out)
-    K.forward(x3, stats.data, w, b, P, Q, T, y3, _stream(y3))
+    with _serial_if_small(x3.size):
+        K.forward(x3, stats.data, w, b, P, Q, T, y3, _stream(y3))
     return y3
 
 
@@ -157,7 +187,8 @@ def normalize(x3, eps: float, weight, bias, P: int, Q: int, *, center: bool = Tr
     w, b = affine_vectors(weight, bias, P * Q)
     y3 = _target(x3, out)
     st = _empty_stats(x3)
-    K.normalize(x3, center, float(eps), w, b, P, Q, T, y3, st.data, _stream(y3))
+    with _serial_if_small(x3.size):
+        K.normalize(x3, center, float(eps), w, b, P, Q, T, y3, st.data, _stream(y3))
     return y3, st
 
 
@@ -176,17 +207,18 @@ def _fuse_affine(x3, P: int, T: int) -> bool:
     return P >= K.LANES // 2 and (A == 1 or B == P) and not (T == 1 and P == 1)
 
 
-def _affine_band_sets(x3, P: int, T: int, fresh: bool) -> int:
+def _affine_band_sets(x3, P: int, T: int, per_set: bool) -> int:
     """Sets per band when the affine sums are a separate pass
     (:func:`K.backward_affine`) over one parameter per position (LayerNorm,
-    RMSNorm: ``P == 1, T == 1``, ``A == 1``) and the statistics are computed
-    here: the input gradient and the affine sums then run band by band, so
+    RMSNorm: ``P == 1, T == 1``, ``A == 1``) and the statistics have one
+    column per set (``per_set``: computed here, or saved by the forward): the
+    input gradient and the affine sums then run band by band, so
     that the second pass reads ``x`` and ``dy`` from the threads' L2 caches
     instead of memory.  The bands are consecutive sets in ascending order and
     the Sum2 accumulators carry over, so every dweight/dbias has the bits of
     one pass over all rows.  0: no bands."""
     A, B, S = x3.shape
-    if not (fresh and P == 1 and T == 1 and A == 1) or S == 0:
+    if not (per_set and P == 1 and T == 1 and A == 1) or S == 0:
         return 0
     budget = AFFINE_BAND_BYTES or _L2_BYTES * numba.get_num_threads()
     sets = budget // (2 * 8 * S)  # x and dy of a band
@@ -203,6 +235,12 @@ AFFINE_BAND_BYTES = 0
 
 def _backward(dy3, x3, stats: Stats, fresh: bool, eps: float, weight, P: int, Q: int, rms: bool, affine: bool,
               out):
+    with _serial_if_small(x3.size):
+        return _backward_kernels(dy3, x3, stats, fresh, eps, weight, P, Q, rms, affine, out)
+
+
+def _backward_kernels(dy3, x3, stats: Stats, fresh: bool, eps: float, weight, P: int, Q: int, rms: bool,
+                      affine: bool, out):
     T = _inner(x3, Q)
     w, _ = affine_vectors(weight, None, P * Q)
     mode = _mode(stats.const, rms)
@@ -214,14 +252,14 @@ def _backward(dy3, x3, stats: Stats, fresh: bool, eps: float, weight, P: int, Q:
     separate = affine and not fuse  # dweight/dbias by K.backward_affine, after the input gradient
     acc = np.zeros((4, P * Q if separate else 0))  # its Sum2 accumulators, carried across bands
     block = K.affine_block(Q, T, numba.get_num_threads())
-    band = _affine_band_sets(x3, P, T, fresh) if separate else 0
+    band = _affine_band_sets(x3, P, T, stats.period == x3.shape[1]) if separate else 0
     for r in [slice(b0, b0 + band) for b0 in range(0, x3.shape[1], band)] if band else [slice(None)]:
         st = np.ascontiguousarray(stats.data[:, r]) if band else stats.data  # a band's statistics: its columns
         K.backward_sets(dy3[:, r], x3[:, r], fresh, not rms, float(eps), st, w, P, Q, T, mode, dx3[:, r], dweight,
                         dbias, stream)
         if separate:
             K.backward_affine(dy3[:, r], x3[:, r], st, P, Q, T, acc, block)
-        if band:
+        if band and fresh:
             stats.data[:, r] = st
     if not affine:
         return dx3, None, None
@@ -239,9 +277,16 @@ def backward(dy3, x3, stats: Stats, weight, P: int, Q: int, *, rms: bool = False
 
 
 def normalize_backward(dy3, x3, eps: float, weight, P: int, Q: int, *, rms: bool = False, affine: bool = True,
-                       out=None):
+                       out=None, saved=None):
     """:func:`backward` with the batch statistics computed inside the kernel
-    (as :func:`batch_stats` would): ``(dx3, dweight, dbias)``."""
+    (as :func:`batch_stats` would): ``(dx3, dweight, dbias)``.
+
+    ``saved``: the statistics array a forward computed
+    (:func:`refnorm.ops._saved.restore`); the kernel then reads them instead
+    of computing them, with the same bits."""
+    if saved is not None:
+        return _backward(dy3, x3, Stats(saved, x3.shape[0] * x3.shape[2]), False, 0.0, weight, P, Q, rms, affine,
+                         out)
     st = _empty_stats(x3)
     return _backward(dy3, x3, st, True, eps, weight, P, Q, rms, affine, out)
 

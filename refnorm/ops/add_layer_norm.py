@@ -62,22 +62,28 @@ def add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e
     -------
     (y, h) : float64 arrays shaped like ``x``; ``h`` holds values of ``residual_dtype``.
     """
-    return add_layer_norm_stats(x, residual, normalized_shape, weight, bias, eps, offset=offset,
-                                residual_dtype=residual_dtype)[0]
+    xa, h = _prepare(x, residual, normalized_shape, residual_dtype)
+    return ln.layer_norm(h, normalized_shape, weight, bias, eps, offset=offset), h
 
 
 def add_layer_norm_backward(dy, dh, x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0,
-                            residual_dtype=None):
+                            residual_dtype=None, stats=None):
     """Gradients of :func:`add_layer_norm` for the cotangents ``dy`` (of ``y``)
     and ``dh`` (of the returned ``h``; None: zero).
 
     Returns ``{"x": dx, "residual": dresidual[, "weight": dweight][, "bias": dbias]}``
     with ``dx = dresidual = layer_norm_backward(dy, h, ...)["x"] + dh``; all float64.
+
+    ``stats`` (keyword only): the statistics dict :func:`add_layer_norm_stats`
+    returned for the same arguments (the statistics of ``h``); the backward
+    then reads them instead of recomputing them (same bits), as
+    :func:`~refnorm.ops.layer_norm.layer_norm_backward` does, with its checks.
     """
     xa, h = _prepare(x, residual, normalized_shape, residual_dtype)
     dh = RS.check_dh(dh, xa.shape)  # validated before any kernel runs
     dy = np.zeros(xa.shape) if dy is None else dy  # no cotangent of y: zero
-    g = ln.layer_norm_backward(dy, h, normalized_shape, weight, bias, eps, offset=offset)
+    g = ln._layer_norm_backward(dy, h, normalized_shape, weight, bias, eps, offset, None, stats,
+                                "add_layer_norm_backward")
     dx = g.pop("x") if dh is None else g.pop("x") + dh
     return {"x": dx, "residual": dx.copy(), **g}
 

@@ -60,23 +60,28 @@ def add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, offset
     -------
     (y, h) : float64 arrays shaped like ``x``; ``h`` holds values of ``residual_dtype``.
     """
-    return add_rms_norm_stats(x, residual, normalized_shape, weight, eps, offset=offset,
-                              residual_dtype=residual_dtype)[0]
+    xa, h, eps = _prepare(x, residual, normalized_shape, eps, residual_dtype)
+    return rms.rms_norm(h, normalized_shape, weight, eps, offset=offset), h
 
 
 def add_rms_norm_backward(dy, dh, x, residual, normalized_shape, weight=None, eps=None, *, offset=0.0,
-                          residual_dtype=None):
+                          residual_dtype=None, stats=None):
     """Gradients of :func:`add_rms_norm` for the cotangents ``dy`` (of ``y``) and
     ``dh`` (of the returned ``h``; None: zero).
 
     Returns ``{"x": dx, "residual": dresidual[, "weight": dweight]}`` with
     ``dx = dresidual = rms_norm_backward(dy, h, ...)["x"] + dh`` and
     ``dweight = sum_rows dy * xhat(h)``; all float64.
+
+    ``stats`` (keyword only): the statistics dict :func:`add_rms_norm_stats`
+    returned for the same arguments (the rstd of ``h``); the backward then
+    reads it instead of recomputing it (same bits), as
+    :func:`~refnorm.ops.rms_norm.rms_norm_backward` does, with its checks.
     """
     xa, h, eps = _prepare(x, residual, normalized_shape, eps, residual_dtype)
     dh = RS.check_dh(dh, xa.shape)  # validated before any kernel runs
     dy = np.zeros(xa.shape) if dy is None else dy  # no cotangent of y: zero
-    g = rms.rms_norm_backward(dy, h, normalized_shape, weight, eps, offset=offset)
+    g = rms._rms_norm_backward(dy, h, normalized_shape, weight, eps, offset, None, stats, "add_rms_norm_backward")
     dx = g.pop("x") if dh is None else g.pop("x") + dh
     return {"x": dx, "residual": dx.copy(), **g}
 

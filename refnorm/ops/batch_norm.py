@@ -12,6 +12,10 @@ from . import _layout as L
 from . import _derivatives as D
 from . import _normalize as nz
 from . import _running as R
+from . import _saved as SV
+
+#: the saved statistics (``batch_norm_stats``)
+STATS = ("mean", "rstd")
 
 
 def _check_common(x, running_mean, running_var):
@@ -55,7 +59,7 @@ def _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps
     return xa.shape, C, x3, w, b, eps, (None if training else (rm, rv))
 
 
-def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out):
+def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, out, saving=False):
     shape, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
     if out is not None:
         nz.check_out(out, shape, ("x", x), ("running_mean", running_mean), ("running_var", running_var),
@@ -66,20 +70,28 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
         st = nz.const_stats(*running, eps)
         y3 = nz.forward(x3, st, w, b, P=C, Q=1, out=out)
     y = out if out is not None else y3.reshape(shape)
-    return y, {"mean": st.mean.copy(), "rstd": st.rstd.copy()}
+    if not saving:
+        return y, None
+    return y, SV.save("batch_norm", SV.BATCH if running is None else SV.CONST, x3, eps, st, STATS,
+                      {"mean": (C,), "rstd": (C,)}, running)
 
 
-def _batch_norm_backward(dy, x, running_mean, running_var, weight, bias, training, momentum, eps, out):
+def _batch_norm_backward(dy, x, running_mean, running_var, weight, bias, training, momentum, eps, out, stats):
     shape, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias, training, momentum, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     if out is not None:
         nz.check_out(out, shape, ("dy", dy), ("x", x), ("running_mean", running_mean),
                      ("running_var", running_var), ("weight", weight), ("bias", bias))
+    saved = None
+    if stats is not None:
+        saved = SV.restore(stats, "batch_norm_backward", "batch_norm", SV.BATCH if running is None else SV.CONST,
+                           x3, eps, STATS, {"mean": (C,), "rstd": (C,)}, running)
     affine = w is not None or b is not None
     if running is None:  # training: batch statistics
-        dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=C, Q=1, affine=affine, out=out)
+        dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=C, Q=1, affine=affine, out=out, saved=saved)
     else:
-        dx3, dw, db = nz.backward(dy3, x3, nz.const_stats(*running, eps), w, P=C, Q=1, affine=affine, out=out)
+        st = nz.const_stats(*running, eps) if saved is None else nz.Stats(saved, const=True)
+        dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, Q=1, affine=affine, out=out)
     return nz.gradient_dict(dx3, shape, out, w, b, dw, db)
 
 
@@ -91,8 +103,13 @@ def batch_norm_stats(x, running_mean, running_var, weight=None, bias=None, train
     Arguments as :func:`batch_norm`.  Returns ``(y, {"mean": mean, "rstd": rstd})``:
     ``y`` float64 shaped like ``x`` (``(N, C, *spatial)``); ``mean`` and ``rstd``
     of shape ``(C,)``, ``rstd = 1/sqrt(var + eps)`` with the biased batch
-    variance in training, ``running_mean`` and ``1/sqrt(running_var + eps)`` in eval."""
-    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, None)
+    variance in training, ``running_mean`` and ``1/sqrt(running_var + eps)`` in eval.
+
+    The dict is a ``dict`` with exactly those keys that also keeps, privately,
+    the low parts of the double-double statistics and a fingerprint of the
+    call (:class:`refnorm.ops._saved.SavedStats`): pass it back as
+    ``batch_norm_backward(..., stats=...)`` to skip the statistics pass."""
+    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, None, saving=True)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
@@ -127,7 +144,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
 
 def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None, training=False,
-                        momentum=0.1, eps=1e-5, *, out=None):
+                        momentum=0.1, eps=1e-5, *, stats=None, out=None):
     """Gradients of :func:`batch_norm`: ``{"x": dx[, "weight"][, "bias"]}``.
 
     Training differentiates through the batch statistics
@@ -139,10 +156,25 @@ def batch_norm_backward(dy, x, running_mean, running_var, weight=None, bias=None
     Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
     ``dbias`` ``(C,)``, returned only when ``weight`` / ``bias`` is given.  All float64.
 
+    ``stats`` (keyword only): the statistics dict :func:`batch_norm_stats`
+    returned for the same arguments.  In training these are the batch mean
+    and rstd, which the backward then reads instead of recomputing them from
+    ``x`` (what PyTorch's backward does with the ``save_mean``/``save_invstd``
+    of its forward); in eval they are ``running_mean`` and
+    ``1/sqrt(running_var + eps)``, the constants the eval backward uses
+    anyway (PyTorch's eval backward reads the running statistics), so
+    ``stats`` only saves the reciprocal square roots there.  Either way the
+    result has the bits of the backward without ``stats``.  Checked before any
+    kernel runs (``TypeError``: not that dict; ``ValueError``: keys, shapes, a
+    dict saved in the other mode, for another shape or ``eps``, or for other
+    values of ``x`` (training) or of the running statistics (eval), as far as
+    a sample of them tells); never modified.
+
     ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
     written; the dict then holds ``"x": out`` (same bits).
     """
-    return _batch_norm_backward(dy, x, running_mean, running_var, weight, bias, training, momentum, eps, out)
+    return _batch_norm_backward(dy, x, running_mean, running_var, weight, bias, training, momentum, eps, out,
+                                stats)
 
 
 def batch_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, num_batches_tracked=None,

@@ -12,6 +12,10 @@ from .. import _validate as V
 from . import _layout as L
 from . import _derivatives as D
 from . import _normalize as nz
+from . import _saved as SV
+
+#: the saved statistics (``group_norm_stats``)
+STATS = ("mean", "rstd")
 
 
 def layout(x_shape, num_groups) -> L.Layout:
@@ -35,28 +39,39 @@ def _prepare(x, num_groups, weight, bias, eps):
     return xa.shape, G, HW, x3, w, b, eps
 
 
-def _group_norm(x, num_groups, weight, bias, eps, out):
+def _group_norm(x, num_groups, weight, bias, eps, out, saving=False):
     shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
     if out is not None:
         nz.check_out(out, shape, ("x", x), ("weight", weight), ("bias", bias))
     y3, st = nz.normalize(x3, eps, w, b, P=G, Q=shape[1] // G, out=out)
     y = out if out is not None else y3.reshape(shape)
-    return y, {"mean": st.mean.reshape(shape[0], G), "rstd": st.rstd.reshape(shape[0], G)}
+    if not saving:
+        return y, None
+    return y, SV.save("group_norm", SV.BATCH, x3, eps, st, STATS, {"mean": (shape[0], G), "rstd": (shape[0], G)})
 
 
-def _group_norm_backward(dy, x, num_groups, weight, bias, eps, out):
+def _group_norm_backward(dy, x, num_groups, weight, bias, eps, out, stats):
     shape, G, HW, x3, w, b, eps = _prepare(x, num_groups, weight, bias, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     if out is not None:
         nz.check_out(out, shape, ("dy", dy), ("x", x), ("weight", weight), ("bias", bias))
+    saved = None
+    if stats is not None:
+        saved = SV.restore(stats, "group_norm_backward", "group_norm", SV.BATCH, x3, eps, STATS,
+                           {"mean": (shape[0], G), "rstd": (shape[0], G)})
     dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=G, Q=shape[1] // G,
-                                        affine=w is not None or b is not None, out=out)
+                                        affine=w is not None or b is not None, out=out, saved=saved)
     return nz.gradient_dict(dx3, shape, out, w, b, dw, db)
 
 
 def group_norm_stats(x, num_groups, weight=None, bias=None, eps=1e-5):
-    """``y`` and the saved ``mean``, ``rstd`` of shape ``(N, num_groups)``."""
-    return _group_norm(x, num_groups, weight, bias, eps, None)
+    """``y`` and the saved ``mean``, ``rstd`` of shape ``(N, num_groups)``.
+
+    The dict is a ``dict`` with exactly those keys that also keeps, privately,
+    the low parts of the double-double statistics and a fingerprint of the
+    call (:class:`refnorm.ops._saved.SavedStats`): pass it back as
+    ``group_norm_backward(..., stats=...)`` to skip the statistics pass."""
+    return _group_norm(x, num_groups, weight, bias, eps, None, saving=True)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
@@ -84,7 +99,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
     return _group_norm(x, num_groups, weight, bias, eps, out)[0]
 
 
-def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
+def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5, *, stats=None, out=None):
     """Gradients of :func:`group_norm`: ``{"x": dx[, "weight"][, "bias"]}``.
 
     Per (sample, group), with ``g = weight[c] * dy``:
@@ -95,10 +110,17 @@ def group_norm_backward(dy, x, num_groups, weight=None, bias=None, eps=1e-5, *, 
     ``dbias`` ``(C,)`` (per channel, not per group), returned only when
     ``weight`` / ``bias`` is given.  All float64.
 
+    ``stats`` (keyword only): the statistics dict :func:`group_norm_stats`
+    returned for the same ``x``, ``num_groups`` and ``eps``; the backward then
+    reads the saved mean and rstd instead of recomputing them (same bits).
+    Checked before any kernel runs (``TypeError``: not that dict;
+    ``ValueError``: keys, shapes, or saved for another shape, ``eps`` or input
+    values, as far as a sample of ``x`` tells); never modified.
+
     ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
     written; the dict then holds ``"x": out`` (same bits).
     """
-    return _group_norm_backward(dy, x, num_groups, weight, bias, eps, out)
+    return _group_norm_backward(dy, x, num_groups, weight, bias, eps, out, stats)
 
 
 def group_norm_jvp(tangents, x, num_groups, weight=None, bias=None, eps=1e-5):

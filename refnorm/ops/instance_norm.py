@@ -16,6 +16,10 @@ from . import _layout as L
 from . import _derivatives as D
 from . import _normalize as nz
 from . import _running as R
+from . import _saved as SV
+
+#: the saved statistics (``instance_norm_stats``)
+STATS = ("mean", "rstd")
 
 
 def _check_common(x, running_mean, running_var):
@@ -59,7 +63,7 @@ def _prepare(x, running_mean, running_var, weight, bias, use_input_stats, moment
     return xa.shape, N, C, x3, w, b, eps, (None if use_input_stats else (rm, rv))
 
 
-def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, out):
+def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, out, saving=False):
     shape, N, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias,
                                                    use_input_stats, momentum, eps)
     if out is not None:
@@ -71,30 +75,47 @@ def _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, 
         st = nz.const_stats(*running, eps)
         y3 = nz.forward(x3, st, w, b, P=C, Q=1, out=out)
     y = out if out is not None else y3.reshape(shape)
-    lead = (N, C) if not st.const else (C,)
-    return y, {"mean": st.mean.reshape(lead), "rstd": st.rstd.reshape(lead)}
+    if not saving:
+        return y, None
+    lead = (N, C) if running is None else (C,)
+    return y, SV.save("instance_norm", SV.BATCH if running is None else SV.CONST, x3, eps, st, STATS,
+                      {"mean": lead, "rstd": lead}, running)
 
 
-def _instance_norm_backward(dy, x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, out):
+def _instance_norm_backward(dy, x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, out,
+                            stats):
     shape, N, C, x3, w, b, eps, running = _prepare(x, running_mean, running_var, weight, bias,
                                                    use_input_stats, momentum, eps)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     if out is not None:
         nz.check_out(out, shape, ("dy", dy), ("x", x), ("running_mean", running_mean),
                      ("running_var", running_var), ("weight", weight), ("bias", bias))
+    saved = None
+    if stats is not None:
+        lead = (N, C) if running is None else (C,)
+        saved = SV.restore(stats, "instance_norm_backward", "instance_norm",
+                           SV.BATCH if running is None else SV.CONST, x3, eps, STATS, {"mean": lead, "rstd": lead},
+                           running)
     affine = w is not None or b is not None
     if running is None:  # input statistics
-        dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=C, Q=1, affine=affine, out=out)
+        dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=C, Q=1, affine=affine, out=out, saved=saved)
     else:
-        dx3, dw, db = nz.backward(dy3, x3, nz.const_stats(*running, eps), w, P=C, Q=1, affine=affine, out=out)
+        st = nz.const_stats(*running, eps) if saved is None else nz.Stats(saved, const=True)
+        dx3, dw, db = nz.backward(dy3, x3, st, w, P=C, Q=1, affine=affine, out=out)
     return nz.gradient_dict(dx3, shape, out, w, b, dw, db)
 
 
 def instance_norm_stats(x, running_mean=None, running_var=None, weight=None, bias=None,
                         use_input_stats=True, momentum=0.1, eps=1e-5):
     """``y`` and the ``mean``, ``rstd`` used to normalize: shape ``(N, C)`` for
-    input statistics, ``(C,)`` for running ones."""
-    return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, None)
+    input statistics, ``(C,)`` for running ones.
+
+    The dict is a ``dict`` with exactly those keys that also keeps, privately,
+    the low parts of the double-double statistics and a fingerprint of the
+    call (:class:`refnorm.ops._saved.SavedStats`): pass it back as
+    ``instance_norm_backward(..., stats=...)`` to skip the statistics pass."""
+    return _instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, None,
+                          saving=True)
 
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
@@ -127,7 +148,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
 
 
 def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=None, bias=None,
-                           use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None):
+                           use_input_stats=True, momentum=0.1, eps=1e-5, *, stats=None, out=None):
     """Gradients of :func:`instance_norm`: ``{"x": dx[, "weight"][, "bias"]}``.
 
     Input statistics: per (sample, channel) with ``g = weight[c] * dy``,
@@ -138,11 +159,24 @@ def instance_norm_backward(dy, x, running_mean=None, running_var=None, weight=No
     Shapes: ``dy`` and ``dx`` like ``x`` (``(N, C, *spatial)``); ``dweight`` and
     ``dbias`` ``(C,)``, returned only when ``weight`` / ``bias`` is given.  All float64.
 
+    ``stats`` (keyword only): the statistics dict :func:`instance_norm_stats`
+    returned for the same arguments.  With input statistics these are the
+    per-(sample, channel) mean and rstd, which the backward then reads instead
+    of recomputing them from ``x``; with running statistics
+    (``use_input_stats=False``) they are ``running_mean`` and
+    ``1/sqrt(running_var + eps)``, constants the backward uses anyway, so
+    ``stats`` only saves the reciprocal square roots.  Either way the result
+    has the bits of the backward without ``stats``.  Checked before any kernel
+    runs (``TypeError``: not that dict; ``ValueError``: keys, shapes, a dict
+    saved in the other mode, for another shape or ``eps``, or for other values
+    of ``x`` (input statistics) or of the running statistics, as far as a
+    sample of them tells); never modified.
+
     ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
     written; the dict then holds ``"x": out`` (same bits).
     """
     return _instance_norm_backward(dy, x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
-                                   out)
+                                   out, stats)
 
 
 def instance_norm_running_stats(x, running_mean, running_var, momentum=0.1, *, convention="torch"):

@@ -13,6 +13,10 @@ from .. import _validate as V
 from . import _layout as L
 from . import _derivatives as D
 from . import _normalize as nz
+from . import _saved as SV
+
+#: the saved statistics (``layer_norm_stats``)
+STATS = ("mean", "rstd")
 
 
 def layout(x_shape, normalized_shape) -> L.Layout:
@@ -32,30 +36,42 @@ def _prepare(x, normalized_shape, weight, bias, eps, offset):
     return xa.shape, ns, x3, w, b, eps
 
 
-def _layer_norm(x, normalized_shape, weight, bias, eps, offset, out):
+def _layer_norm(x, normalized_shape, weight, bias, eps, offset, out, saving=False):
     shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps, offset)
     if out is not None:
         nz.check_out(out, shape, ("x", x), ("weight", weight), ("bias", bias))
     y3, st = nz.normalize(x3, eps, w, b, P=1, Q=x3.shape[2], out=out)
-    lead = shape[: len(shape) - len(ns)]
     y = out if out is not None else y3.reshape(shape)
-    return y, {"mean": st.mean.reshape(lead), "rstd": st.rstd.reshape(lead)}
+    if not saving:
+        return y, None
+    lead = shape[: len(shape) - len(ns)]
+    return y, SV.save("layer_norm", SV.BATCH, x3, eps, st, STATS, {"mean": lead, "rstd": lead})
 
 
-def _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, offset, out):
+def _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, offset, out, stats=None,
+                         fn="layer_norm_backward"):
     shape, ns, x3, w, b, eps = _prepare(x, normalized_shape, weight, bias, eps, offset)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     if out is not None:
         nz.check_out(out, shape, ("dy", dy), ("x", x), ("weight", weight), ("bias", bias))
+    saved = None
+    if stats is not None:
+        lead = shape[: len(shape) - len(ns)]
+        saved = SV.restore(stats, fn, "layer_norm", SV.BATCH, x3, eps, STATS, {"mean": lead, "rstd": lead})
     dx3, dw, db = nz.normalize_backward(dy3, x3, eps, w, P=1, Q=x3.shape[2], affine=w is not None or b is not None,
-                                        out=out)
+                                        out=out, saved=saved)
     return nz.gradient_dict(dx3, shape, out, w, b, dw, db, param_shape=ns)
 
 
 def layer_norm_stats(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0):
     """``y`` together with the saved statistics ``mean`` and ``rstd``, each of
-    shape ``x.shape[:-len(normalized_shape)]``."""
-    return _layer_norm(x, normalized_shape, weight, bias, eps, offset, None)
+    shape ``x.shape[:-len(normalized_shape)]``.
+
+    The dict is a ``dict`` with exactly those keys that also keeps, privately,
+    the low parts of the double-double statistics and a fingerprint of the
+    call (:class:`refnorm.ops._saved.SavedStats`): pass it back as
+    ``layer_norm_backward(..., stats=...)`` to skip the statistics pass."""
+    return _layer_norm(x, normalized_shape, weight, bias, eps, offset, None, saving=True)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0, out=None):
@@ -82,7 +98,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=
     return _layer_norm(x, normalized_shape, weight, bias, eps, offset, out)[0]
 
 
-def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0, out=None):
+def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-5, *, offset=0.0, stats=None,
+                        out=None):
     """Gradients of :func:`layer_norm` for the cotangent ``dy``.
 
     Returns ``{"x": dx, "weight": dweight, "bias": dbias}`` (the last two only
@@ -90,10 +107,19 @@ def layer_norm_backward(dy, x, normalized_shape, weight=None, bias=None, eps=1e-
     ``g = weight * dy`` per row: ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``;
     ``dweight = sum_rows dy * xhat``; ``dbias = sum_rows dy``.
 
+    ``stats`` (keyword only): the statistics dict :func:`layer_norm_stats`
+    returned for the same ``x``, ``normalized_shape`` and ``eps``; the
+    backward then reads the saved mean and rstd instead of recomputing them
+    from ``x`` (one pass of double-double arithmetic less) and returns the
+    same bits.  It is checked before any kernel runs (``TypeError``: not that
+    dict, e.g. a plain dict lacking the low parts; ``ValueError``: keys,
+    shapes, or a dict saved for another shape, ``eps`` or input values, as
+    far as a sample of ``x`` tells) and never modified.
+
     ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
     written; the dict then holds ``"x": out`` (same bits).
     """
-    return _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, offset, out)
+    return _layer_norm_backward(dy, x, normalized_shape, weight, bias, eps, offset, out, stats)
 
 
 def _params(x, weight, bias):

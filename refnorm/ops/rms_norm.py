@@ -12,6 +12,10 @@ from .. import _validate as V
 from . import _layout as L
 from . import _derivatives as D
 from . import _normalize as nz
+from . import _saved as SV
+
+#: the saved statistics (``rms_norm_stats``)
+STATS = ("rstd",)
 
 
 def default_eps(dtype) -> float:
@@ -39,28 +43,38 @@ def _prepare(x, normalized_shape, weight, eps, offset):
     return xa.shape, ns, V.to_f64(xa).reshape(layout(xa.shape, ns).view), w, eps
 
 
-def _rms_norm(x, normalized_shape, weight, eps, offset, out):
+def _rms_norm(x, normalized_shape, weight, eps, offset, out, saving=False):
     shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps, offset)
     if out is not None:
         nz.check_out(out, shape, ("x", x), ("weight", weight))
     y3, st = nz.normalize(x3, eps, w, None, P=1, Q=x3.shape[2], center=False, out=out)
     y = out if out is not None else y3.reshape(shape)
-    return y, {"rstd": st.rstd.reshape(shape[: len(shape) - len(ns)])}
+    if not saving:
+        return y, None
+    return y, SV.save("rms_norm", SV.RMS, x3, eps, st, STATS, {"rstd": shape[: len(shape) - len(ns)]})
 
 
-def _rms_norm_backward(dy, x, normalized_shape, weight, eps, offset, out):
+def _rms_norm_backward(dy, x, normalized_shape, weight, eps, offset, out, stats=None, fn="rms_norm_backward"):
     shape, ns, x3, w, eps = _prepare(x, normalized_shape, weight, eps, offset)
     dy3 = V.check_dy(dy, shape).reshape(x3.shape)
     if out is not None:
         nz.check_out(out, shape, ("dy", dy), ("x", x), ("weight", weight))
+    saved = None
+    if stats is not None:
+        saved = SV.restore(stats, fn, "rms_norm", SV.RMS, x3, eps, STATS, {"rstd": shape[: len(shape) - len(ns)]})
     dx3, dw, _ = nz.normalize_backward(dy3, x3, eps, w, P=1, Q=x3.shape[2], rms=True, affine=w is not None,
-                                       out=out)
+                                       out=out, saved=saved)
     return nz.gradient_dict(dx3, shape, out, w, None, dw, None, param_shape=ns)
 
 
 def rms_norm_stats(x, normalized_shape, weight=None, eps=None, *, offset=0.0):
-    """``y`` and the saved statistic ``rstd`` (shape ``x.shape[:-len(normalized_shape)]``)."""
-    return _rms_norm(x, normalized_shape, weight, eps, offset, None)
+    """``y`` and the saved statistic ``rstd`` (shape ``x.shape[:-len(normalized_shape)]``).
+
+    The dict is a ``dict`` with exactly that key that also keeps, privately,
+    the low part of the double-double rstd and a fingerprint of the call
+    (:class:`refnorm.ops._saved.SavedStats`): pass it back as
+    ``rms_norm_backward(..., stats=...)`` to skip the statistics pass."""
+    return _rms_norm(x, normalized_shape, weight, eps, offset, None, saving=True)
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, offset=0.0, out=None):
@@ -89,7 +103,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None, *, offset=0.0, out=None
     return _rms_norm(x, normalized_shape, weight, eps, offset, out)[0]
 
 
-def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, offset=0.0, out=None):
+def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, offset=0.0, stats=None, out=None):
     """Gradients of :func:`rms_norm`: ``{"x": dx[, "weight": dweight]}``.
 
     With ``r = rstd``, ``xhat = x * r`` and ``g = weight * dy`` per row:
@@ -98,10 +112,17 @@ def rms_norm_backward(dy, x, normalized_shape, weight=None, eps=None, *, offset=
     Shapes: ``dy`` and ``dx`` like ``x`` (``(*, *normalized_shape)``); ``dweight``
     ``normalized_shape``, returned only when ``weight`` is given.  All float64.
 
+    ``stats`` (keyword only): the statistics dict :func:`rms_norm_stats`
+    returned for the same ``x``, ``normalized_shape`` and ``eps``; the backward
+    then reads the saved rstd instead of recomputing it (same bits).  Checked
+    before any kernel runs (``TypeError``: not that dict; ``ValueError``: keys,
+    shapes, or saved for another shape, ``eps`` or input values, as far as a
+    sample of ``x`` tells); never modified.
+
     ``out`` (keyword only): an array as for the forward's ``out``, into which ``dx`` is
     written; the dict then holds ``"x": out`` (same bits).
     """
-    return _rms_norm_backward(dy, x, normalized_shape, weight, eps, offset, out)
+    return _rms_norm_backward(dy, x, normalized_shape, weight, eps, offset, out, stats)
 
 
 def rms_norm_jvp(tangents, x, normalized_shape, weight=None, eps=None, *, offset=0.0):

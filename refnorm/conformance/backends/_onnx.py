@@ -60,6 +60,7 @@ import onnx.checker
 import onnx.defs
 import onnx.helper as oh
 import onnx.inliner
+import onnx.shape_inference
 from onnx import TensorProto
 
 from ...ops.rms_norm import default_eps
@@ -70,6 +71,10 @@ ELEM_TYPES = {np.dtype(np.float64): TensorProto.DOUBLE, np.dtype(np.float32): Te
               np.dtype(np.float16): TensorProto.FLOAT16, _BF16: TensorProto.BFLOAT16}
 STASH_TYPE = TensorProto.FLOAT  # stash_type = 1, the schema default (see the module docstring)
 CONTRIB = "com.microsoft"
+#: What onnx's reference evaluator raises for an invalid call: the checker or strict shape inference
+#: refuses the model (wrong shapes or types), and an exception raised inside a node's kernel comes
+#: back as TypeError("Issues with types ...").  The ``error_types`` of the two evaluator backends.
+REFERENCE_ERROR_TYPES = (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, TypeError)
 _OPS = ("LayerNormalization", "RMSNormalization", "BatchNormalization", "InstanceNormalization",
         "GroupNormalization", "LRN")
 #: op type -> the newest opset version of its schema in the installed onnx

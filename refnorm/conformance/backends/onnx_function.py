@@ -18,8 +18,6 @@ ONNX inference defines none.
 from __future__ import annotations
 
 import onnx
-import onnx.checker
-import onnx.shape_inference
 
 from . import _onnx
 
@@ -28,9 +26,7 @@ BACKEND_INFO = {
     "description": f"onnx {onnx.__version__} ReferenceEvaluator on single-node models expanded to the op's function "
                    "body (LayerNormalization-17, RMSNormalization-23, GroupNormalization-21); forward and "
                    "LayerNorm's Mean/InvStdDev only",
-    # ONNX refuses an invalid model in the checker or strict shape inference; the evaluator reports an
-    # exception raised inside a node's kernel as TypeError("Issues with types ...")
-    "error_types": (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, TypeError),
+    "error_types": _onnx.REFERENCE_ERROR_TYPES,
 }
 
 _ops = _onnx.OnnxOps(_onnx.ReferenceRunner(function_body=True))

@@ -20,8 +20,6 @@ docs/findings/onnx.md reproduces their defects with direct models.
 from __future__ import annotations
 
 import onnx
-import onnx.checker
-import onnx.shape_inference
 
 from . import _onnx
 
@@ -30,9 +28,7 @@ BACKEND_INFO = {
     "description": f"onnx {onnx.__version__} ReferenceEvaluator on single-node models (newest opset of each op, "
                    "the op's Python kernel); forward, LayerNorm's Mean/InvStdDev and BatchNorm's running "
                    "statistics only (ONNX inference has no backward)",
-    # ONNX refuses an invalid model (wrong shapes or types) in the checker or strict shape inference;
-    # the evaluator reports an exception raised inside a node's kernel as TypeError("Issues with types ...")
-    "error_types": (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, TypeError),
+    "error_types": _onnx.REFERENCE_ERROR_TYPES,
 }
 
 _ops = _onnx.OnnxOps(_onnx.ReferenceRunner(function_body=False))

@@ -16,16 +16,11 @@ cotangents (zeros for a missing key).
 
 from __future__ import annotations
 
-import os
-
 import jax
 
-jax.config.update("jax_enable_x64", True)
-if not jax.config.jax_platforms and not os.environ.get("JAX_PLATFORMS"):  # CPU unless the user chose a platform
-    try:
-        jax.config.update("jax_platforms", "cpu")
-    except Exception:  # pragma: no cover - a backend was already initialized
-        pass
+from ._jax_setup import configure  # noqa: E402
+
+configure()  # x64 on, the CPU unless the user chose a platform
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
